@@ -1,0 +1,5 @@
+"""`python -m cinderflow`."""
+
+from cinderflow.cli import main
+
+main()

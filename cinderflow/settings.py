@@ -1,0 +1,118 @@
+"""Process settings: `CINDERFLOW_*` environment variables, an optional TOML file, CLI overrides.
+
+Precedence, highest first: explicit overrides (CLI flags) > environment > TOML file > defaults.
+The TOML file is named by `--config` or `CINDERFLOW_CONFIG`. Nested values in the environment
+are JSON, e.g. `CINDERFLOW_BACKENDS='[{"name": "fast", "options": {"path": "/srv"}}]'`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def default_data_dir() -> Path:
+    """`$XDG_DATA_HOME/cinderflow`, else `~/.local/share/cinderflow`."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cinderflow"
+
+
+class BackendConfig(BaseModel):
+    """One storage backend served by a worker: `<host>@<name>` with its own task queue."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    driver: str = "file"
+    options: dict[str, Any] = Field(default_factory=dict)
+    availability_zone: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CINDERFLOW_", extra="ignore", toml_file=None)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    """SQLAlchemy URL; default: a SQLite file in `data_dir`."""
+
+    host: str = Field(default_factory=socket.gethostname)
+    """Volume-service host name; backends are `<host>@<backend name>` as in Cinder."""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8776
+    public_endpoint: str | None = None
+    """Base URL used in links and version documents; default: the request's own URL."""
+
+    temporal_address: str | None = None
+    """`host:port`; default: temporalio envconfig (`TEMPORAL_ADDRESS`), else 127.0.0.1:7233."""
+    temporal_namespace: str | None = None
+    control_task_queue: str = "cinderflow-control"
+
+    auth_strategy: Literal["noauth"] = "noauth"
+    admin_users: list[str] = Field(default_factory=lambda: ["admin"])
+
+    backends: list[BackendConfig] = Field(default_factory=list)
+    default_volume_type: str = "__DEFAULT__"
+    storage_availability_zone: str = "nova"
+    osapi_max_limit: int = 1000
+
+    stats_interval: float = 10.0
+    """Seconds between two `get_volume_stats` reports of a backend worker."""
+    service_down_time: float = 60.0
+    """A service whose last report is older than this is `down`."""
+
+    outbox_sweep_interval: float = 5.0
+    outbox_grace: float = 5.0
+    """The sweeper starts outbox rows older than this (the API normally starts them at once)."""
+
+    driver_heartbeat_timeout: float = 30.0
+    """A driver call whose worker stops heartbeating for this long is retried on another attempt."""
+    driver_timeout: float = 6 * 3600.0
+    driver_max_attempts: int = 5
+
+    failpoint_dir: Path | None = None
+    """Testing seam: a directory of `<name>.hold` files that pause named points (failpoints.py)."""
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'cinderflow.sqlite'}"
+
+    def backend(self, name: str) -> BackendConfig:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        raise KeyError(f"backend {name!r} is not configured")
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from overrides, the environment and the TOML file (if any)."""
+    path = config_file or os.environ.get("CINDERFLOW_CONFIG")
+    cls: type[Settings] = Settings
+    if path:
+        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": Path(path)})
+        cls = type("Settings", (Settings,), {"model_config": config})
+    return cls(**{k: v for k, v in overrides.items() if v is not None})
