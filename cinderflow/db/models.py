@@ -1,0 +1,131 @@
+"""SQLModel tables. Rows never travel as Temporal payloads: activities convert them to DTOs.
+
+Times are timezone-aware UTC; views render them in Cinder's naive ISO format.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class VolumeType(SQLModel, table=True):
+    __tablename__ = "volume_types"
+
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=255, unique=True)
+    description: str | None = Field(default=None, max_length=255)
+    is_public: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+
+
+class VolumeTypeExtraSpec(SQLModel, table=True):
+    __tablename__ = "volume_type_extra_specs"
+
+    volume_type_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("volume_types.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    key: str = Field(primary_key=True, max_length=255)
+    value: str = Field(max_length=255)
+
+
+class Volume(SQLModel, table=True):
+    __tablename__ = "volumes"
+
+    id: str = Field(primary_key=True, max_length=36)
+    project_id: str = Field(index=True, max_length=255)
+    user_id: str = Field(max_length=255)
+    name: str | None = Field(default=None, max_length=255)
+    description: str | None = Field(default=None, max_length=255)
+    size: int
+    status: str = Field(max_length=32, index=True)
+    attach_status: str = Field(default="detached", max_length=32)
+    migration_status: str | None = Field(default=None, max_length=255)
+    previous_status: str | None = Field(default=None, max_length=32)
+    availability_zone: str = Field(max_length=255)
+    volume_type_id: str = Field(foreign_key="volume_types.id", max_length=36)
+    host: str | None = Field(default=None, max_length=255)
+    """`<host>@<backend>#<pool>` once scheduled."""
+    provider_location: str | None = Field(default=None, max_length=1024)
+    provider_id: str | None = Field(default=None, max_length=255)
+    snapshot_id: str | None = Field(default=None, max_length=36)
+    source_volid: str | None = Field(default=None, max_length=36)
+    bootable: bool = False
+    multiattach: bool = False
+    encryption_key_id: str | None = Field(default=None, max_length=36)
+    consumes_quota: bool = True
+    workflow_id: str | None = Field(default=None, max_length=255)
+    """The workflow that owns this volume; while set, only that workflow writes `status`."""
+    last_workflow_id: str | None = Field(default=None, max_length=255)
+    """The workflow that last released ownership: lets a retried final step see it already ran."""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+
+
+class VolumeMetadata(SQLModel, table=True):
+    __tablename__ = "volume_metadata"
+
+    volume_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("volumes.id", ondelete="CASCADE"), primary_key=True)
+    )
+    key: str = Field(primary_key=True, max_length=255)
+    value: str = Field(max_length=255)
+
+
+class VolumeAdminMetadata(SQLModel, table=True):
+    __tablename__ = "volume_admin_metadata"
+
+    volume_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("volumes.id", ondelete="CASCADE"), primary_key=True)
+    )
+    key: str = Field(primary_key=True, max_length=255)
+    value: str = Field(max_length=255)
+
+
+class Service(SQLModel, table=True):
+    """A reporting service; `cinder-volume` has one row per backend (`<host>@<backend>`)."""
+
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("host", "binary"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    host: str = Field(max_length=255)
+    binary: str = Field(max_length=64)
+    availability_zone: str = Field(max_length=255)
+    disabled: bool = False
+    disabled_reason: str | None = Field(default=None, max_length=255)
+    capabilities: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    """The driver's last `get_volume_stats()`."""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+    """Time of the last report: the heartbeat."""
+
+
+class OutboxEntry(SQLModel, table=True):
+    """A workflow to start, written in the same transaction as the state change that needs it.
+
+    The API starts it right after commit and deletes the row; if anything crashes in between,
+    a worker's sweeper starts it. Starting is idempotent (deterministic workflow id).
+    """
+
+    __tablename__ = "workflow_outbox"
+
+    workflow_id: str = Field(primary_key=True, max_length=255)
+    workflow_type: str = Field(max_length=255)
+    task_queue: str = Field(max_length=255)
+    input: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    operation: str = Field(max_length=64)
+    volume_id: str | None = Field(default=None, max_length=36)
+    project_id: str | None = Field(default=None, max_length=255)
+    summary: str = Field(default="", max_length=1024)
+    created_at: datetime = Field(default_factory=utcnow)
