@@ -1,0 +1,1 @@
+"""Volume drivers: the interface (`base`), the registry and the drivers shipped with cinderflow."""

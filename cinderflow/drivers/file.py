@@ -1,0 +1,160 @@
+"""The reference driver: each volume is a sparse raw file `volume-<id>` in one directory.
+
+Attach is local: the connection info names the file, which os-brick's LocalConnector hands to
+the consumer as-is. The backend is `down` while its directory is missing or not writable (a
+probe write, since root ignores permission bits).
+
+Options: `path` (required), `reserved_percentage` (0), `max_over_subscription_ratio` (20.0),
+`online_extend_support` (true).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+from cinderflow.drivers import qemu_img
+from cinderflow.drivers.base import (
+    ExtendOutcome,
+    SnapshotRef,
+    VolumeDriver,
+    VolumeDriverError,
+    VolumeRef,
+)
+
+GIB = 1024**3
+
+
+class FileDriver(VolumeDriver):
+    storage_protocol = "local"
+
+    def __init__(self, backend_name: str, options: dict[str, Any]) -> None:
+        super().__init__(backend_name, options)
+        if "path" not in options:
+            raise ValueError(f"backend {backend_name}: the file driver needs option 'path'")
+        self.root = Path(options["path"])
+        self.reserved_percentage = int(options.get("reserved_percentage", 0))
+        self.max_over_subscription_ratio = float(options.get("max_over_subscription_ratio", 20.0))
+        self.online_extend_support = bool(options.get("online_extend_support", True))
+
+    def do_setup(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def check_for_setup_error(self) -> None:
+        qemu_img.binary()
+
+    def path(self, volume: VolumeRef) -> Path:
+        return self.root / volume.name
+
+    # Stats ---------------------------------------------------------------------------------
+
+    def get_volume_stats(self, refresh: bool = False) -> dict[str, Any]:
+        up = self._writable()
+        total_gb: float | str = "unknown"
+        free_gb: float | str = "unknown"
+        provisioned_gb = 0.0
+        volumes = 0
+        if up:
+            st = os.statvfs(self.root)
+            total_gb = round(st.f_blocks * st.f_frsize / GIB, 2)
+            free_gb = round(st.f_bavail * st.f_frsize / GIB, 2)
+            for entry in self.root.glob("volume-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    provisioned_gb += entry.stat().st_size / GIB
+                    volumes += 1
+        return {
+            "volume_backend_name": self.backend_name,
+            "vendor_name": self.vendor_name,
+            "driver_version": self.VERSION,
+            "storage_protocol": self.storage_protocol,
+            "total_capacity_gb": total_gb,
+            "free_capacity_gb": free_gb,
+            "provisioned_capacity_gb": round(provisioned_gb, 2),
+            "total_volumes": volumes,
+            "reserved_percentage": self.reserved_percentage,
+            "max_over_subscription_ratio": self.max_over_subscription_ratio,
+            "thin_provisioning_support": True,
+            "thick_provisioning_support": False,
+            "multiattach": True,
+            "online_extend_support": self.online_extend_support,
+            "sparse_copy_volume": True,
+            "QoS_support": False,
+            "location_info": f"file:{self.root}",
+            "backend_state": "up" if up else "down",
+        }
+
+    def _writable(self) -> bool:
+        probe = self.root / f".probe-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError:
+            return False
+        return True
+
+    def _require_up(self) -> None:
+        if not self._writable():
+            raise VolumeDriverError(f"backend directory {self.root} is missing or not writable")
+
+    # Volumes -------------------------------------------------------------------------------
+
+    def create_volume(self, volume: VolumeRef) -> dict[str, Any] | None:
+        """Exclusive create, then grow to size: retries never truncate a file that exists.
+
+        This is what `qemu-img create -f raw` does (a sparse truncate), minus its O_TRUNC, which
+        would wipe a volume if a stale overlapping attempt ran late.
+        """
+        self._require_up()
+        path = self.path(volume)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        if path.stat().st_size < volume.size * GIB:
+            os.truncate(path, volume.size * GIB)
+        return {"provider_location": str(path)}
+
+    def delete_volume(self, volume: VolumeRef) -> None:
+        if not self.root.is_dir():
+            raise VolumeDriverError(f"backend directory {self.root} is missing")
+        self.path(volume).unlink(missing_ok=True)
+
+    def extend_volume(self, volume: VolumeRef, new_size: int) -> ExtendOutcome:
+        qemu_img.resize(self._existing(volume), new_size)
+        return ExtendOutcome.DONE
+
+    # Attach --------------------------------------------------------------------------------
+
+    def initialize_connection(self, volume: VolumeRef, connector: dict[str, Any]) -> dict[str, Any]:
+        return {"driver_volume_type": "local", "data": {"device_path": str(self._existing(volume))}}
+
+    def terminate_connection(self, volume: VolumeRef, connector: dict[str, Any] | None) -> None:
+        """A local path has no export to remove."""
+
+    def _existing(self, volume: VolumeRef) -> Path:
+        path = self.path(volume)
+        if not path.is_file():
+            raise VolumeDriverError(f"volume file {path} does not exist")
+        return path
+
+    # Not yet supported ----------------------------------------------------------------------
+
+    def create_snapshot(self, snapshot: SnapshotRef) -> dict[str, Any] | None:
+        raise NotImplementedError("file driver: snapshots are not supported yet")
+
+    def delete_snapshot(self, snapshot: SnapshotRef) -> None:
+        raise NotImplementedError("file driver: snapshots are not supported yet")
+
+    def create_volume_from_snapshot(
+        self, volume: VolumeRef, snapshot: SnapshotRef
+    ) -> dict[str, Any] | None:
+        raise NotImplementedError("file driver: snapshots are not supported yet")
+
+    def create_cloned_volume(self, volume: VolumeRef, src_vref: VolumeRef) -> dict[str, Any] | None:
+        raise NotImplementedError("file driver: clones are not supported yet")
+
+    def copy_image_to_volume(self, volume: VolumeRef, image_path: str, image_format: str) -> None:
+        raise NotImplementedError("file driver: images are not supported yet")
+
+    def copy_volume_to_image(self, volume: VolumeRef, image_path: str, image_format: str) -> None:
+        raise NotImplementedError("file driver: images are not supported yet")
