@@ -1,0 +1,1 @@
+"""Activities: small idempotent steps (database transitions, scheduling, driver calls)."""

@@ -1,0 +1,69 @@
+"""Driver calls, registered once per backend on that backend's task queue.
+
+The driver runs in a thread while the activity heartbeats, so a dead worker is noticed after the
+heartbeat timeout and the call is retried elsewhere (drivers are idempotent). Driver errors end
+the operation (non-retryable); anything else (a crash, a transient error) is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from cinderflow.drivers.base import VolumeDriver, VolumeDriverError, VolumeRef
+from cinderflow.failpoints import Failpoints
+
+MIN_HEARTBEAT_INTERVAL_S = 0.2
+
+T = TypeVar("T")
+
+
+async def heartbeating(work: Awaitable[T]) -> T:
+    """Await `work`, heartbeating at a third of the heartbeat timeout until it is done."""
+    timeout = activity.info().heartbeat_timeout
+    interval = max(timeout.total_seconds() / 3, MIN_HEARTBEAT_INTERVAL_S) if timeout else 10.0
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            activity.heartbeat()
+            await asyncio.wait({task}, timeout=interval)
+        return task.result()
+    finally:
+        task.cancel()
+
+
+def as_activity_error(error: Exception) -> ApplicationError:
+    message = str(error) or type(error).__name__
+    if isinstance(error, NotImplementedError):
+        message = str(error) or "not supported by this driver"
+    return ApplicationError(message, type=type(error).__name__, non_retryable=True)
+
+
+class DriverActivities:
+    def __init__(self, driver: VolumeDriver, failpoints: Failpoints) -> None:
+        self.driver = driver
+        self.failpoints = failpoints
+
+    async def _call(self, name: str, call: Callable[[], T]) -> T:
+        async def guarded() -> T:
+            await self.failpoints.reach(f"driver.{name}.before")
+            try:
+                result = await asyncio.to_thread(call)
+            except (VolumeDriverError, NotImplementedError) as error:
+                raise as_activity_error(error) from error
+            await self.failpoints.reach(f"driver.{name}.after")
+            return result
+
+        return await heartbeating(guarded())
+
+    @activity.defn(name="driver.create_volume")
+    async def create_volume(self, volume: VolumeRef) -> dict[str, Any]:
+        return await self._call("create_volume", lambda: self.driver.create_volume(volume)) or {}
+
+    @activity.defn(name="driver.delete_volume")
+    async def delete_volume(self, volume: VolumeRef) -> None:
+        await self._call("delete_volume", lambda: self.driver.delete_volume(volume))

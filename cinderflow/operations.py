@@ -1,0 +1,48 @@
+"""The long operations the API can request: which workflow, with what input and summary.
+
+Each function returns the outbox entry to commit with the state change that starts it; its
+workflow id is also written to `volumes.workflow_id`, making that workflow the volume's owner.
+"""
+
+from __future__ import annotations
+
+from cinderflow.db.models import OutboxEntry, Volume
+from cinderflow.payloads import CreateVolumeInput, DeleteVolumeInput, OperationPolicy
+from cinderflow.settings import Settings
+from cinderflow.temporal.outbox import volume_operation
+
+
+def policy(settings: Settings) -> OperationPolicy:
+    return OperationPolicy(
+        driver_heartbeat_timeout_s=settings.driver_heartbeat_timeout,
+        driver_timeout_s=settings.driver_timeout,
+        driver_max_attempts=settings.driver_max_attempts,
+    )
+
+
+def label(volume: Volume) -> str:
+    return f"{volume.name} ({volume.id})" if volume.name else volume.id
+
+
+def create_volume(settings: Settings, volume: Volume) -> OutboxEntry:
+    return volume_operation(
+        workflow_type="CreateVolume",
+        operation="create",
+        volume_id=volume.id,
+        project_id=volume.project_id,
+        task_queue=settings.control_task_queue,
+        payload=CreateVolumeInput(volume_id=volume.id, policy=policy(settings)),
+        summary=f"create {volume.size} GiB volume {label(volume)}",
+    )
+
+
+def delete_volume(settings: Settings, volume: Volume) -> OutboxEntry:
+    return volume_operation(
+        workflow_type="DeleteVolume",
+        operation="delete",
+        volume_id=volume.id,
+        project_id=volume.project_id,
+        task_queue=settings.control_task_queue,
+        payload=DeleteVolumeInput(volume_id=volume.id, policy=policy(settings)),
+        summary=f"delete {volume.size} GiB volume {label(volume)}",
+    )

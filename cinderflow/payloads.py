@@ -1,0 +1,55 @@
+"""Pydantic payloads exchanged by the API, workflows and activities (Temporal's pydantic converter).
+
+One model per workflow input and per activity input/output, so fields can be added compatibly.
+Nothing here does I/O or builds values from the clock: workflow code imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from cinderflow.drivers.base import VolumeRef
+
+
+class OperationPolicy(BaseModel):
+    """Timeouts and retries fixed when the operation is requested (recorded in history)."""
+
+    driver_heartbeat_timeout_s: float = 30.0
+    driver_timeout_s: float = 6 * 3600.0
+    driver_max_attempts: int = 5
+
+
+class CreateVolumeInput(BaseModel):
+    volume_id: str
+    policy: OperationPolicy = Field(default_factory=OperationPolicy)
+
+
+class DeleteVolumeInput(BaseModel):
+    volume_id: str
+    policy: OperationPolicy = Field(default_factory=OperationPolicy)
+
+
+class OperationOutcome(BaseModel):
+    """What a volume workflow returns: the final status it wrote and why."""
+
+    volume_id: str
+    status: str
+    detail: str | None = None
+
+
+class Placement(BaseModel):
+    """The scheduler's answer: the volume (with its new host) or why no backend fits."""
+
+    volume: VolumeRef | None = None
+    reason: str | None = None
+
+
+class VolumeFinish(BaseModel):
+    """Release ownership of a volume with a final status (and the driver's model update)."""
+
+    volume_id: str
+    status: str
+    model_update: dict[str, Any] = Field(default_factory=dict)
+    reason: str | None = None

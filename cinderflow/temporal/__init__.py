@@ -1,0 +1,1 @@
+"""Temporal wiring: client, workers, dev server, queues, search attributes, workflow outbox."""

@@ -1,0 +1,111 @@
+"""The workflow outbox: how a committed state change always gets its workflow.
+
+The API writes an `OutboxEntry` in the same transaction as the change (new `creating` row, CAS to
+`deleting`, ...), then starts the workflow and deletes the entry. If the API, the database or
+Temporal fails in between, the entry stays and a worker's sweeper starts it later. Starting is
+idempotent: the workflow id is fixed in the entry and started with REJECT_DUPLICATE, so a second
+start (API and sweeper racing, or a start whose reply was lost) is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+
+from pydantic import BaseModel
+from sqlalchemy import delete
+from sqlmodel import select
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from cinderflow.db.engine import Database
+from cinderflow.db.models import OutboxEntry, utcnow
+from cinderflow.temporal import search_attributes
+
+log = logging.getLogger(__name__)
+
+START_RPC_TIMEOUT = timedelta(seconds=10)
+
+
+def volume_workflow_id(volume_id: str, operation: str) -> str:
+    """`volume-<id>-<operation>-<token>`: derived from the volume, unique per request."""
+    return f"volume-{volume_id}-{operation}-{secrets.token_hex(4)}"
+
+
+def volume_operation(
+    *,
+    workflow_type: str,
+    operation: str,
+    volume_id: str,
+    project_id: str,
+    task_queue: str,
+    payload: BaseModel,
+    summary: str,
+) -> OutboxEntry:
+    return OutboxEntry(
+        workflow_id=volume_workflow_id(volume_id, operation),
+        workflow_type=workflow_type,
+        task_queue=task_queue,
+        input=payload.model_dump(mode="json"),
+        operation=operation,
+        volume_id=volume_id,
+        project_id=project_id,
+        summary=summary,
+    )
+
+
+class Outbox:
+    def __init__(self, db: Database, client: Client) -> None:
+        self.db = db
+        self.client = client
+
+    async def start(self, entry: OutboxEntry) -> bool:
+        """Start the entry's workflow (or find it started) and drop the entry.
+
+        Returns False, leaving the entry for the sweeper, when Temporal cannot be reached.
+        """
+        try:
+            await self.client.start_workflow(
+                entry.workflow_type,
+                entry.input,
+                id=entry.workflow_id,
+                task_queue=entry.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=search_attributes.for_operation(
+                    entry.operation, entry.volume_id, entry.project_id
+                ),
+                static_summary=entry.summary or None,
+                rpc_timeout=START_RPC_TIMEOUT,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
+        except Exception:
+            log.warning(
+                "could not start workflow %s; left for the sweeper",
+                entry.workflow_id,
+                exc_info=True,
+            )
+            return False
+        with self.db.transaction() as session:
+            session.exec(delete(OutboxEntry).where(OutboxEntry.workflow_id == entry.workflow_id))
+        return True
+
+    async def sweep(self, grace: timedelta) -> int:
+        """Start every entry older than `grace`; returns how many were started."""
+        cutoff = utcnow() - grace
+        with self.db.read() as session:
+            pending = list(
+                session.exec(
+                    select(OutboxEntry)
+                    .where(OutboxEntry.created_at < cutoff)
+                    .order_by(OutboxEntry.created_at)
+                )
+            )
+        started = 0
+        for entry in pending:
+            if await self.start(entry):
+                started += 1
+                log.info("sweeper started %s (%s)", entry.workflow_id, entry.operation)
+        return started

@@ -1,0 +1,154 @@
+"""What a `cinderflow worker` process runs.
+
+- the control worker (control task queue): every workflow plus the database and scheduler steps;
+- one worker per served backend on `backend:<host>@<name>` with that backend's driver activities;
+- per backend, a loop reporting `get_volume_stats()` into its service row (the heartbeat);
+- the outbox sweeper, which starts workflows whose start was interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from cinderflow.activities.driver import DriverActivities
+from cinderflow.activities.scheduler import VOLUME_BINARY, SchedulerActivities
+from cinderflow.activities.volumes import VolumeActivities
+from cinderflow.db import services
+from cinderflow.db.engine import Database
+from cinderflow.drivers.base import VolumeDriver
+from cinderflow.drivers.registry import load_driver
+from cinderflow.failpoints import Failpoints
+from cinderflow.settings import BackendConfig, Settings
+from cinderflow.temporal.outbox import Outbox
+from cinderflow.temporal.queues import backend_queue
+from cinderflow.workflows.registry import WORKFLOWS
+
+log = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+
+
+@dataclass
+class Backend:
+    config: BackendConfig
+    host: str  # "<host>@<name>"
+    driver: VolumeDriver
+
+
+def setup_backend(settings: Settings, config: BackendConfig) -> Backend:
+    driver = load_driver(config)
+    driver.do_setup()
+    driver.check_for_setup_error()
+    return Backend(config=config, host=f"{settings.host}@{config.name}", driver=driver)
+
+
+class WorkerService:
+    def __init__(
+        self,
+        settings: Settings,
+        client: Client,
+        db: Database,
+        backend_names: list[str] | None = None,
+        control: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.db = db
+        self.control = control
+        configs = settings.backends
+        if backend_names:
+            configs = [settings.backend(name) for name in backend_names]
+        self.backends = [setup_backend(settings, config) for config in configs]
+        self.failpoints = Failpoints(settings.failpoint_dir)
+
+    def workers(self) -> list[Worker]:
+        workers = []
+        if self.control:
+            volumes = VolumeActivities(self.db)
+            scheduler = SchedulerActivities(self.db, self.settings)
+            workers.append(
+                Worker(
+                    self.client,
+                    task_queue=self.settings.control_task_queue,
+                    workflows=WORKFLOWS,
+                    activities=[
+                        volumes.load,
+                        volumes.finish,
+                        volumes.destroy,
+                        scheduler.place_volume,
+                    ],
+                    graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+                )
+            )
+        for backend in self.backends:
+            calls = DriverActivities(backend.driver, self.failpoints)
+            workers.append(
+                Worker(
+                    self.client,
+                    task_queue=backend_queue(backend.host),
+                    activities=[calls.create_volume, calls.delete_volume],
+                    graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+                )
+            )
+        return workers
+
+    def report_stats(self, backend: Backend) -> None:
+        stats = backend.driver.get_volume_stats(refresh=True)
+        zone = backend.config.availability_zone or self.settings.storage_availability_zone
+        with self.db.transaction() as session:
+            services.report(
+                session,
+                host=backend.host,
+                binary=VOLUME_BINARY,
+                availability_zone=zone,
+                stats=stats,
+            )
+
+    async def _stats_loop(self, backend: Backend) -> None:
+        while True:
+            await asyncio.sleep(self.settings.stats_interval)
+            try:
+                await asyncio.to_thread(self.report_stats, backend)
+            except Exception:
+                log.exception("stats report for %s failed", backend.host)
+
+    async def _sweep_loop(self) -> None:
+        outbox = Outbox(self.db, self.client)
+        grace = timedelta(seconds=self.settings.outbox_grace)
+        while True:
+            try:
+                await outbox.sweep(grace)
+            except Exception:
+                log.exception("outbox sweep failed")
+            await asyncio.sleep(self.settings.outbox_sweep_interval)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then shut the workers down gracefully."""
+        for backend in self.backends:  # report before polling, so the scheduler sees us
+            await asyncio.to_thread(self.report_stats, backend)
+        loops = [asyncio.create_task(self._stats_loop(b)) for b in self.backends]
+        if self.control:
+            loops.append(asyncio.create_task(self._sweep_loop()))
+        workers = self.workers()
+        running = [asyncio.create_task(w.run()) for w in workers]
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait([stopper, *running], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper:
+                    task.result()  # a worker died: raise its error
+        finally:
+            for loop in loops:
+                loop.cancel()
+            stopper.cancel()
+            await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+            for task in running:
+                with contextlib.suppress(BaseException):
+                    await task

@@ -1,0 +1,81 @@
+"""Activity options and helpers shared by the volume workflows (deterministic, no I/O)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from cinderflow.activities.volumes import LOST_OWNERSHIP, VolumeActivities
+    from cinderflow.payloads import OperationOutcome, OperationPolicy, VolumeFinish
+    from cinderflow.temporal.queues import backend_queue
+
+CONTROL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,  # a database outage must delay an operation, never strand it
+    non_retryable_error_types=[LOST_OWNERSHIP],
+)
+
+
+def control(summary: str | None = None) -> dict[str, Any]:
+    """Options for a database step on the control queue (the workflow's own queue)."""
+    return {
+        "start_to_close_timeout": timedelta(seconds=60),
+        "retry_policy": CONTROL_RETRY,
+        "summary": summary,
+    }
+
+
+def driver(host: str, policy: OperationPolicy, summary: str | None = None) -> dict[str, Any]:
+    """Options for a driver call on the volume's backend queue."""
+    return {
+        "task_queue": backend_queue(host),
+        "start_to_close_timeout": timedelta(seconds=policy.driver_timeout_s),
+        "heartbeat_timeout": timedelta(seconds=policy.driver_heartbeat_timeout_s),
+        "retry_policy": RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            maximum_interval=timedelta(seconds=60),
+            maximum_attempts=policy.driver_max_attempts,
+        ),
+        "summary": summary,
+    }
+
+
+def failure_message(error: ActivityError) -> str:
+    """The innermost application error message of a failed activity."""
+    cause: BaseException | None = error
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    return str(getattr(cause, "message", None) or cause or error)
+
+
+def is_lost_ownership(error: ActivityError) -> bool:
+    return isinstance(error.cause, ApplicationError) and error.cause.type == LOST_OWNERSHIP
+
+
+async def release(
+    volume_id: str,
+    status: str,
+    *,
+    model_update: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> OperationOutcome:
+    """Write the final status and give up ownership; if another party took the volume, stop."""
+    try:
+        await workflow.execute_activity_method(
+            VolumeActivities.finish,
+            VolumeFinish(
+                volume_id=volume_id, status=status, model_update=model_update or {}, reason=reason
+            ),
+            **control(f"set status {status}"),
+        )
+    except ActivityError as error:
+        if not is_lost_ownership(error):
+            raise
+        return OperationOutcome(volume_id=volume_id, status="lost-ownership", detail=str(error))
+    return OperationOutcome(volume_id=volume_id, status=status, detail=reason)

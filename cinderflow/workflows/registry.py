@@ -1,0 +1,6 @@
+"""Every workflow a control worker runs."""
+
+from cinderflow.workflows.create_volume import CreateVolume
+from cinderflow.workflows.delete_volume import DeleteVolume
+
+WORKFLOWS = [CreateVolume, DeleteVolume]
