@@ -1,0 +1,1 @@
+"""The Cinder v3 REST API on Starlette."""

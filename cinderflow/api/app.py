@@ -1,0 +1,103 @@
+"""The ASGI application: `create_app(settings)`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from temporalio.client import Client
+
+from cinderflow.api import openapi, versions
+from cinderflow.api.errors import NOT_FOUND, ApiError, fault_body
+from cinderflow.api.middleware import CinderMiddleware
+from cinderflow.api.routes import volume_metadata, volumes
+from cinderflow.api.routing import Router
+from cinderflow.db.engine import Database
+from cinderflow.failpoints import Failpoints
+from cinderflow.settings import Settings
+from cinderflow.temporal.client import connect
+from cinderflow.temporal.outbox import Outbox
+
+HTTP_MESSAGES = {404: NOT_FOUND, 405: "The method is not allowed for the requested URL."}
+
+
+@dataclass
+class ApiServices:
+    """Process-wide dependencies of the handlers."""
+
+    settings: Settings
+    db: Database
+    outbox: Outbox
+    failpoints: Failpoints
+
+
+def api_router() -> Router:
+    router = Router()
+    for module in (volumes, volume_metadata):
+        router.include(module.router)
+    return router
+
+
+def create_app(
+    settings: Settings, *, db: Database | None = None, client: Client | None = None
+) -> Starlette:
+    """The API; `db`/`client` may be injected (tests, `cinderflow dev`), else built here.
+
+    The Temporal client connects lazily: the API serves (and records operations in the outbox)
+    even while Temporal is unreachable.
+    """
+    router = api_router()
+    document = openapi.build(router)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = db or Database(settings.db_url)
+        temporal = client or await connect(settings, lazy=True)
+        app.state.services = ApiServices(
+            settings, database, Outbox(database, temporal), Failpoints(settings.failpoint_dir)
+        )
+        try:
+            yield
+        finally:
+            if db is None:
+                database.dispose()
+
+    async def openapi_json(request: Request) -> JSONResponse:
+        return JSONResponse(document)
+
+    app = Starlette(
+        routes=[
+            Route("/", versions.root),
+            Route("/v3", versions.v3),
+            Route("/v3/", versions.v3),
+            Route("/openapi.json", openapi_json),
+            *router.starlette_routes(),
+        ],
+        middleware=[Middleware(CinderMiddleware, settings=settings)],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.router = router
+    return app
+
+
+async def _api_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ApiError)
+    return JSONResponse(error.body(), status_code=error.code, headers=error.headers)
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    message = HTTP_MESSAGES.get(error.status_code, error.detail)
+    return JSONResponse(
+        fault_body(error.status_code, message),
+        status_code=error.status_code,
+        headers=dict(error.headers or {}),
+    )

@@ -1,0 +1,58 @@
+"""Every authorisation rule in one table (Cinder's policy names, its default rules).
+
+Rules: `admin`; `member` = admin, or member of the target project; `reader` = admin, or reader
+or member of the target project. A failed check is 403 "Policy doesn't allow X to be performed.";
+callers turn unauthorised reads of one resource into 404, as Cinder does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cinderflow.api.context import MEMBER, READER, RequestContext
+from cinderflow.api.errors import Forbidden
+
+Rule = Callable[[RequestContext, str | None], bool]
+
+
+def _admin(ctx: RequestContext, project_id: str | None) -> bool:
+    return ctx.is_admin
+
+
+def _member(ctx: RequestContext, project_id: str | None) -> bool:
+    return ctx.is_admin or (
+        MEMBER in ctx.roles and (project_id is None or project_id == ctx.project_id)
+    )
+
+
+def _reader(ctx: RequestContext, project_id: str | None) -> bool:
+    return ctx.is_admin or (
+        bool({READER, MEMBER} & ctx.roles) and (project_id is None or project_id == ctx.project_id)
+    )
+
+
+RULES: dict[str, Rule] = {
+    "volume:create": _member,
+    "volume:get": _reader,
+    "volume:get_all": _reader,
+    "volume:update": _member,
+    "volume:delete": _member,
+    "volume:force_delete": _admin,
+    "volume:get_volume_metadata": _reader,
+    "volume:create_volume_metadata": _member,
+    "volume:update_volume_metadata": _member,
+    "volume:delete_volume_metadata": _member,
+    "volume_extension:volume_tenant_attribute": _admin,
+    "volume_extension:volume_host_attribute": _admin,
+    "volume_extension:volume_mig_status_attribute": _admin,
+    "volume:get_all_tenants": _admin,
+}
+
+
+def allowed(ctx: RequestContext, action: str, project_id: str | None = None) -> bool:
+    return RULES[action](ctx, project_id)
+
+
+def authorize(ctx: RequestContext, action: str, project_id: str | None = None) -> None:
+    if not allowed(ctx, action, project_id):
+        raise Forbidden(f"Policy doesn't allow {action} to be performed.")

@@ -1,0 +1,294 @@
+"""`/volumes`: create, list, show, update, delete.
+
+Create and delete only validate and commit a state change plus its outbox entry; the
+CreateVolume/DeleteVolume workflows do the rest and write the final status.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import or_
+from sqlmodel import Session, select
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from cinderflow import operations
+from cinderflow.api import microversions as mv
+from cinderflow.api import policy
+from cinderflow.api.context import RequestContext
+from cinderflow.api.errors import (
+    ApiError,
+    BadRequest,
+    NotFound,
+    invalid_input,
+    invalid_volume,
+    volume_not_found,
+    volume_type_not_found,
+)
+from cinderflow.api.params import boolean_param, dict_param, int_param, sort_param
+from cinderflow.api.routing import ApiRequest, Router
+from cinderflow.api.schemas.volumes import (
+    VolumeBody,
+    VolumeCreate,
+    VolumeCreateBody,
+    VolumeList,
+    VolumeUpdateBody,
+)
+from cinderflow.api.views import volumes as views
+from cinderflow.db import volumes as volume_db
+from cinderflow.db.cas import compare_and_swap
+from cinderflow.db.engine import Database
+from cinderflow.db.models import OutboxEntry, Service, Volume, VolumeType, utcnow
+from cinderflow.settings import Settings
+
+router = Router()
+
+DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
+NOT_MIGRATING = ("deleting", "error", "success")
+DELETE_REFUSED = (
+    "Volume status must be available or error or error_restoring or error_extending or "
+    "error_managing and must not be migrating, attached, belong to a group, have snapshots, "
+    "awaiting a transfer, or be disassociated from snapshots after volume transfer."
+)
+UNSUPPORTED_SOURCES = {
+    "snapshot_id": "a snapshot",
+    "source_volid": "another volume",
+    "imageRef": "an image",
+    "image_id": "an image",
+    "backup_id": "a backup",
+    "consistencygroup_id": "a consistency group",
+    "group_id": "a group",
+}
+
+
+def visible_volume(session: Session, ctx: RequestContext, volume_id: str) -> Volume:
+    """The volume if the caller may read it; 404 otherwise (Cinder hides what you cannot see)."""
+    volume = session.get(Volume, volume_id)
+    if volume is None or not policy.allowed(ctx, "volume:get", volume.project_id):
+        raise volume_not_found(volume_id)
+    return volume
+
+
+def volume_response(req: ApiRequest, view: views.VolumeView, status: int = 200) -> Response:
+    return JSONResponse({"volume": views.detail(req, view)}, status_code=status)
+
+
+# Create ------------------------------------------------------------------------------------
+
+
+@router.route("POST", "/volumes", status=202, body=VolumeCreateBody, response=VolumeBody)
+async def create(req: ApiRequest) -> Response:
+    """Create a volume; it is `creating` until its workflow makes it `available` or `error`."""
+    policy.authorize(req.ctx, "volume:create", req.ctx.project_id)
+    assert isinstance(req.body, VolumeCreateBody)
+    spec = req.body.volume
+    for field, source in UNSUPPORTED_SOURCES.items():
+        if getattr(spec, field) is not None:
+            raise invalid_input(f"creating a volume from {source} is not supported yet.")
+    if spec.size is None:
+        raise invalid_input(f"Volume size '{spec.size}' must be an integer and greater than 0")
+    view, entry = await run_in_threadpool(
+        _insert, req.services.db, req.services.settings, req.ctx, spec
+    )
+    await req.services.failpoints.reach("api.create_volume.committed")
+    await req.services.outbox.start(entry)
+    return volume_response(req, view, 202)
+
+
+def _insert(
+    db: Database, settings: Settings, ctx: RequestContext, spec: VolumeCreate
+) -> tuple[views.VolumeView, OutboxEntry]:
+    with db.transaction() as session:
+        volume_type = _resolve_type(session, settings, spec.volume_type)
+        specs = volume_db.extra_specs(session, volume_type.id)
+        volume = Volume(
+            id=str(uuid.uuid4()),
+            project_id=ctx.project_id,
+            user_id=ctx.user_id,
+            name=spec.name if spec.name is not None else spec.display_name,
+            description=spec.description
+            if spec.description is not None
+            else spec.display_description,
+            size=spec.size,
+            status="creating",
+            availability_zone=_resolve_zone(session, settings, spec.availability_zone),
+            volume_type_id=volume_type.id,
+            multiattach=bool(spec.multiattach) or specs.get("multiattach") == "<is> True",
+        )
+        entry = operations.create_volume(settings, volume)
+        volume.workflow_id = entry.workflow_id
+        session.add(volume)
+        session.add(entry)
+        session.flush()
+        if spec.metadata:
+            volume_db.set_metadata(session, volume.id, spec.metadata, replace=True)
+        return views.VolumeView(volume, dict(spec.metadata or {}), volume_type.name), entry
+
+
+def _resolve_type(session: Session, settings: Settings, ref: str | None) -> VolumeType:
+    if ref is None:
+        found = volume_db.find_type(session, settings.default_volume_type)
+        if found is None:
+            raise ApiError(f"Default volume type {settings.default_volume_type} is missing.")
+        return found
+    found = volume_db.find_type(session, ref)
+    if found is None:
+        raise volume_type_not_found(ref)
+    return found
+
+
+def _resolve_zone(session: Session, settings: Settings, requested: str | None) -> str:
+    if requested is None:
+        return settings.storage_availability_zone
+    zones = {settings.storage_availability_zone}
+    zones.update(session.exec(select(Service.availability_zone)).all())
+    if requested not in zones:
+        raise BadRequest(f"Availability zone '{requested}' is invalid.")
+    return requested
+
+
+# Read --------------------------------------------------------------------------------------
+
+
+@router.route("GET", "/volumes", response=VolumeList)
+async def index(req: ApiRequest) -> Response:
+    """List volumes (id, name, links)."""
+    return await _list(req, detailed=False)
+
+
+@router.route("GET", "/volumes/detail", response=VolumeList)
+async def index_detail(req: ApiRequest) -> Response:
+    """List volumes with details; filters name, status, metadata; limit/marker/sort."""
+    return await _list(req, detailed=True)
+
+
+async def _list(req: ApiRequest, *, detailed: bool) -> Response:
+    policy.authorize(req.ctx, "volume:get_all")
+    query = _list_query(req)
+    want_count = req.at_least(mv.SUPPORT_COUNT_INFO) and boolean_param(req, "with_count")
+
+    def run() -> tuple[list[views.VolumeView], int | None]:
+        with req.services.db.read() as session:
+            try:
+                found = volume_db.list_volumes(session, query)
+            except volume_db.MarkerNotFound as missing:
+                raise NotFound(f"Marker {missing} could not be found.") from None
+            count = volume_db.count_volumes(session, query) if want_count else None
+            return views.load(session, found), count
+
+    found, count = await run_in_threadpool(run)
+    return JSONResponse(
+        views.collection(req, found, detailed=detailed, limit=query.limit or 0, count=count)
+    )
+
+
+def _list_query(req: ApiRequest) -> volume_db.VolumeQuery:
+    ctx = req.ctx
+    project: str | None = ctx.project_id
+    if boolean_param(req, "all_tenants") and policy.allowed(ctx, "volume:get_all_tenants"):
+        project = req.query.get("project_id")  # None: every project
+    max_limit = req.services.settings.osapi_max_limit
+    limit = int_param(req, "limit")
+    return volume_db.VolumeQuery(
+        project_id=project,
+        name=req.query.get("name", req.query.get("display_name")),
+        status=req.query.get("status"),
+        metadata=dict_param(req, "metadata"),
+        sort=sort_param(req, volume_db.SORT_KEYS),
+        limit=max_limit if limit is None else min(limit, max_limit),
+        marker=req.query.get("marker"),
+        offset=int_param(req, "offset") or 0,
+    )
+
+
+@router.route("GET", "/volumes/{volume_id}", response=VolumeBody)
+async def show(req: ApiRequest) -> Response:
+    """Show one volume."""
+
+    def run() -> views.VolumeView:
+        with req.services.db.read() as session:
+            volume = visible_volume(session, req.ctx, req.path_params["volume_id"])
+            return views.load(session, [volume])[0]
+
+    return volume_response(req, await run_in_threadpool(run))
+
+
+# Update ------------------------------------------------------------------------------------
+
+
+@router.route("PUT", "/volumes/{volume_id}", body=VolumeUpdateBody, response=VolumeBody)
+async def update(req: ApiRequest) -> Response:
+    """Rename, describe or replace the metadata of a volume."""
+    assert isinstance(req.body, VolumeUpdateBody)
+    spec = req.body.volume
+    given = spec.model_fields_set
+
+    def run() -> views.VolumeView:
+        with req.services.db.transaction() as session:
+            volume = visible_volume(session, req.ctx, req.path_params["volume_id"])
+            policy.authorize(req.ctx, "volume:update", volume.project_id)
+            if volume.status == "maintenance":
+                raise invalid_volume("The volume cannot be updated during maintenance.")
+            if "name" in given or "display_name" in given:
+                volume.name = spec.name if "name" in given else spec.display_name
+            if "description" in given or "display_description" in given:
+                volume.description = (
+                    spec.description if "description" in given else spec.display_description
+                )
+            if given & {"name", "display_name", "description", "display_description"}:
+                volume.updated_at = utcnow()
+            if spec.metadata is not None:
+                volume_db.set_metadata(session, volume.id, spec.metadata, replace=True)
+            session.flush()
+            return views.load(session, [volume])[0]
+
+    return volume_response(req, await run_in_threadpool(run))
+
+
+# Delete ------------------------------------------------------------------------------------
+
+
+@router.route("DELETE", "/volumes/{volume_id}", status=202)
+async def delete(req: ApiRequest) -> Response:
+    """Delete a volume (202; it is `deleting` until its workflow removes it)."""
+    boolean_param(req, "cascade")  # validated; without snapshots there is nothing to cascade to
+    force = req.at_least(mv.VOLUME_DELETE_FORCE) and boolean_param(req, "force")
+    entry = await run_in_threadpool(_mark_deleting, req, force)
+    await req.services.failpoints.reach("api.delete_volume.committed")
+    await req.services.outbox.start(entry)
+    return Response(status_code=202)
+
+
+def _mark_deleting(req: ApiRequest, force: bool) -> OutboxEntry:
+    volume_id = req.path_params["volume_id"]
+    with req.services.db.transaction() as session:
+        volume = visible_volume(session, req.ctx, volume_id)
+        policy.authorize(req.ctx, "volume:delete", volume.project_id)
+        if force:
+            policy.authorize(req.ctx, "volume:force_delete", volume.project_id)
+        entry = operations.delete_volume(req.services.settings, volume)
+        expected: dict[str, object] = {"workflow_id": None}
+        if not force:
+            expected["status"] = DELETABLE
+        swapped = compare_and_swap(
+            session,
+            Volume,
+            volume_id,
+            expected=expected,
+            where=[
+                Volume.attach_status != "attached",
+                or_(Volume.migration_status.is_(None), Volume.migration_status.in_(NOT_MIGRATING)),
+            ],
+            values={"status": "deleting", "workflow_id": entry.workflow_id},
+        )
+        if not swapped:
+            session.refresh(volume)
+            if volume.workflow_id is not None and volume.status != "deleting":
+                raise invalid_volume(
+                    f"Volume {volume_id} is busy: status {volume.status}, operation "
+                    f"{volume.workflow_id} is running. Wait for it to end, or reset the status."
+                )
+            raise invalid_volume(DELETE_REFUSED)
+        session.add(entry)
+        return entry

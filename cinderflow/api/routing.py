@@ -1,0 +1,142 @@
+"""Declarative routes with microversion ranges, as Cinder's versioned controller methods.
+
+    @router.route("GET", "/attachments", since=mv.NEW_ATTACH)
+    async def index(req: ApiRequest) -> Response: ...
+
+A request whose version is outside every range of the matched path and method gets 404 (Cinder's
+behaviour). Paths are written without the project: `/v3/{project_id}/...` is folded into them by
+the middleware, so every route exists in both forms. The registry also feeds `/openapi.json`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cinderflow.api.context import RequestContext
+from cinderflow.api.errors import NOT_FOUND, NotFound
+from cinderflow.api.microversions import MAX_VERSION, MIN_VERSION, APIVersion
+from cinderflow.api.validation import json_body, validate
+
+if TYPE_CHECKING:
+    from cinderflow.api.app import ApiServices
+
+Handler = Callable[["ApiRequest"], Awaitable[Response]]
+PREFIX = "/v3"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    since: APIVersion = MIN_VERSION
+    until: APIVersion = MAX_VERSION
+    status: int = 200
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    summary: str = ""
+
+    def serves(self, version: APIVersion) -> bool:
+        return self.since <= version <= self.until
+
+
+class ApiRequest:
+    """What a handler gets: the request, caller, version, validated body, shared services."""
+
+    def __init__(self, request: Request, body: BaseModel | None) -> None:
+        self.request = request
+        self.body = body
+        self.ctx: RequestContext = request.state.context
+        self.version: APIVersion = request.state.version
+        self.services: ApiServices = request.app.state.services
+        self.path_params: dict[str, Any] = request.path_params
+        self.query = request.query_params
+
+    def at_least(self, version: str) -> bool:
+        return self.version >= APIVersion.parse(version)
+
+    @property
+    def base_url(self) -> str:
+        """Public endpoint root (no trailing slash), for links."""
+        configured = self.services.settings.public_endpoint
+        return (configured or str(self.request.base_url)).rstrip("/")
+
+    def link(self, collection: str, ident: str) -> list[dict[str, str]]:
+        project = self.ctx.project_id
+        return [
+            {"rel": "self", "href": f"{self.base_url}/v3/{project}/{collection}/{ident}"},
+            {"rel": "bookmark", "href": f"{self.base_url}/{project}/{collection}/{ident}"},
+        ]
+
+
+class Router:
+    def __init__(self) -> None:
+        self.endpoints: list[Endpoint] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        status: int = 200,
+        body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.endpoints.append(
+                Endpoint(
+                    method=method,
+                    path=path,
+                    handler=handler,
+                    since=APIVersion.parse(since) if since else MIN_VERSION,
+                    until=APIVersion.parse(until) if until else MAX_VERSION,
+                    status=status,
+                    body=body,
+                    response=response,
+                    summary=(handler.__doc__ or "").strip().split("\n")[0],
+                )
+            )
+            return handler
+
+        return register
+
+    def include(self, other: Router) -> None:
+        self.endpoints.extend(other.endpoints)
+
+    def starlette_routes(self) -> list[Route]:
+        by_path: dict[str, list[Endpoint]] = defaultdict(list)
+        for endpoint in self.endpoints:
+            by_path[endpoint.path].append(endpoint)
+        # Literal segments before parameters: /volumes/detail must win over /volumes/{id}.
+        ordered = sorted(by_path.items(), key=lambda item: item[0].count("{"))
+        return [
+            Route(PREFIX + path, _dispatcher(endpoints), methods=_methods(endpoints))
+            for path, endpoints in ordered
+        ]
+
+
+def _methods(endpoints: list[Endpoint]) -> list[str]:
+    return sorted({e.method for e in endpoints})
+
+
+def _dispatcher(endpoints: list[Endpoint]) -> Callable[[Request], Awaitable[Response]]:
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        version: APIVersion = request.state.version
+        for endpoint in endpoints:
+            if endpoint.method == method and endpoint.serves(version):
+                body = validate(endpoint.body, await json_body(request)) if endpoint.body else None
+                return await endpoint.handler(ApiRequest(request, body))
+        raise NotFound(NOT_FOUND)
+
+    return dispatch

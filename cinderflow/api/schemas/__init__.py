@@ -1,0 +1,1 @@
+"""Pydantic request and response models (also the source of /openapi.json)."""

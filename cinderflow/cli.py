@@ -1,0 +1,111 @@
+"""`cinderflow dev | api | worker | db upgrade`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from cinderflow.settings import Settings, load_settings
+
+log = logging.getLogger("cinderflow.cli")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="cinderflow", description=__doc__)
+    top.add_argument("--config", help="TOML settings file (else $CINDERFLOW_CONFIG)")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="run the embedded stack (Temporal, worker, API)")
+    dev.add_argument("--data-dir", help="default: $XDG_DATA_HOME/cinderflow")
+    dev.add_argument("--host", default="127.0.0.1", help="IP to bind the API and Temporal to")
+    dev.add_argument("--port", type=int, default=8776, help="API port")
+    dev.add_argument("--temporal-port", type=int, default=7233)
+    dev.add_argument("--ui-port", type=int, default=8233, help="Temporal Web UI port")
+
+    api = commands.add_parser("api", help="serve the REST API")
+    api.add_argument("--host", help="bind address (setting api_host)")
+    api.add_argument("--port", type=int, help="port (setting api_port)")
+
+    worker = commands.add_parser("worker", help="run workflows and driver activities")
+    worker.add_argument(
+        "--backend",
+        action="append",
+        dest="backends",
+        metavar="NAME",
+        help="serve only this configured backend (repeatable; default: all)",
+    )
+    worker.add_argument(
+        "--no-control", action="store_true", help="serve only backend queues (no workflows)"
+    )
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="apply all migrations")
+    return top
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "dev":
+        from cinderflow import dev
+
+        settings = load_settings(
+            args.config, data_dir=args.data_dir, api_host=args.host, api_port=args.port
+        )
+        return dev.run(settings, args.temporal_port, args.ui_port)
+
+    if args.command == "db":
+        from cinderflow.db.migrate import upgrade
+
+        settings = load_settings(args.config)
+        _ensure_data_dir(settings)
+        upgrade(settings.db_url)
+        print(f"database at revision head: {settings.db_url}")
+        return 0
+
+    from cinderflow.serve import configure_logging, serve
+
+    configure_logging()
+    if args.command == "api":
+        settings = load_settings(args.config, api_host=args.host, api_port=args.port)
+        asyncio.run(serve(settings, api=True, worker=False))
+        return 0
+    settings = load_settings(args.config)
+    _ensure_data_dir(settings)
+    if not settings.backends and args.no_control:
+        log.error("nothing to serve: no backends configured and --no-control given")
+        return 2
+    asyncio.run(
+        serve(
+            settings,
+            api=False,
+            worker=True,
+            backend_names=args.backends,
+            control=not args.no_control,
+        )
+    )
+    return 0
+
+
+def _ensure_data_dir(settings: Settings) -> None:
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def main() -> None:
+    """Entry point; exits with os._exit after flushing, avoiding the Temporal SDK's
+    interpreter-shutdown crash (sdk-python#300) that turns a clean exit into 134/139."""
+    try:
+        code = run(sys.argv[1:])
+    except KeyboardInterrupt:
+        code = 130
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
