@@ -57,9 +57,11 @@ async def serve(
     backend_names: list[str] | None = None,
     control: bool = True,
     on_ready: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Run the API and/or a worker until SIGINT/SIGTERM, then stop them in order."""
-    stop = stop_on_signals()
+    """Run the API and/or a worker until `stop` is set (default: SIGINT/SIGTERM), then stop
+    them: the API first, then the worker, which finishes its running activities."""
+    stop = stop or stop_on_signals()
     db = Database(settings.db_url)
     tasks: list[asyncio.Task] = []
     server: uvicorn.Server | None = None

@@ -72,7 +72,13 @@ class VolumeActivities:
             )
             if not done:
                 volume = session.get(Volume, request.volume_id)
-                if volume is None or volume.last_workflow_id != workflow_id:
+                already_done = (
+                    volume is not None
+                    and volume.workflow_id is None
+                    and volume.last_workflow_id == workflow_id
+                    and volume.status == request.status
+                )
+                if not already_done:
                     raise lost_ownership(request.volume_id, workflow_id)
 
     @activity.defn(name="volume.destroy")

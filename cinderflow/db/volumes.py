@@ -84,9 +84,12 @@ def list_volumes(session: Session, query: VolumeQuery) -> list[Volume]:
         order.append(("id", order[-1][1] if order else "asc"))
     if query.marker is not None:
         stmt = stmt.where(_after_marker(session, query, order))
+    # NULLs first ascending, last descending, on every engine (PostgreSQL's default differs).
     stmt = stmt.order_by(
         *(
-            getattr(Volume, key).desc() if d == "desc" else getattr(Volume, key).asc()
+            getattr(Volume, key).desc().nulls_last()
+            if d == "desc"
+            else getattr(Volume, key).asc().nulls_first()
             for key, d in order
         )
     )

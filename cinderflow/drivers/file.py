@@ -11,6 +11,7 @@ Options: `path` (required), `reserved_percentage` (0), `max_over_subscription_ra
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from cinderflow.drivers.base import (
 )
 
 GIB = 1024**3
+
+log = logging.getLogger(__name__)
 
 
 class FileDriver(VolumeDriver):
@@ -43,7 +46,13 @@ class FileDriver(VolumeDriver):
         self.root.mkdir(parents=True, exist_ok=True)
 
     def check_for_setup_error(self) -> None:
-        qemu_img.binary()
+        """Create and delete need nothing else; warn early that qemu-img-based calls will fail."""
+        try:
+            qemu_img.binary()
+        except VolumeDriverError as missing:
+            log.warning(
+                "backend %s: %s; extend will fail until it is installed", self.backend_name, missing
+            )
 
     def path(self, volume: VolumeRef) -> Path:
         return self.root / volume.name

@@ -284,7 +284,7 @@ def _mark_deleting(req: ApiRequest, force: bool) -> OutboxEntry:
         )
         if not swapped:
             session.refresh(volume)
-            if volume.workflow_id is not None and volume.status != "deleting":
+            if force and volume.workflow_id is not None:
                 raise invalid_volume(
                     f"Volume {volume_id} is busy: status {volume.status}, operation "
                     f"{volume.workflow_id} is running. Wait for it to end, or reset the status."

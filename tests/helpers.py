@@ -1,0 +1,278 @@
+"""Test helpers: polling with a deadline, a Cinder HTTP client, and a real in-thread stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from cinderflow.serve import serve
+from cinderflow.settings import BackendConfig, Settings
+from cinderflow.temporal.devserver import free_port, port_open
+
+T = TypeVar("T")
+
+ADMIN = "admin"
+DEFAULT_TIMEOUT = 30.0
+
+
+def poll(
+    check: Callable[[], T], *, timeout: float = DEFAULT_TIMEOUT, interval: float = 0.1, what=""
+) -> T:
+    """Call `check` until it returns something truthy; fail with the last value at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+
+
+def new_project() -> str:
+    return uuid.uuid4().hex
+
+
+class Api:
+    """A Cinder v3 client over real HTTP, in noauth mode."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        user: str = ADMIN,
+        project: str | None = None,
+        version: str | None = "3.71",
+        roles: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self.project = project or new_project()
+        self.version = version
+        self.roles = roles
+        self.http = httpx.Client(base_url=self.base_url, timeout=30.0)
+
+    def as_user(self, user: str, project: str | None = None, roles: str | None = None) -> Api:
+        return Api(
+            self.base_url,
+            user=user,
+            project=project or self.project,
+            version=self.version,
+            roles=roles,
+        )
+
+    def headers(self, version: str | None) -> dict[str, str]:
+        headers = {"X-Auth-Token": f"{self.user}:{self.project}"}
+        if version:
+            headers["OpenStack-API-Version"] = f"volume {version}"
+        if self.roles is not None:
+            headers["X-Roles"] = self.roles
+        return headers
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: str | bytes | None = None,
+        version: str | None = "default",
+        headers: dict[str, str] | None = None,
+        project_in_url: bool = True,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        ver = self.version if version == "default" else version
+        url = f"/v3/{self.project}{path}" if project_in_url else f"/v3{path}"
+        all_headers = {**self.headers(ver), **(headers or {})}
+        return self.http.request(
+            method, url, json=json, content=content, headers=all_headers, params=params
+        )
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
+        return self.request("POST", path, json=body, **kw)
+
+    def put(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
+        return self.request("PUT", path, json=body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kw)
+
+    # Volumes ------------------------------------------------------------------------------
+
+    def create_volume(self, size: int = 1, **fields: Any) -> dict[str, Any]:
+        response = self.post("/volumes", {"volume": {"size": size, **fields}})
+        assert response.status_code == 202, response.text
+        return response.json()["volume"]
+
+    def volume(self, volume_id: str) -> dict[str, Any] | None:
+        response = self.get(f"/volumes/{volume_id}")
+        if response.status_code == 404:
+            return None
+        assert response.status_code == 200, response.text
+        return response.json()["volume"]
+
+    def wait_status(self, volume_id: str, *statuses: str, timeout: float = DEFAULT_TIMEOUT):
+        def reached() -> dict[str, Any] | None:
+            volume = self.volume(volume_id)
+            return volume if volume and volume["status"] in statuses else None
+
+        return poll(reached, timeout=timeout, what=f"volume {volume_id} in {statuses}")
+
+    def wait_gone(self, volume_id: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        poll(lambda: self.volume(volume_id) is None, timeout=timeout, what=f"{volume_id} gone")
+
+    def available_volume(self, size: int = 1, **fields: Any) -> dict[str, Any]:
+        return self.wait_status(self.create_volume(size, **fields)["id"], "available")
+
+
+def assert_fault(response: httpx.Response, code: int, fragment: str = "") -> str:
+    """The response is a Cinder fault with `code` whose message contains `fragment`."""
+    assert response.status_code == code, f"{response.status_code}: {response.text}"
+    body = response.json()
+    assert len(body) == 1, body
+    (fault,) = body.values()
+    assert fault["code"] == code, body
+    assert fragment in fault["message"], f"{fragment!r} not in {fault['message']!r}"
+    return fault["message"]
+
+
+def stack_settings(
+    tmp: Path, database_url: str, temporal_address: str, **overrides: Any
+) -> Settings:
+    """Settings isolating one stack: own host (so own backend queues), control queue, data."""
+    tag = uuid.uuid4().hex[:8]
+    values: dict[str, Any] = {
+        "data_dir": tmp,
+        "database_url": database_url,
+        "temporal_address": temporal_address,
+        "host": f"test-{tag}",
+        "control_task_queue": f"control-{tag}",
+        "api_port": free_port(),
+        "backends": [BackendConfig(name="file", options={"path": str(tmp / "volumes")})],
+        "driver_heartbeat_timeout": 2.0,
+        "driver_max_attempts": 3,
+        "outbox_sweep_interval": 0.5,
+        "outbox_grace": 1.0,
+        "stats_interval": 1.0,
+        "failpoint_dir": tmp / "failpoints",
+    }
+    values.update(overrides)
+    (tmp / "failpoints").mkdir(parents=True, exist_ok=True)
+    return Settings(**values)
+
+
+class ThreadStack:
+    """The real API and/or worker (cinderflow.serve) on an event loop in a background thread."""
+
+    def __init__(self, settings: Settings, *, api: bool = True, worker: bool = True) -> None:
+        self.settings = settings
+        self.api_enabled = api
+        self.worker_enabled = worker
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True, name="stack")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    def _main(self) -> None:
+        async def body() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            await serve(
+                self.settings,
+                api=self.api_enabled,
+                worker=self.worker_enabled,
+                stop=self._stop,
+                on_ready=self._ready.set,
+            )
+
+        try:
+            asyncio.run(body())
+        except BaseException as error:
+            self._error = error
+            self._ready.set()
+
+    def start(self) -> ThreadStack:
+        self._thread.start()
+        if not self._ready.wait(60) or self._error:
+            raise RuntimeError(f"stack did not start: {self._error!r}")
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._stop:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "stack did not stop"
+
+    def api(self, **kw: Any) -> Api:
+        return Api(self.url, **kw)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The same settings as CINDERFLOW_* variables, for `cinderflow` subprocesses."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CINDERFLOW_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        env[f"CINDERFLOW_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+class Process:
+    """A `cinderflow` subprocess (API or worker) we can SIGKILL and restart."""
+
+    def __init__(self, settings: Settings, *args: str, log: Path) -> None:
+        self.args = args
+        self.env = settings_env(settings)
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cinderflow", *self.args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def wait_listening(self, host: str, port: int, timeout: float = 30.0) -> None:
+        def up() -> bool:
+            assert self.proc is not None
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}: {self.log}"
+            return port_open(host, port)
+
+        poll(up, timeout=timeout, what=f"{self.args} listening on {port}")

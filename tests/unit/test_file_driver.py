@@ -1,0 +1,117 @@
+"""The file driver on real files, with real qemu-img and os-brick's LocalConnector."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from os_brick.initiator import connector as brick
+
+from cinderflow.drivers import qemu_img
+from cinderflow.drivers.base import REQUIRED_STATS, ExtendOutcome, VolumeDriverError, VolumeRef
+from cinderflow.drivers.file import GIB, FileDriver
+from cinderflow.drivers.registry import load_driver
+from cinderflow.settings import BackendConfig
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> FileDriver:
+    built = load_driver(BackendConfig(name="files", options={"path": str(tmp_path / "vols")}))
+    assert isinstance(built, FileDriver)
+    built.do_setup()
+    built.check_for_setup_error()
+    return built
+
+
+def volume(size: int = 1, ident: str = "v-1") -> VolumeRef:
+    return VolumeRef(id=ident, size=size, project_id="p")
+
+
+def test_create_makes_a_sparse_raw_file_of_the_size(driver: FileDriver) -> None:
+    update = driver.create_volume(volume(2))
+    path = driver.path(volume(2))
+    assert update == {"provider_location": str(path)}
+    assert path.stat().st_size == 2 * GIB
+    assert path.stat().st_blocks == 0  # sparse: no data written
+    assert qemu_img.info(path)["virtual-size"] == 2 * GIB
+
+
+def test_create_is_idempotent_and_never_truncates(driver: FileDriver) -> None:
+    driver.create_volume(volume())
+    path = driver.path(volume())
+    with open(path, "r+b") as handle:
+        handle.write(b"data")
+    driver.create_volume(volume())  # an overlapping retry
+    assert path.read_bytes()[:4] == b"data"
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_delete_is_idempotent(driver: FileDriver) -> None:
+    driver.create_volume(volume())
+    driver.delete_volume(volume())
+    driver.delete_volume(volume())
+    assert not driver.path(volume()).exists()
+
+
+def test_stats_have_every_required_key_and_count_volumes(driver: FileDriver) -> None:
+    driver.create_volume(volume(3, "a"))
+    driver.create_volume(volume(1, "b"))
+    stats = driver.get_volume_stats(refresh=True)
+    assert set(REQUIRED_STATS) <= set(stats)
+    assert stats["backend_state"] == "up"
+    assert stats["online_extend_support"] is True
+    assert stats["volume_backend_name"] == "files"
+    assert stats["total_volumes"] == 2
+    assert stats["provisioned_capacity_gb"] == 4.0
+    st = os.statvfs(driver.root)
+    assert stats["total_capacity_gb"] == round(st.f_blocks * st.f_frsize / GIB, 2)
+    assert 0 < stats["free_capacity_gb"] <= stats["total_capacity_gb"]
+
+
+def test_backend_is_down_while_its_directory_is_gone(driver: FileDriver) -> None:
+    moved = driver.root.with_name("elsewhere")
+    driver.root.rename(moved)
+    stats = driver.get_volume_stats()
+    assert stats["backend_state"] == "down"
+    assert stats["free_capacity_gb"] == "unknown"
+    with pytest.raises(VolumeDriverError, match="missing or not writable"):
+        driver.create_volume(volume())
+    moved.rename(driver.root)
+    assert driver.get_volume_stats()["backend_state"] == "up"
+
+
+def test_extend_resizes_the_file(driver: FileDriver) -> None:
+    driver.create_volume(volume())
+    assert driver.extend_volume(volume(), 3) is ExtendOutcome.DONE
+    assert driver.path(volume()).stat().st_size == 3 * GIB
+
+
+def test_connection_works_with_os_brick_local_connector(driver: FileDriver) -> None:
+    driver.create_volume(volume())
+    info = driver.initialize_connection(volume(), {"host": "here"})
+    assert info["driver_volume_type"] == "local"
+    local = brick.InitiatorConnector.factory("LOCAL", None)
+    device = local.connect_volume(info["data"])
+    with open(device["path"], "r+b") as handle:
+        handle.seek(GIB // 2)
+        handle.write(b"through os-brick")
+    with open(driver.path(volume()), "rb") as handle:
+        handle.seek(GIB // 2)
+        assert handle.read(16) == b"through os-brick"
+    local.disconnect_volume(info["data"], device)
+    driver.terminate_connection(volume(), None)
+
+
+def test_unsupported_operations_say_so(driver: FileDriver) -> None:
+    with pytest.raises(NotImplementedError, match="not supported yet"):
+        driver.create_cloned_volume(volume(ident="b"), volume())
+
+
+def test_driver_needs_a_path_and_a_known_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs option 'path'"):
+        load_driver(BackendConfig(name="x"))
+    with pytest.raises(ValueError, match="unknown driver"):
+        load_driver(BackendConfig(name="x", driver="nope"))
+    with pytest.raises(ValueError, match="is not a VolumeDriver"):
+        load_driver(BackendConfig(name="x", driver="pathlib:Path"))

@@ -1,0 +1,104 @@
+"""Backend filters and the capacity weigher (pure functions over service rows)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from cinderflow.activities.scheduler import Request, choose, pool_host, usable_capacity
+from cinderflow.db.models import Service, utcnow
+
+CUTOFF = utcnow() - timedelta(seconds=60)
+
+
+def service(
+    host: str = "h@b", *, age: float = 0, disabled: bool = False, zone: str = "nova", **caps: Any
+) -> Service:
+    stats = {
+        "volume_backend_name": host.partition("@")[2],
+        "backend_state": "up",
+        "total_capacity_gb": 100,
+        "free_capacity_gb": 50,
+        "reserved_percentage": 0,
+        "thin_provisioning_support": False,
+        **caps,
+    }
+    return Service(
+        host=host,
+        binary="cinder-volume",
+        availability_zone=zone,
+        disabled=disabled,
+        capabilities=stats,
+        updated_at=utcnow() - timedelta(seconds=age),
+    )
+
+
+def request(size: int = 10, **specs: str) -> Request:
+    return Request(size=size, availability_zone="nova", extra_specs=specs)
+
+
+def test_most_free_capacity_wins() -> None:
+    best, _ = choose(
+        [service("h@a", free_capacity_gb=20), service("h@b", free_capacity_gb=60)],
+        request(),
+        CUTOFF,
+    )
+    assert best is not None and best.host == "h@b"
+
+
+def test_each_filter_rejects_with_a_reason() -> None:
+    cases = {
+        "disabled": service(disabled=True),
+        "down (no recent stats)": service(age=120),
+        "backend_state is down": service(backend_state="down"),
+        "not in availability zone": service(zone="other"),
+        "volume_backend_name is not": service("h@wrong"),
+        "insufficient free capacity": service(free_capacity_gb=5),
+    }
+    for reason, candidate in cases.items():
+        best, why = choose([candidate], request(volume_backend_name="b"), CUTOFF)
+        assert best is None
+        assert why.startswith("No valid backend was found.") and reason in why, why
+
+
+def test_reserved_percentage_is_kept_free() -> None:
+    assert (
+        usable_capacity(
+            {"total_capacity_gb": 100, "free_capacity_gb": 20, "reserved_percentage": 15}, 10
+        )
+        is None
+    )
+    assert (
+        usable_capacity(
+            {"total_capacity_gb": 100, "free_capacity_gb": 30, "reserved_percentage": 15}, 10
+        )
+        == 5
+    )
+
+
+def test_thin_provisioning_overcommits_up_to_the_ratio() -> None:
+    caps = {
+        "total_capacity_gb": 10,
+        "free_capacity_gb": 5,
+        "thin_provisioning_support": True,
+        "max_over_subscription_ratio": 20.0,
+        "provisioned_capacity_gb": 100,
+    }
+    assert usable_capacity(caps, 50) == 50.0
+    assert usable_capacity(caps, 150) is None  # (100 + 150) / 10 > 20
+
+
+def test_unknown_capacity_passes() -> None:
+    assert usable_capacity({"total_capacity_gb": "unknown", "free_capacity_gb": "unknown"}, 10)
+
+
+def test_no_backends_at_all() -> None:
+    assert choose([], request(), CUTOFF) == (
+        None,
+        "No valid backend was found. No backend is reporting.",
+    )
+
+
+def test_pool_host_names_the_pool() -> None:
+    assert pool_host(service("vm@file")) == "vm@file#file"
+    assert pool_host(service("vm@file", pool_name="p1")) == "vm@file#p1"

@@ -1,0 +1,183 @@
+"""Create/delete workflows: failure paths, ownership fencing, and what operators see in Temporal."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from cinderflow.activities.volumes import LOST_OWNERSHIP, VolumeActivities
+from cinderflow.db.engine import Database
+from cinderflow.db.models import Service, Volume, VolumeType
+from cinderflow.payloads import VolumeFinish
+from cinderflow.temporal.devserver import DevServer, temporal_binary
+from tests.conftest import Databases
+from tests.helpers import ThreadStack, poll, stack_settings
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path, temporal: DevServer, databases: Databases) -> Iterator[ThreadStack]:
+    """A stack of its own, for tests that break its backend."""
+    stack = ThreadStack(stack_settings(tmp_path, databases.new("sqlite"), temporal.address))
+    yield stack.start()
+    stack.stop()
+
+
+def temporal_list(address: str, query: str) -> list[dict]:
+    out = subprocess.run(
+        [
+            temporal_binary(),
+            "workflow",
+            "list",
+            "--address",
+            address,
+            "--query",
+            query,
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout or "[]")
+
+
+def test_workflows_are_findable_by_search_attributes(
+    stack: ThreadStack, temporal: DevServer
+) -> None:
+    api = stack.api()
+    volume_id = api.available_volume(name="findme")["id"]
+    assert api.delete(f"/volumes/{volume_id}").status_code == 202
+    api.wait_gone(volume_id)
+
+    def both() -> list[dict]:
+        found = temporal_list(temporal.address, f"VolumeId='{volume_id}'")
+        return found if len(found) == 2 else []
+
+    found = poll(both, what="create and delete workflows in visibility")
+    assert {w["type"]["name"] for w in found} == {"CreateVolume", "DeleteVolume"}
+    assert all(w["status"] == "WORKFLOW_EXECUTION_STATUS_COMPLETED" for w in found)
+    (create,) = temporal_list(
+        temporal.address,
+        f"VolumeId='{volume_id}' AND Operation='create' AND ProjectId='{api.project}'",
+    )
+    assert create["execution"]["workflowId"].startswith(f"volume-{volume_id}-create-")
+    described = subprocess.run(
+        [
+            temporal_binary(),
+            "workflow",
+            "describe",
+            "--address",
+            temporal.address,
+            "-w",
+            create["execution"]["workflowId"],
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "create 1 GiB volume findme" in described.stdout
+
+
+def test_driver_failure_makes_the_volume_error(own_stack: ThreadStack) -> None:
+    api = own_stack.api()
+    volumes = Path(own_stack.settings.backends[0].options["path"])
+    hold = own_stack.settings.failpoint_dir / "driver.create_volume.before.hold"
+    hold.touch()
+    volume_id = api.create_volume()["id"]
+    poll((own_stack.settings.failpoint_dir / "driver.create_volume.before.reached").exists)
+    shutil.rmtree(volumes)  # the backend directory disappears under the driver
+    hold.unlink()
+    volume = api.wait_status(volume_id, "error", "available")
+    assert volume["status"] == "error"
+    assert api.delete(f"/volumes/{volume_id}").status_code == 202  # error volumes are deletable
+    volumes.mkdir()
+    api.wait_gone(volume_id)
+
+
+def test_no_valid_backend_makes_the_volume_error(own_stack: ThreadStack) -> None:
+    api = own_stack.api()
+    db = Database(own_stack.settings.db_url)
+    try:
+        with db.transaction() as session:
+            for service in session.exec(select(Service)):
+                service.disabled = True
+        volume = api.wait_status(api.create_volume()["id"], "error", "available")
+        assert volume["status"] == "error"
+        assert volume["os-vol-host-attr:host"] is None
+        assert api.delete(f"/volumes/{volume['id']}").status_code == 202
+        api.wait_gone(volume["id"])  # never placed: nothing to delete on a backend
+    finally:
+        db.dispose()
+
+
+def test_delete_failure_makes_error_deleting(own_stack: ThreadStack) -> None:
+    api = own_stack.api()
+    volumes = Path(own_stack.settings.backends[0].options["path"])
+    volume_id = api.available_volume()["id"]
+    moved = volumes.with_name("moved")
+    volumes.rename(moved)
+    try:
+        assert api.delete(f"/volumes/{volume_id}").status_code == 202
+        assert api.wait_status(volume_id, "error_deleting")["status"] == "error_deleting"
+    finally:
+        moved.rename(volumes)
+
+
+def as_workflow(workflow_id: str) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=workflow_id)
+    return env
+
+
+async def test_finish_is_fenced_and_idempotent(databases: Databases) -> None:
+    """Only the owning workflow may write the final status; its retry is a no-op."""
+    db = Database(databases.new("sqlite"))
+    try:
+        with db.transaction() as session:
+            type_id = session.exec(select(VolumeType.id)).first()
+            session.add(
+                Volume(
+                    id="v1",
+                    project_id="p",
+                    user_id="u",
+                    size=1,
+                    status="creating",
+                    availability_zone="nova",
+                    volume_type_id=type_id,
+                    workflow_id="wf-owner",
+                )
+            )
+        finish = VolumeActivities(db).finish
+        request = VolumeFinish(volume_id="v1", status="available")
+
+        with pytest.raises(ApplicationError) as refused:
+            await as_workflow("wf-stranger").run(finish, request)
+        assert refused.value.type == LOST_OWNERSHIP
+        assert refused.value.non_retryable
+
+        await as_workflow("wf-owner").run(finish, request)
+        await as_workflow("wf-owner").run(finish, request)  # a retry after success: no error
+        with db.read() as session:
+            volume = session.get(Volume, "v1")
+            assert volume is not None
+            assert (volume.status, volume.workflow_id, volume.last_workflow_id) == (
+                "available",
+                None,
+                "wf-owner",
+            )
+        with pytest.raises(ApplicationError):  # released: even the old owner cannot write now
+            await as_workflow("wf-owner").run(finish, VolumeFinish(volume_id="v1", status="error"))
+    finally:
+        db.dispose()
