@@ -6,6 +6,8 @@ workflow id is also written to `volumes.workflow_id`, making that workflow the v
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from cinderflow.db.models import OutboxEntry, Volume
 from cinderflow.payloads import CreateVolumeInput, DeleteVolumeInput, OperationPolicy
 from cinderflow.settings import Settings
@@ -25,24 +27,24 @@ def label(volume: Volume) -> str:
 
 
 def create_volume(settings: Settings, volume: Volume) -> OutboxEntry:
-    return volume_operation(
-        workflow_type="CreateVolume",
-        operation="create",
-        volume_id=volume.id,
-        project_id=volume.project_id,
-        task_queue=settings.control_task_queue,
-        payload=CreateVolumeInput(volume_id=volume.id, policy=policy(settings)),
-        summary=f"create {volume.size} GiB volume {label(volume)}",
-    )
+    payload = CreateVolumeInput(volume_id=volume.id, policy=policy(settings))
+    return _volume_entry(settings, volume, "create", "CreateVolume", payload)
 
 
 def delete_volume(settings: Settings, volume: Volume) -> OutboxEntry:
+    payload = DeleteVolumeInput(volume_id=volume.id, policy=policy(settings))
+    return _volume_entry(settings, volume, "delete", "DeleteVolume", payload)
+
+
+def _volume_entry(
+    settings: Settings, volume: Volume, operation: str, workflow_type: str, payload: BaseModel
+) -> OutboxEntry:
     return volume_operation(
-        workflow_type="DeleteVolume",
-        operation="delete",
+        workflow_type=workflow_type,
+        operation=operation,
         volume_id=volume.id,
         project_id=volume.project_id,
         task_queue=settings.control_task_queue,
-        payload=DeleteVolumeInput(volume_id=volume.id, policy=policy(settings)),
-        summary=f"delete {volume.size} GiB volume {label(volume)}",
+        payload=payload,
+        summary=f"{operation} {volume.size} GiB volume {label(volume)}",
     )

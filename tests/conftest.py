@@ -103,15 +103,23 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
     dbs.drop_all()
 
 
+def _session_stack(
+    factory: pytest.TempPathFactory, temporal: DevServer, databases: Databases, kind: str
+) -> Iterator[ThreadStack]:
+    settings = stack_settings(
+        factory.mktemp(f"stack-{kind}"), databases.new(kind), temporal.address
+    )
+    running = ThreadStack(settings).start()
+    yield running
+    running.stop()
+
+
 @pytest.fixture(scope="session")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, temporal: DevServer, databases: Databases
 ) -> Iterator[ThreadStack]:
     """The default stack for API tests: SQLite, API and worker in one background thread."""
-    tmp = tmp_path_factory.mktemp("stack")
-    running = ThreadStack(stack_settings(tmp, databases.new("sqlite"), temporal.address)).start()
-    yield running
-    running.stop()
+    yield from _session_stack(tmp_path_factory, temporal, databases, "sqlite")
 
 
 @pytest.fixture(scope="session")
@@ -119,12 +127,7 @@ def pg_stack(
     tmp_path_factory: pytest.TempPathFactory, temporal: DevServer, databases: Databases
 ) -> Iterator[ThreadStack]:
     """The same stack on PostgreSQL."""
-    tmp = tmp_path_factory.mktemp("pgstack")
-    running = ThreadStack(
-        stack_settings(tmp, databases.new("postgresql"), temporal.address)
-    ).start()
-    yield running
-    running.stop()
+    yield from _session_stack(tmp_path_factory, temporal, databases, "postgresql")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

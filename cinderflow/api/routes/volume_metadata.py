@@ -57,31 +57,24 @@ async def index(req: ApiRequest) -> Response:
 @router.route("POST", BASE, body=MetadataBody, response=MetadataResponse)
 async def create(req: ApiRequest) -> Response:
     """Add or change metadata keys; others are kept."""
-    assert isinstance(req.body, MetadataBody)
-    items = req.body.metadata
-
-    def work(session: Session, volume: Volume) -> dict[str, str]:
-        volume_db.set_metadata(session, volume.id, items, replace=False)
-        return _all(session, volume)
-
-    return JSONResponse(
-        {"metadata": await _in_transaction(req, "volume:create_volume_metadata", work)}
-    )
+    return await _write_all(req, "volume:create_volume_metadata", replace=False)
 
 
 @router.route("PUT", BASE, body=MetadataBody, response=MetadataResponse)
 async def replace(req: ApiRequest) -> Response:
     """Replace all metadata."""
+    return await _write_all(req, "volume:update_volume_metadata", replace=True)
+
+
+async def _write_all(req: ApiRequest, action: str, *, replace: bool) -> Response:
     assert isinstance(req.body, MetadataBody)
     items = req.body.metadata
 
     def work(session: Session, volume: Volume) -> dict[str, str]:
-        volume_db.set_metadata(session, volume.id, items, replace=True)
+        volume_db.set_metadata(session, volume.id, items, replace=replace)
         return _all(session, volume)
 
-    return JSONResponse(
-        {"metadata": await _in_transaction(req, "volume:update_volume_metadata", work)}
-    )
+    return JSONResponse({"metadata": await _in_transaction(req, action, work)})
 
 
 @router.route("GET", BASE + "/{key}", response=MetaItemResponse)
