@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from sqlmodel import select
 
+from cinderflow.db.engine import Database
+from cinderflow.db.models import Service
 from cinderflow.serve import serve
 from cinderflow.settings import BackendConfig, Settings
 from cinderflow.temporal.devserver import free_port, port_open
@@ -38,6 +41,20 @@ def poll(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+
+
+def wait_backends_reported(database_url: str, count: int = 1) -> None:
+    """Wait until `count` backend workers have reported stats (the scheduler can place volumes)."""
+    db = Database(database_url)
+    try:
+
+        def reported() -> bool:
+            with db.read() as session:
+                return len(session.exec(select(Service)).all()) >= count
+
+        poll(reported, what=f"{count} backend(s) reporting")
+    finally:
+        db.dispose()
 
 
 def new_project() -> str:

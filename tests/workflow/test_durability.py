@@ -16,11 +16,18 @@ import pytest
 from sqlmodel import select
 
 from cinderflow.db.engine import Database
-from cinderflow.db.models import OutboxEntry, Service, Volume
+from cinderflow.db.models import OutboxEntry, Volume
 from cinderflow.settings import Settings
 from cinderflow.temporal.devserver import DevServer, free_port
 from tests.conftest import Databases
-from tests.helpers import Api, Process, ThreadStack, poll, stack_settings
+from tests.helpers import (
+    Api,
+    Process,
+    ThreadStack,
+    poll,
+    stack_settings,
+    wait_backends_reported,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,13 +59,6 @@ class Split:
         poll(reached.exists, what=f"failpoint {point}")
         reached.unlink()
 
-    def wait_worker_ready(self) -> None:
-        def reported() -> bool:
-            with self.db.read() as session:
-                return session.exec(select(Service)).first() is not None
-
-        poll(reported, what="worker reporting its backend")
-
 
 @pytest.fixture
 def split(tmp_path: Path, temporal: DevServer, databases: Databases) -> Iterator[Split]:
@@ -67,7 +67,7 @@ def split(tmp_path: Path, temporal: DevServer, databases: Databases) -> Iterator
     api_stack = ThreadStack(settings, worker=False).start()
     worker = Process(settings, "worker", log=tmp_path / "worker.log").start()
     running = Split(settings, api_stack, worker, db)
-    running.wait_worker_ready()
+    wait_backends_reported(settings.db_url)
     yield running
     worker.stop()
     api_stack.stop()
