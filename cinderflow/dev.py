@@ -21,10 +21,17 @@ DEFAULT_BACKEND = "file"
 
 
 def with_dev_defaults(settings: Settings) -> Settings:
-    """A file backend under the data directory unless backends are configured."""
+    """A file backend under the data directory unless backends are configured, and a host name
+    kept in the data directory: volumes are bound to `<host>@<backend>` task queues, so a new
+    hostname (a container, a renamed laptop) must not orphan the volumes of earlier runs."""
     if not settings.backends:
         path = settings.data_dir / "volumes"
         settings.backends = [BackendConfig(name=DEFAULT_BACKEND, options={"path": str(path)})]
+    if "host" not in settings.model_fields_set:
+        saved = settings.data_dir / "host"
+        if not saved.exists():
+            saved.write_text(settings.host)
+        settings.host = saved.read_text().strip()
     return settings
 
 

@@ -19,6 +19,7 @@ def policy(settings: Settings) -> OperationPolicy:
         driver_heartbeat_timeout_s=settings.driver_heartbeat_timeout,
         driver_timeout_s=settings.driver_timeout,
         driver_max_attempts=settings.driver_max_attempts,
+        driver_queue_timeout_s=settings.driver_queue_timeout,
     )
 
 

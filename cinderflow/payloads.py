@@ -19,6 +19,7 @@ class OperationPolicy(BaseModel):
     driver_heartbeat_timeout_s: float = 30.0
     driver_timeout_s: float = 6 * 3600.0
     driver_max_attempts: int = 5
+    driver_queue_timeout_s: float = 3600.0
 
 
 class CreateVolumeInput(BaseModel):

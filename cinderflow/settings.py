@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     """A driver call whose worker stops heartbeating for this long is retried on another attempt."""
     driver_timeout: float = 6 * 3600.0
     driver_max_attempts: int = 5
+    driver_queue_timeout: float = 3600.0
+    """A driver call no worker of its backend picks up within this long fails the operation."""
+    driver_concurrency: int = 8
+    """Driver calls one worker runs at once, per backend."""
+    db_concurrency: int = 16
+    """Database steps one worker runs at once."""
 
     failpoint_dir: Path | None = None
     """Testing seam: a directory of `<name>.hold` files that pause named points (failpoints.py)."""

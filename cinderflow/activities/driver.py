@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -16,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from cinderflow.drivers.base import VolumeDriver, VolumeDriverError, VolumeRef
 from cinderflow.failpoints import Failpoints
+from cinderflow.threads import run_blocking
 
 MIN_HEARTBEAT_INTERVAL_S = 0.2
 
@@ -44,15 +46,18 @@ def as_activity_error(error: Exception) -> ApplicationError:
 
 
 class DriverActivities:
-    def __init__(self, driver: VolumeDriver, failpoints: Failpoints) -> None:
+    def __init__(
+        self, driver: VolumeDriver, failpoints: Failpoints, executor: Executor | None = None
+    ) -> None:
         self.driver = driver
         self.failpoints = failpoints
+        self.executor = executor
 
     async def _call(self, name: str, call: Callable[[], T]) -> T:
         async def guarded() -> T:
             await self.failpoints.reach(f"driver.{name}.before")
             try:
-                result = await asyncio.to_thread(call)
+                result = await run_blocking(self.executor, call)
             except (VolumeDriverError, NotImplementedError) as error:
                 raise as_activity_error(error) from error
             await self.failpoints.reach(f"driver.{name}.after")

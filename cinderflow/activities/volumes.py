@@ -8,7 +8,7 @@ idempotent: a retry after a step that committed but whose completion was lost se
 
 from __future__ import annotations
 
-import asyncio
+from concurrent.futures import Executor
 
 from sqlalchemy import delete
 from temporalio import activity
@@ -20,6 +20,7 @@ from cinderflow.db.engine import Database
 from cinderflow.db.models import Volume
 from cinderflow.drivers.base import VolumeRef
 from cinderflow.payloads import VolumeFinish
+from cinderflow.threads import run_blocking
 
 LOST_OWNERSHIP = "LostOwnership"
 MODEL_UPDATE_KEYS = frozenset({"provider_location", "provider_id"})
@@ -35,13 +36,14 @@ def lost_ownership(volume_id: str, workflow_id: str) -> ApplicationError:
 
 
 class VolumeActivities:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, executor: Executor | None = None) -> None:
         self.db = db
+        self.executor = executor
 
     @activity.defn(name="volume.load")
     async def load(self, volume_id: str) -> VolumeRef:
         """The volume as a driver sees it; only for the workflow that owns it."""
-        return await asyncio.to_thread(self._load, volume_id, activity.info().workflow_id)
+        return await run_blocking(self.executor, self._load, volume_id, activity.info().workflow_id)
 
     def _load(self, volume_id: str, workflow_id: str) -> VolumeRef:
         with self.db.read() as session:
@@ -53,7 +55,7 @@ class VolumeActivities:
     @activity.defn(name="volume.finish")
     async def finish(self, request: VolumeFinish) -> None:
         """Write the final status and release ownership."""
-        await asyncio.to_thread(self._finish, request, activity.info().workflow_id)
+        await run_blocking(self.executor, self._finish, request, activity.info().workflow_id)
 
     def _finish(self, request: VolumeFinish, workflow_id: str) -> None:
         update = {k: v for k, v in request.model_update.items() if k in MODEL_UPDATE_KEYS}
@@ -84,7 +86,7 @@ class VolumeActivities:
     @activity.defn(name="volume.destroy")
     async def destroy(self, volume_id: str) -> None:
         """Remove the row (and, by cascade, its metadata) of a volume deleted on its backend."""
-        await asyncio.to_thread(self._destroy, volume_id, activity.info().workflow_id)
+        await run_blocking(self.executor, self._destroy, volume_id, activity.info().workflow_id)
 
     def _destroy(self, volume_id: str, workflow_id: str) -> None:
         with self.db.transaction() as session:

@@ -59,12 +59,12 @@ class NotFound(ApiError):
     code = 404
 
 
-class MethodNotAllowed(ApiError):
-    code = 405
-
-
 class Conflict(ApiError):
     code = 409
+
+
+class RequestTooLarge(ApiError):
+    code = 413
 
 
 class UnsupportedMediaType(ApiError):

@@ -9,7 +9,7 @@ from typing import Any
 
 from cinderflow.api.errors import invalid_input
 from cinderflow.api.routing import ApiRequest
-from cinderflow.api.validation import parse_bool
+from cinderflow.api.validation import DB_MAX_INT, parse_bool
 
 MAX_FILTER_LENGTH = 4096
 
@@ -34,6 +34,8 @@ def int_param(req: ApiRequest, name: str) -> int | None:
         raise invalid_input(f"{name} param must be an integer") from None
     if value < 0:
         raise invalid_input(f"{name} param must be positive")
+    if value > DB_MAX_INT:
+        raise invalid_input(f"{name} param must be at most {DB_MAX_INT}")
     return value
 
 
@@ -68,10 +70,10 @@ def dict_param(req: ApiRequest, name: str) -> dict[str, str]:
     if len(raw) <= MAX_FILTER_LENGTH:
         try:
             value = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             try:
                 value = ast.literal_eval(raw)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, RecursionError, MemoryError, TypeError):
                 value = None
     if not isinstance(value, dict):
         raise invalid_input(f"{name} filter must be a dictionary, got {raw!r}")

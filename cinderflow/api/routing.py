@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cinderflow.api.context import RequestContext
-from cinderflow.api.errors import NOT_FOUND, NotFound
+from cinderflow.api.errors import NOT_FOUND, BadRequest, NotFound
 from cinderflow.api.microversions import MAX_VERSION, MIN_VERSION, APIVersion
 from cinderflow.api.validation import json_body, validate
 
@@ -133,6 +133,10 @@ def _dispatcher(endpoints: list[Endpoint]) -> Callable[[Request], Awaitable[Resp
     async def dispatch(request: Request) -> Response:
         method = "GET" if request.method == "HEAD" else request.method
         version: APIVersion = request.state.version
+        parts = [str(v) for v in request.path_params.values()]
+        parts += [text for pair in request.query_params.multi_items() for text in pair]
+        if any("\x00" in part for part in parts):
+            raise BadRequest("Invalid input: NUL characters are not allowed.")
         for endpoint in endpoints:
             if endpoint.method == method and endpoint.serves(version):
                 body = validate(endpoint.body, await json_body(request)) if endpoint.body else None

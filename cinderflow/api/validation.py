@@ -9,7 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
-from cinderflow.api.errors import BadRequest, UnsupportedMediaType
+from cinderflow.api.errors import BadRequest, RequestTooLarge, UnsupportedMediaType
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -56,17 +56,47 @@ MetadataValue = Annotated[str, Field(max_length=255)]
 Metadata = dict[MetadataKey, MetadataValue]
 
 
+MAX_BODY_BYTES = 114688
+"""Cinder's `osapi_max_request_body_size` default."""
+
+
 async def json_body(request: Request) -> Any:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type and not (content_type == "application/json" or content_type.endswith("+json")):
         raise UnsupportedMediaType(f"Unsupported Content-Type {content_type}")
-    raw = await request.body()
+    declared = request.headers.get("content-length", "0")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise RequestTooLarge("Request is too large.")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise RequestTooLarge("Request is too large.")
     if not raw.strip():
         raise BadRequest("Malformed request body: the body is empty")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("Malformed request body") from None
+    if has_nul(data):
+        raise BadRequest("Invalid input: NUL characters are not allowed.")
+    return data
+
+
+def has_nul(data: Any) -> bool:
+    """True if any string (key or value) in a parsed JSON document contains U+0000."""
+    todo = [data]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
 
 
 def validate(model: type[M], data: Any) -> M:

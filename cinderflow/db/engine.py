@@ -2,8 +2,8 @@
 
 Write transactions on SQLite begin with `BEGIN IMMEDIATE`, which takes the database write lock
 up front: concurrent writers queue on `busy_timeout` instead of failing half-way with
-"database is locked", and a read-then-write transaction (quota counting) is serialised.
-PostgreSQL write paths use row locks (`SELECT ... FOR UPDATE`) where they count.
+"database is locked", and a read-then-write transaction is serialised as a whole.
+On PostgreSQL, read-then-write paths lock the rows they read (`SELECT ... FOR UPDATE`).
 """
 
 from __future__ import annotations

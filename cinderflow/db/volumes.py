@@ -48,6 +48,9 @@ class VolumeQuery:
     name: str | None = None
     status: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    bootable: bool | None = None
+    availability_zone: str | None = None
+    size: int | None = None
     sort: list[tuple[str, str]] = field(default_factory=lambda: [("created_at", "desc")])
     limit: int | None = None
     marker: str | None = None
@@ -62,6 +65,12 @@ def _filtered(query: VolumeQuery):
         stmt = stmt.where(Volume.name == query.name)
     if query.status is not None:
         stmt = stmt.where(Volume.status == query.status)
+    if query.bootable is not None:
+        stmt = stmt.where(Volume.bootable == query.bootable)
+    if query.availability_zone is not None:
+        stmt = stmt.where(Volume.availability_zone == query.availability_zone)
+    if query.size is not None:
+        stmt = stmt.where(Volume.size == query.size)
     for key, value in query.metadata.items():
         stmt = stmt.where(
             select(VolumeMetadata.key)

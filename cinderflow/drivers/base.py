@@ -2,8 +2,10 @@
 
 A driver is synchronous and talks to one backend. cinderflow calls it only from activities on the
 backend's task queue, in a worker thread, so blocking I/O is fine. Every method may be called
-more than once for the same request (activity retries can overlap), so each must be idempotent:
-creating what already exists or deleting what is already gone is success.
+more than once for the same request, and a call cannot be interrupted: an attempt that lost its
+worker's heartbeat may still finish after a newer attempt did. So each method must be idempotent
+and safe to complete late: creating what already exists must keep its data, deleting what is
+already gone is success.
 
 Drivers receive `VolumeRef`/`SnapshotRef` DTOs, never database rows. This module is imported by
 workflow code, so it must stay free of I/O and heavy imports.

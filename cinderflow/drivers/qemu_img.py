@@ -35,10 +35,6 @@ def run(*args: str, timeout: float | None = None) -> str:
     return proc.stdout
 
 
-def create(path: Path, size_gib: int, fmt: str = "raw") -> None:
-    run("create", "-q", "-f", fmt, str(path), f"{size_gib}G")
-
-
 def info(path: Path, fmt: str = "raw") -> dict[str, Any]:
     return json.loads(run("info", "--output=json", "-f", fmt, str(path)))
 

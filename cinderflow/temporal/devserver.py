@@ -64,6 +64,7 @@ class DevServer:
         ip: str = "127.0.0.1",
         log_file: Path | None = None,
         log_level: str = "warn",
+        search_attributes: bool = True,
     ) -> None:
         self.ip = ip
         self.port = port
@@ -71,6 +72,7 @@ class DevServer:
         self.db_file = db_file
         self.log_file = log_file
         self.log_level = log_level
+        self.search_attributes = search_attributes
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

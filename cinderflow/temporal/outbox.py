@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import timedelta
+from concurrent.futures import Executor
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 from sqlalchemy import delete
@@ -19,14 +20,20 @@ from sqlmodel import select
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from cinderflow.db.engine import Database
 from cinderflow.db.models import OutboxEntry, utcnow
 from cinderflow.temporal import search_attributes
+from cinderflow.threads import run_blocking
 
 log = logging.getLogger(__name__)
 
 START_RPC_TIMEOUT = timedelta(seconds=10)
+PERMANENT_START_ERRORS = frozenset(
+    {RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.NOT_FOUND}
+)
+"""Start failures a retry will not fix (e.g. unregistered search attributes): logged as errors."""
 
 
 def volume_workflow_id(volume_id: str, operation: str) -> str:
@@ -57,9 +64,10 @@ def volume_operation(
 
 
 class Outbox:
-    def __init__(self, db: Database, client: Client) -> None:
+    def __init__(self, db: Database, client: Client, executor: Executor | None = None) -> None:
         self.db = db
         self.client = client
+        self.executor = executor
 
     async def start(self, entry: OutboxEntry) -> bool:
         """Start the entry's workflow (or find it started) and drop the entry.
@@ -81,6 +89,16 @@ class Outbox:
             )
         except WorkflowAlreadyStartedError:
             pass
+        except RPCError as error:
+            permanent = error.status in PERMANENT_START_ERRORS
+            log.log(
+                logging.ERROR if permanent else logging.WARNING,
+                "could not start workflow %s (%s: %s); left for the sweeper",
+                entry.workflow_id,
+                error.status.name if error.status else "?",
+                error.message,
+            )
+            return False
         except Exception:
             log.warning(
                 "could not start workflow %s; left for the sweeper",
@@ -88,24 +106,36 @@ class Outbox:
                 exc_info=True,
             )
             return False
-        with self.db.transaction() as session:
-            session.exec(delete(OutboxEntry).where(OutboxEntry.workflow_id == entry.workflow_id))
+        try:
+            await run_blocking(self.executor, self._forget, entry.workflow_id)
+        except Exception:
+            log.warning(
+                "workflow %s started; its outbox entry stays until the next sweep",
+                entry.workflow_id,
+                exc_info=True,
+            )
         return True
+
+    def _forget(self, workflow_id: str) -> None:
+        with self.db.transaction() as session:
+            session.exec(delete(OutboxEntry).where(OutboxEntry.workflow_id == workflow_id))
 
     async def sweep(self, grace: timedelta) -> int:
         """Start every entry older than `grace`; returns how many were started."""
-        cutoff = utcnow() - grace
-        with self.db.read() as session:
-            pending = list(
-                session.exec(
-                    select(OutboxEntry)
-                    .where(OutboxEntry.created_at < cutoff)
-                    .order_by(OutboxEntry.created_at)
-                )
-            )
+        pending = await run_blocking(self.executor, self._pending, utcnow() - grace)
         started = 0
         for entry in pending:
             if await self.start(entry):
                 started += 1
                 log.info("sweeper started %s (%s)", entry.workflow_id, entry.operation)
         return started
+
+    def _pending(self, cutoff: datetime) -> list[OutboxEntry]:
+        with self.db.read() as session:
+            return list(
+                session.exec(
+                    select(OutboxEntry)
+                    .where(OutboxEntry.created_at < cutoff)
+                    .order_by(OutboxEntry.created_at)
+                )
+            )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,8 +27,10 @@ from cinderflow.drivers.base import VolumeDriver
 from cinderflow.drivers.registry import load_driver
 from cinderflow.failpoints import Failpoints
 from cinderflow.settings import BackendConfig, Settings
+from cinderflow.temporal import search_attributes
 from cinderflow.temporal.outbox import Outbox
 from cinderflow.temporal.queues import backend_queue
+from cinderflow.threads import pool, run_blocking
 from cinderflow.workflows.registry import WORKFLOWS
 
 log = logging.getLogger(__name__)
@@ -40,13 +43,23 @@ class Backend:
     config: BackendConfig
     host: str  # "<host>@<name>"
     driver: VolumeDriver
+    calls: ThreadPoolExecutor
+    """Driver calls of activities."""
+    stats: ThreadPoolExecutor
+    """The periodic stats report: never queued behind slow driver calls."""
 
 
 def setup_backend(settings: Settings, config: BackendConfig) -> Backend:
     driver = load_driver(config)
     driver.do_setup()
     driver.check_for_setup_error()
-    return Backend(config=config, host=f"{settings.host}@{config.name}", driver=driver)
+    return Backend(
+        config=config,
+        host=f"{settings.host}@{config.name}",
+        driver=driver,
+        calls=pool(settings.driver_concurrency, f"driver-{config.name}"),
+        stats=pool(1, f"stats-{config.name}"),
+    )
 
 
 class WorkerService:
@@ -67,12 +80,13 @@ class WorkerService:
             configs = [settings.backend(name) for name in backend_names]
         self.backends = [setup_backend(settings, config) for config in configs]
         self.failpoints = Failpoints(settings.failpoint_dir)
+        self.db_pool = pool(settings.db_concurrency, "db")
 
     def workers(self) -> list[Worker]:
         workers = []
         if self.control:
-            volumes = VolumeActivities(self.db)
-            scheduler = SchedulerActivities(self.db, self.settings)
+            volumes = VolumeActivities(self.db, self.db_pool)
+            scheduler = SchedulerActivities(self.db, self.settings, self.db_pool)
             workers.append(
                 Worker(
                     self.client,
@@ -84,23 +98,28 @@ class WorkerService:
                         volumes.destroy,
                         scheduler.place_volume,
                     ],
+                    max_concurrent_activities=self.settings.db_concurrency,
                     graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 )
             )
         for backend in self.backends:
-            calls = DriverActivities(backend.driver, self.failpoints)
+            calls = DriverActivities(backend.driver, self.failpoints, backend.calls)
             workers.append(
                 Worker(
                     self.client,
                     task_queue=backend_queue(backend.host),
                     activities=[calls.create_volume, calls.delete_volume],
+                    max_concurrent_activities=self.settings.driver_concurrency,
                     graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 )
             )
         return workers
 
-    def report_stats(self, backend: Backend) -> None:
-        stats = backend.driver.get_volume_stats(refresh=True)
+    async def report_stats(self, backend: Backend) -> None:
+        stats = await run_blocking(backend.stats, backend.driver.get_volume_stats, True)
+        await run_blocking(backend.stats, self._store_stats, backend, stats)
+
+    def _store_stats(self, backend: Backend, stats: dict) -> None:
         zone = backend.config.availability_zone or self.settings.storage_availability_zone
         with self.db.transaction() as session:
             services.report(
@@ -115,12 +134,12 @@ class WorkerService:
         while True:
             await asyncio.sleep(self.settings.stats_interval)
             try:
-                await asyncio.to_thread(self.report_stats, backend)
+                await self.report_stats(backend)
             except Exception:
                 log.exception("stats report for %s failed", backend.host)
 
     async def _sweep_loop(self) -> None:
-        outbox = Outbox(self.db, self.client)
+        outbox = Outbox(self.db, self.client, self.db_pool)
         grace = timedelta(seconds=self.settings.outbox_grace)
         while True:
             try:
@@ -131,8 +150,10 @@ class WorkerService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut the workers down gracefully."""
+        if self.control:
+            await search_attributes.ensure_registered(self.client)
         for backend in self.backends:  # report before polling, so the scheduler sees us
-            await asyncio.to_thread(self.report_stats, backend)
+            await self.report_stats(backend)
         loops = [asyncio.create_task(self._stats_loop(b)) for b in self.backends]
         if self.control:
             loops.append(asyncio.create_task(self._sweep_loop()))
@@ -152,3 +173,9 @@ class WorkerService:
             for task in running:
                 with contextlib.suppress(BaseException):
                     await task
+            for executor in [
+                self.db_pool,
+                *(b.calls for b in self.backends),
+                *(b.stats for b in self.backends),
+            ]:
+                executor.shutdown(wait=False, cancel_futures=True)

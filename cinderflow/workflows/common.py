@@ -7,7 +7,8 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.volumes import LOST_OWNERSHIP, VolumeActivities
@@ -35,6 +36,7 @@ def driver(host: str, policy: OperationPolicy, summary: str | None = None) -> di
     """Options for a driver call on the volume's backend queue."""
     return {
         "task_queue": backend_queue(host),
+        "schedule_to_start_timeout": timedelta(seconds=policy.driver_queue_timeout_s),
         "start_to_close_timeout": timedelta(seconds=policy.driver_timeout_s),
         "heartbeat_timeout": timedelta(seconds=policy.driver_heartbeat_timeout_s),
         "retry_policy": RetryPolicy(
@@ -47,10 +49,14 @@ def driver(host: str, policy: OperationPolicy, summary: str | None = None) -> di
 
 
 def failure_message(error: ActivityError) -> str:
-    """The innermost application error message of a failed activity."""
-    cause: BaseException | None = error
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
+    """Why a driver call failed, in words for a user message."""
+    cause = error.cause
+    if isinstance(cause, ActivityTimeout) and cause.type == TimeoutType.SCHEDULE_TO_START:
+        return "no worker of the backend took the request in time (is its worker running?)"
+    if isinstance(cause, ActivityTimeout):
+        return (
+            f"the backend did not answer in time ({cause.type.name if cause.type else 'timeout'})"
+        )
     return str(getattr(cause, "message", None) or cause or error)
 
 

@@ -20,10 +20,9 @@ class CreateVolume:
         placement = await workflow.execute_activity_method(
             SchedulerActivities.place_volume, request.volume_id, **common.control("schedule")
         )
-        if placement.volume is None:
-            return await common.release(request.volume_id, "error", reason=placement.reason)
         volume = placement.volume
-        assert volume.host is not None
+        if volume is None or volume.host is None:
+            return await common.release(request.volume_id, "error", reason=placement.reason)
         workflow.set_current_details(f"Creating {volume.size} GiB on backend `{volume.host}`.")
         try:
             update = await workflow.execute_activity_method(
@@ -32,8 +31,6 @@ class CreateVolume:
                 **common.driver(volume.host, request.policy, "driver create_volume"),
             )
         except ActivityError as error:
-            if common.is_lost_ownership(error):
-                raise
             return await common.release(
                 volume.id, "error", reason=f"Volume driver failed: {common.failure_message(error)}"
             )

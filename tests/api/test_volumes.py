@@ -288,6 +288,31 @@ def test_filters_name_status_metadata(api: Api) -> None:
     assert_fault(api.get("/volumes/detail", params={"metadata": "[1]"}), 400, "dictionary")
 
 
+def test_filters_size_zone_bootable(api: Api) -> None:
+    small = api.create_volume(1)["id"]
+    big = api.create_volume(3)["id"]
+
+    def ids(**params: str) -> set[str]:
+        return {v["id"] for v in api.get("/volumes", params=params).json()["volumes"]}
+
+    assert ids(size="3") == {big}
+    assert ids(availability_zone="nova") == {small, big}
+    assert ids(availability_zone="mars") == set()
+    assert ids(bootable="false") == {small, big}
+    assert ids(bootable="true") == set()
+
+
+def test_unknown_filters_are_refused_for_members_only(api: Api, member: Api) -> None:
+    volume_id = api.create_volume()["id"]
+    assert_fault(
+        member.get("/volumes", params={"colour": "red"}),
+        400,
+        "Invalid filters colour are found in query options.",
+    )
+    listed = api.get("/volumes", params={"colour": "red"}).json()["volumes"]
+    assert [v["id"] for v in listed] == [volume_id]
+
+
 def test_pagination_with_marker_and_links(api: Api) -> None:
     made = [api.create_volume(name=f"p{i}")["id"] for i in range(5)]
     seen: list[str] = []
@@ -325,6 +350,11 @@ def test_sorting_and_count(api: Api) -> None:
         ({"sort": "size:up"}, 400, "Invalid sort direction: up"),
         ({"marker": "00000000-0000-0000-0000-000000000000"}, 404, "Marker"),
         ({"all_tenants": "sure"}, 400, "all_tenants"),
+        ({"offset": str(10**30)}, 400, "offset param must be at most"),
+        ({"size": "big"}, 400, "size param must be an integer"),
+        ({"metadata": "{" * 4000 + "1"}, 400, "dictionary"),
+        ({"metadata": "-" * 4000 + "1"}, 400, "dictionary"),
+        ({"name": "a\x00b"}, 400, "NUL characters"),
     ],
 )
 def test_bad_list_parameters(api: Api, params: dict[str, str], code: int, fragment: str) -> None:
@@ -344,3 +374,26 @@ def test_all_tenants_is_for_admins_only(api: Api) -> None:
     assert {mine, theirs} <= everything
     assert ids(api, all_tenants="1", project_id=other.project) == {theirs}
     assert ids(api) == {mine}
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "fragment"),
+    [
+        ("[" * 5000, 400, "Malformed request body"),
+        ('{"volume": {"size": 1, "name": "a\\u0000b"}}', 400, "NUL characters"),
+        ('{"volume": {"size": 1, "metadata": {"k\\u0000": "v"}}}', 400, "NUL characters"),
+        ('{"volume": {"size": 1, "description": "' + "x" * 120_000 + '"}}', 413, "too large"),
+    ],
+)
+def test_hostile_bodies_are_refused_cleanly(
+    api: Api, content: str, code: int, fragment: str
+) -> None:
+    response = api.request(
+        "POST", "/volumes", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert_fault(response, code, fragment)
+    assert api.get("/volumes").json()["volumes"] == []
+
+
+def test_nul_in_a_path_is_refused(api: Api) -> None:
+    assert_fault(api.get("/volumes/a%00b"), 400, "NUL characters")

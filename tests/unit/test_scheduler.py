@@ -5,15 +5,27 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from cinderflow.activities.scheduler import Request, choose, pool_host, usable_capacity
-from cinderflow.db.models import Service, utcnow
+from sqlmodel import select
+
+from cinderflow.activities.scheduler import (
+    Candidate,
+    Request,
+    candidates,
+    choose,
+    pool_host,
+    usable_capacity,
+)
+from cinderflow.db.engine import Database
+from cinderflow.db.models import Service, Volume, VolumeType, utcnow
+from tests.conftest import Databases
 
 CUTOFF = utcnow() - timedelta(seconds=60)
 
 
 def service(
     host: str = "h@b", *, age: float = 0, disabled: bool = False, zone: str = "nova", **caps: Any
-) -> Service:
+) -> Candidate:
+    """A backend that reported `caps` `age` seconds ago, with nothing placed since."""
     stats = {
         "volume_backend_name": host.partition("@")[2],
         "backend_state": "up",
@@ -23,7 +35,7 @@ def service(
         "thin_provisioning_support": False,
         **caps,
     }
-    return Service(
+    row = Service(
         host=host,
         binary="cinder-volume",
         availability_zone=zone,
@@ -31,6 +43,7 @@ def service(
         capabilities=stats,
         updated_at=utcnow() - timedelta(seconds=age),
     )
+    return Candidate(row)
 
 
 def request(size: int = 10, **specs: str) -> Request:
@@ -88,8 +101,60 @@ def test_thin_provisioning_overcommits_up_to_the_ratio() -> None:
     assert usable_capacity(caps, 150) is None  # (100 + 150) / 10 > 20
 
 
-def test_unknown_capacity_passes() -> None:
-    assert usable_capacity({"total_capacity_gb": "unknown", "free_capacity_gb": "unknown"}, 10)
+def test_unknown_capacity_passes_but_loses_to_known_capacity() -> None:
+    unknown = {"total_capacity_gb": "unknown", "free_capacity_gb": "infinite"}
+    assert usable_capacity(unknown, 10) is not None
+    best, _ = choose(
+        [service("h@u", **unknown), service("h@k", free_capacity_gb=11)], request(), CUTOFF
+    )
+    assert best is not None and best.host == "h@k"
+
+
+def test_space_placed_since_the_report_is_not_offered_again() -> None:
+    assert usable_capacity({"total_capacity_gb": 100, "free_capacity_gb": 50}, 10, 45) is None
+    busy = Candidate(service("h@busy", free_capacity_gb=60).service, pending_gb=40)
+    best, _ = choose([busy, service("h@idle", free_capacity_gb=30)], request(), CUTOFF)
+    assert best is not None and best.host == "h@idle"
+
+
+def test_pending_sizes_come_from_the_volume_table(databases: Databases) -> None:
+    db = Database(databases.new("sqlite"))
+    report = utcnow()
+    with db.transaction() as session:
+        type_id = session.exec(select(VolumeType.id)).one()
+        session.add(
+            Service(
+                host="h@b",
+                binary="cinder-volume",
+                availability_zone="nova",
+                capabilities={},
+                updated_at=report,
+            )
+        )
+
+        def add(ident: str, size: int, status: str, created: float, host: str = "h@b#b"):
+            session.add(
+                Volume(
+                    id=ident,
+                    project_id="p",
+                    user_id="u",
+                    size=size,
+                    status=status,
+                    availability_zone="nova",
+                    volume_type_id=type_id,
+                    host=host,
+                    created_at=report + timedelta(seconds=created),
+                )
+            )
+
+        add("old-creating", 1, "creating", -60)  # placed, not created yet: not in the report
+        add("new", 2, "available", +5)  # created after the report
+        add("old", 4, "available", -60)  # in the report already
+        add("elsewhere", 8, "creating", +5, host="other@x#x")
+    with db.read() as session:
+        (only,) = candidates(session)
+    assert (only.service.host, only.pending_gb) == ("h@b", 3)
+    db.dispose()
 
 
 def test_no_backends_at_all() -> None:
@@ -100,5 +165,5 @@ def test_no_backends_at_all() -> None:
 
 
 def test_pool_host_names_the_pool() -> None:
-    assert pool_host(service("vm@file")) == "vm@file#file"
-    assert pool_host(service("vm@file", pool_name="p1")) == "vm@file#p1"
+    assert pool_host(service("vm@file").service) == "vm@file#file"
+    assert pool_host(service("vm@file", pool_name="p1").service) == "vm@file#p1"

@@ -18,9 +18,9 @@ from cinderflow.activities.volumes import LOST_OWNERSHIP, VolumeActivities
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Service, Volume, VolumeType
 from cinderflow.payloads import VolumeFinish
-from cinderflow.temporal.devserver import DevServer, temporal_binary
+from cinderflow.temporal.devserver import DevServer, free_port, temporal_binary
 from tests.conftest import Databases
-from tests.helpers import ThreadStack, poll, stack_settings
+from tests.helpers import Process, ThreadStack, poll, stack_settings, wait_backends_reported
 
 
 @pytest.fixture
@@ -181,3 +181,62 @@ async def test_finish_is_fenced_and_idempotent(databases: Databases) -> None:
             await as_workflow("wf-owner").run(finish, VolumeFinish(volume_id="v1", status="error"))
     finally:
         db.dispose()
+
+
+def test_worker_registers_search_attributes_on_a_bare_server(
+    tmp_path: Path, databases: Databases
+) -> None:
+    """A real cluster lacks our attributes; without them every workflow start would fail."""
+    bare = DevServer(port=free_port(), ui_port=None, search_attributes=False)
+    bare.start()
+    try:
+        stack = ThreadStack(stack_settings(tmp_path, databases.new("sqlite"), bare.address))
+        stack.start()
+        try:
+            api = stack.api()
+            volume_id = api.available_volume()["id"]
+            poll(
+                lambda: temporal_list(bare.address, f"VolumeId='{volume_id}'"),
+                what="workflow visible by VolumeId",
+            )
+        finally:
+            stack.stop()
+    finally:
+        bare.stop()
+
+
+@pytest.mark.slow
+def test_backend_without_a_worker_fails_the_operation(
+    tmp_path: Path, temporal: DevServer, databases: Databases
+) -> None:
+    """A driver call nobody picks up within driver_queue_timeout ends in `error`, not limbo."""
+    settings = stack_settings(
+        tmp_path, databases.new("sqlite"), temporal.address, driver_queue_timeout=2.0
+    )
+    stack = ThreadStack(settings.model_copy(update={"backends": []})).start()
+    backend = Process(settings, "worker", "--no-control", log=tmp_path / "backend.log").start()
+    try:
+        wait_backends_reported(settings.db_url)
+        backend.kill()  # its report stays fresh for service_down_time: it will still be chosen
+        api = stack.api()
+        volume_id = api.create_volume()["id"]
+        assert api.wait_status(volume_id, "error", "available")["status"] == "error"
+        (create,) = temporal_list(temporal.address, f"VolumeId='{volume_id}'")
+        described = subprocess.run(
+            [
+                temporal_binary(),
+                "workflow",
+                "describe",
+                "--address",
+                temporal.address,
+                "-w",
+                create["execution"]["workflowId"],
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "no worker of the backend took the request in time" in described.stdout
+    finally:
+        backend.stop()
+        stack.stop()

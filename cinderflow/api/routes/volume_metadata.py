@@ -32,9 +32,12 @@ async def _in_transaction(req: ApiRequest, action: str, work: Callable[[Session,
 
     def run() -> Any:
         with req.services.db.transaction() as session:
-            volume = visible_volume(session, req.ctx, req.path_params["volume_id"])
+            reading = action == "volume:get_volume_metadata"
+            volume = visible_volume(
+                session, req.ctx, req.path_params["volume_id"], for_update=not reading
+            )
             policy.authorize(req.ctx, action, volume.project_id)
-            if action != "volume:get_volume_metadata" and volume.status == "maintenance":
+            if not reading and volume.status == "maintenance":
                 raise invalid_volume(
                     "The volume metadata cannot be updated when the volume is in maintenance mode."
                 )

@@ -62,9 +62,14 @@ UNSUPPORTED_SOURCES = {
 }
 
 
-def visible_volume(session: Session, ctx: RequestContext, volume_id: str) -> Volume:
-    """The volume if the caller may read it; 404 otherwise (Cinder hides what you cannot see)."""
-    volume = session.get(Volume, volume_id)
+def visible_volume(
+    session: Session, ctx: RequestContext, volume_id: str, *, for_update: bool = False
+) -> Volume:
+    """The volume if the caller may read it; 404 otherwise (Cinder hides what you cannot see).
+
+    `for_update` locks the row until commit (PostgreSQL), for read-then-write transactions.
+    """
+    volume = session.get(Volume, volume_id, with_for_update=for_update)
     if volume is None or not policy.allowed(ctx, "volume:get", volume.project_id):
         raise volume_not_found(volume_id)
     return volume
@@ -183,8 +188,29 @@ async def _list(req: ApiRequest, *, detailed: bool) -> Response:
     )
 
 
+LIST_FILTERS = frozenset(
+    {"name", "display_name", "status", "metadata", "bootable", "availability_zone", "size"}
+)
+LIST_CONTROLS = frozenset(
+    {
+        "limit",
+        "marker",
+        "offset",
+        "sort",
+        "sort_key",
+        "sort_dir",
+        "with_count",
+        "all_tenants",
+        "project_id",
+    }
+)
+
+
 def _list_query(req: ApiRequest) -> volume_db.VolumeQuery:
     ctx = req.ctx
+    unknown = sorted(set(req.query) - LIST_FILTERS - LIST_CONTROLS)
+    if unknown and not ctx.is_admin:  # Cinder's reject_invalid_filters (admins are exempt)
+        raise BadRequest(f"Invalid filters {','.join(unknown)} are found in query options.")
     project: str | None = ctx.project_id
     if boolean_param(req, "all_tenants") and policy.allowed(ctx, "volume:get_all_tenants"):
         project = req.query.get("project_id")  # None: every project
@@ -195,6 +221,9 @@ def _list_query(req: ApiRequest) -> volume_db.VolumeQuery:
         name=req.query.get("name", req.query.get("display_name")),
         status=req.query.get("status"),
         metadata=dict_param(req, "metadata"),
+        bootable=boolean_param(req, "bootable") if "bootable" in req.query else None,
+        availability_zone=req.query.get("availability_zone"),
+        size=int_param(req, "size"),
         sort=sort_param(req, volume_db.SORT_KEYS),
         limit=max_limit if limit is None else min(limit, max_limit),
         marker=req.query.get("marker"),
@@ -226,7 +255,7 @@ async def update(req: ApiRequest) -> Response:
 
     def run() -> views.VolumeView:
         with req.services.db.transaction() as session:
-            volume = visible_volume(session, req.ctx, req.path_params["volume_id"])
+            volume = visible_volume(session, req.ctx, req.path_params["volume_id"], for_update=True)
             policy.authorize(req.ctx, "volume:update", volume.project_id)
             if volume.status == "maintenance":
                 raise invalid_volume("The volume cannot be updated during maintenance.")
@@ -263,7 +292,7 @@ async def delete(req: ApiRequest) -> Response:
 def _mark_deleting(req: ApiRequest, force: bool) -> OutboxEntry:
     volume_id = req.path_params["volume_id"]
     with req.services.db.transaction() as session:
-        volume = visible_volume(session, req.ctx, volume_id)
+        volume = visible_volume(session, req.ctx, volume_id, for_update=True)
         policy.authorize(req.ctx, "volume:delete", volume.project_id)
         if force:
             policy.authorize(req.ctx, "volume:force_delete", volume.project_id)
