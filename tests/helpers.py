@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from cinderflow.db.engine import Database
-from cinderflow.db.models import Service
+from cinderflow.db.models import Service, Volume, VolumeType
 from cinderflow.serve import serve
 from cinderflow.settings import BackendConfig, Settings
-from cinderflow.temporal.devserver import free_port, port_open
+from cinderflow.temporal.devserver import free_port, port_open, temporal_binary
 
 T = TypeVar("T")
 
@@ -55,6 +55,30 @@ def wait_backends_reported(database_url: str, count: int = 1) -> None:
         poll(reported, what=f"{count} backend(s) reporting")
     finally:
         db.dispose()
+
+
+def insert_volume(session: Session, ident: str, **fields: Any) -> Volume:
+    """A bare volume row of the default type (for tests below the API)."""
+    values: dict[str, Any] = {
+        "project_id": "p",
+        "user_id": "u",
+        "size": 1,
+        "status": "available",
+        "availability_zone": "nova",
+        **fields,
+    }
+    values.setdefault("volume_type_id", session.exec(select(VolumeType.id)).one())
+    volume = Volume(id=ident, **values)
+    session.add(volume)
+    return volume
+
+
+def temporal_cli(address: str, *args: str) -> str:
+    """Run the `temporal` CLI against `address`; its stdout."""
+    done = subprocess.run(
+        [temporal_binary(), *args, "--address", address], capture_output=True, text=True, check=True
+    )
+    return done.stdout
 
 
 def new_project() -> str:

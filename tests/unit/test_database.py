@@ -14,6 +14,7 @@ from cinderflow.db.engine import Database
 from cinderflow.db.migrate import current_revision
 from cinderflow.db.models import Volume, VolumeType
 from tests.conftest import Databases
+from tests.helpers import insert_volume
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -25,17 +26,7 @@ def db(request: pytest.FixtureRequest, databases: Databases) -> Iterator[Databas
 
 def add_volume(db: Database, ident: str, **fields: object) -> None:
     with db.transaction() as session:
-        type_id = session.exec(select(VolumeType.id)).one()
-        values = {
-            "project_id": "p",
-            "user_id": "u",
-            "size": 1,
-            "status": "available",
-            "availability_zone": "nova",
-            "volume_type_id": type_id,
-            **fields,
-        }
-        session.add(Volume(id=ident, **values))
+        insert_volume(session, ident, **fields)
 
 
 def test_migrations_reach_head_and_seed_the_default_type(db: Database) -> None:

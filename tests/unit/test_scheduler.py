@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlmodel import select
-
 from cinderflow.activities.scheduler import (
     Candidate,
     Request,
@@ -16,8 +14,9 @@ from cinderflow.activities.scheduler import (
     usable_capacity,
 )
 from cinderflow.db.engine import Database
-from cinderflow.db.models import Service, Volume, VolumeType, utcnow
+from cinderflow.db.models import Service, utcnow
 from tests.conftest import Databases
+from tests.helpers import insert_volume
 
 CUTOFF = utcnow() - timedelta(seconds=60)
 
@@ -121,7 +120,6 @@ def test_pending_sizes_come_from_the_volume_table(databases: Databases) -> None:
     db = Database(databases.new("sqlite"))
     report = utcnow()
     with db.transaction() as session:
-        type_id = session.exec(select(VolumeType.id)).one()
         session.add(
             Service(
                 host="h@b",
@@ -133,18 +131,13 @@ def test_pending_sizes_come_from_the_volume_table(databases: Databases) -> None:
         )
 
         def add(ident: str, size: int, status: str, created: float, host: str = "h@b#b"):
-            session.add(
-                Volume(
-                    id=ident,
-                    project_id="p",
-                    user_id="u",
-                    size=size,
-                    status=status,
-                    availability_zone="nova",
-                    volume_type_id=type_id,
-                    host=host,
-                    created_at=report + timedelta(seconds=created),
-                )
+            insert_volume(
+                session,
+                ident,
+                size=size,
+                status=status,
+                host=host,
+                created_at=report + timedelta(seconds=created),
             )
 
         add("old-creating", 1, "creating", -60)  # placed, not created yet: not in the report

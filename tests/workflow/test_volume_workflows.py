@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +15,19 @@ from temporalio.testing import ActivityEnvironment
 
 from cinderflow.activities.volumes import LOST_OWNERSHIP, VolumeActivities
 from cinderflow.db.engine import Database
-from cinderflow.db.models import Service, Volume, VolumeType
+from cinderflow.db.models import Service, Volume
 from cinderflow.payloads import VolumeFinish
-from cinderflow.temporal.devserver import DevServer, free_port, temporal_binary
+from cinderflow.temporal.devserver import DevServer, free_port
 from tests.conftest import Databases
-from tests.helpers import Process, ThreadStack, poll, stack_settings, wait_backends_reported
+from tests.helpers import (
+    Process,
+    ThreadStack,
+    insert_volume,
+    poll,
+    stack_settings,
+    temporal_cli,
+    wait_backends_reported,
+)
 
 
 @pytest.fixture
@@ -32,23 +39,9 @@ def own_stack(tmp_path: Path, temporal: DevServer, databases: Databases) -> Iter
 
 
 def temporal_list(address: str, query: str) -> list[dict]:
-    out = subprocess.run(
-        [
-            temporal_binary(),
-            "workflow",
-            "list",
-            "--address",
-            address,
-            "--query",
-            query,
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    return json.loads(
+        temporal_cli(address, "workflow", "list", "--query", query, "-o", "json") or "[]"
     )
-    return json.loads(out.stdout or "[]")
 
 
 def test_workflows_are_findable_by_search_attributes(
@@ -71,23 +64,10 @@ def test_workflows_are_findable_by_search_attributes(
         f"VolumeId='{volume_id}' AND Operation='create' AND ProjectId='{api.project}'",
     )
     assert create["execution"]["workflowId"].startswith(f"volume-{volume_id}-create-")
-    described = subprocess.run(
-        [
-            temporal_binary(),
-            "workflow",
-            "describe",
-            "--address",
-            temporal.address,
-            "-w",
-            create["execution"]["workflowId"],
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    described = temporal_cli(
+        temporal.address, "workflow", "describe", "-w", create["execution"]["workflowId"]
     )
-    assert "create 1 GiB volume findme" in described.stdout
+    assert "create 1 GiB volume findme" in described
 
 
 def test_driver_failure_makes_the_volume_error(own_stack: ThreadStack) -> None:
@@ -146,19 +126,7 @@ async def test_finish_is_fenced_and_idempotent(databases: Databases) -> None:
     db = Database(databases.new("sqlite"))
     try:
         with db.transaction() as session:
-            type_id = session.exec(select(VolumeType.id)).first()
-            session.add(
-                Volume(
-                    id="v1",
-                    project_id="p",
-                    user_id="u",
-                    size=1,
-                    status="creating",
-                    availability_zone="nova",
-                    volume_type_id=type_id,
-                    workflow_id="wf-owner",
-                )
-            )
+            insert_volume(session, "v1", status="creating", workflow_id="wf-owner")
         finish = VolumeActivities(db).finish
         request = VolumeFinish(volume_id="v1", status="available")
 
@@ -222,21 +190,10 @@ def test_backend_without_a_worker_fails_the_operation(
         volume_id = api.create_volume()["id"]
         assert api.wait_status(volume_id, "error", "available")["status"] == "error"
         (create,) = temporal_list(temporal.address, f"VolumeId='{volume_id}'")
-        described = subprocess.run(
-            [
-                temporal_binary(),
-                "workflow",
-                "describe",
-                "--address",
-                temporal.address,
-                "-w",
-                create["execution"]["workflowId"],
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+        described = temporal_cli(
+            temporal.address, "workflow", "describe", "-w", create["execution"]["workflowId"]
         )
-        assert "no worker of the backend took the request in time" in described.stdout
+        assert "no worker of the backend took the request in time" in described
     finally:
         backend.stop()
         stack.stop()
