@@ -64,6 +64,19 @@ class Settings(BaseSettings):
     storage_availability_zone: str = "nova"
     osapi_max_limit: int = 1000
 
+    quota_volumes: int = 10
+    quota_snapshots: int = 10
+    quota_gigabytes: int = 1000
+    quota_backups: int = 10
+    quota_backup_gigabytes: int = 1000
+    quota_groups: int = 10
+    per_volume_size_limit: int = -1
+    """Largest volume a project may create (GiB), the `per_volume_gigabytes` default; -1: none."""
+    no_snapshot_gb_quota: bool = False
+    """Do not count snapshot sizes in `gigabytes`."""
+    message_ttl: float = 2592000.0
+    """Seconds a user message is kept (Cinder's default: 30 days)."""
+
     stats_interval: float = 10.0
     """Seconds between two `get_volume_stats` reports of a backend worker."""
     service_down_time: float = 60.0

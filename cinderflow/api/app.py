@@ -15,12 +15,13 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from cinderflow.api import openapi, versions
-from cinderflow.api.errors import NOT_FOUND, ApiError, fault_body
+from cinderflow.api.errors import NOT_FOUND, ApiError, OverLimit, fault_body
 from cinderflow.api.middleware import CinderMiddleware
-from cinderflow.api.routes import volume_metadata, volumes
+from cinderflow.api.routes import quotas, volume_metadata, volumes
 from cinderflow.api.routing import Router
 from cinderflow.db.engine import Database
 from cinderflow.failpoints import Failpoints
+from cinderflow.quota import QuotaExceeded
 from cinderflow.settings import Settings
 from cinderflow.temporal.client import connect
 from cinderflow.temporal.outbox import Outbox
@@ -40,7 +41,7 @@ class ApiServices:
 
 def api_router() -> Router:
     router = Router()
-    for module in (volumes, volume_metadata):
+    for module in (volumes, volume_metadata, quotas):
         router.include(module.router)
     return router
 
@@ -81,7 +82,11 @@ def create_app(
             *router.starlette_routes(),
         ],
         middleware=[Middleware(CinderMiddleware, settings=settings)],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            QuotaExceeded: _over_quota,
+        },
         lifespan=lifespan,
     )
     app.state.router = router
@@ -91,6 +96,11 @@ def create_app(
 async def _api_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ApiError)
     return JSONResponse(error.body(), status_code=error.code, headers=error.headers)
+
+
+async def _over_quota(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, QuotaExceeded)
+    return await _api_error(request, OverLimit(error.message, kind=error.kind))
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:

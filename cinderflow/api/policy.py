@@ -46,6 +46,10 @@ RULES: dict[str, Rule] = {
     "volume_extension:volume_host_attribute": _admin,
     "volume_extension:volume_mig_status_attribute": _admin,
     "volume:get_all_tenants": _admin,
+    "volume_extension:quotas:show": _reader,
+    "volume_extension:quotas:update": _admin,
+    "volume_extension:quotas:delete": _admin,
+    "limits_extension:used_limits": _reader,
 }
 
 

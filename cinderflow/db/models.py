@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -128,4 +128,163 @@ class OutboxEntry(SQLModel, table=True):
     volume_id: str | None = Field(default=None, max_length=36)
     project_id: str | None = Field(default=None, max_length=255)
     summary: str = Field(default="", max_length=1024)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class VolumeTypeProject(SQLModel, table=True):
+    """A project's access to a private volume type."""
+
+    __tablename__ = "volume_type_projects"
+
+    volume_type_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("volume_types.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    project_id: str = Field(primary_key=True, max_length=255)
+
+
+class Encryption(SQLModel, table=True):
+    """A volume type's encryption spec (Cinder's `encryption` table)."""
+
+    __tablename__ = "encryption"
+
+    id: str = Field(primary_key=True, max_length=36)
+    volume_type_id: str = Field(
+        sa_column=Column(
+            String(36),
+            ForeignKey("volume_types.id", ondelete="CASCADE"),
+            unique=True,
+            nullable=False,
+        )
+    )
+    provider: str = Field(max_length=255)
+    control_location: str = Field(max_length=255)
+    cipher: str | None = Field(default=None, max_length=255)
+    key_size: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+
+
+class Snapshot(SQLModel, table=True):
+    __tablename__ = "snapshots"
+
+    id: str = Field(primary_key=True, max_length=36)
+    volume_id: str = Field(foreign_key="volumes.id", index=True, max_length=36)
+    project_id: str = Field(index=True, max_length=255)
+    user_id: str = Field(max_length=255)
+    name: str | None = Field(default=None, max_length=255)
+    description: str | None = Field(default=None, max_length=255)
+    status: str = Field(max_length=32)
+    progress: str | None = Field(default=None, max_length=255)
+    volume_size: int
+    """Size of the volume when the snapshot was taken (GiB); what quotas count."""
+    volume_type_id: str = Field(foreign_key="volume_types.id", max_length=36)
+    provider_location: str | None = Field(default=None, max_length=1024)
+    encryption_key_id: str | None = Field(default=None, max_length=36)
+    workflow_id: str | None = Field(default=None, max_length=255)
+    last_workflow_id: str | None = Field(default=None, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+
+
+class SnapshotMetadata(SQLModel, table=True):
+    __tablename__ = "snapshot_metadata"
+
+    snapshot_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    key: str = Field(primary_key=True, max_length=255)
+    value: str = Field(max_length=255)
+
+
+class Attachment(SQLModel, table=True):
+    """Cinder's `volume_attachment`: one consumer (instance/host) of a volume."""
+
+    __tablename__ = "volume_attachments"
+
+    id: str = Field(primary_key=True, max_length=36)
+    volume_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("volumes.id", ondelete="CASCADE"), index=True, nullable=False
+        )
+    )
+    instance_uuid: str | None = Field(default=None, max_length=36)
+    attached_host: str | None = Field(default=None, max_length=255)
+    mountpoint: str | None = Field(default=None, max_length=255)
+    attach_mode: str | None = Field(default=None, max_length=36)
+    attach_status: str = Field(max_length=255)
+    connector: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    connection_info: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    attach_time: datetime | None = None
+    detach_time: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+
+
+class Quota(SQLModel, table=True):
+    """A project's limit for one resource, overriding the default."""
+
+    __tablename__ = "quotas"
+
+    project_id: str = Field(primary_key=True, max_length=255)
+    resource: str = Field(primary_key=True, max_length=300)
+    hard_limit: int
+
+
+class QuotaLock(SQLModel, table=True):
+    """One row per project, locked (`FOR UPDATE`) by every transaction that counts usage
+    and then adds resources, so parallel requests of a project are serialised."""
+
+    __tablename__ = "quota_locks"
+
+    project_id: str = Field(primary_key=True, max_length=255)
+
+
+class Reservation(SQLModel, table=True):
+    """Quota held for an operation in flight (extend, retype, transfer), keyed by volume."""
+
+    __tablename__ = "reservations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    volume_id: str = Field(index=True, max_length=36)
+    project_id: str = Field(index=True, max_length=255)
+    resource: str = Field(max_length=300)
+    delta: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Message(SQLModel, table=True):
+    """A user message about an asynchronous failure (Cinder's `messages`)."""
+
+    __tablename__ = "messages"
+
+    id: str = Field(primary_key=True, max_length=36)
+    project_id: str = Field(index=True, max_length=255)
+    request_id: str | None = Field(default=None, max_length=255)
+    resource_type: str | None = Field(default=None, max_length=255)
+    resource_uuid: str | None = Field(default=None, max_length=255)
+    event_id: str = Field(max_length=255)
+    message_level: str = Field(max_length=255)
+    action_id: str = Field(max_length=10)
+    detail_id: str = Field(max_length=10)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+
+
+class KeyRecord(SQLModel, table=True):
+    """A secret of the local key manager, sealed with AES-256-GCM under the master key."""
+
+    __tablename__ = "keys"
+
+    id: str = Field(primary_key=True, max_length=36)
+    project_id: str = Field(index=True, max_length=255)
+    object_type: str = Field(max_length=32)
+    algorithm: str | None = Field(default=None, max_length=64)
+    bit_length: int | None = None
+    name: str | None = Field(default=None, max_length=255)
+    nonce: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from cinderflow import operations
+from cinderflow import operations, quota
 from cinderflow.api import microversions as mv
 from cinderflow.api import policy
 from cinderflow.api.context import RequestContext
@@ -107,6 +107,14 @@ def _insert(
     with db.transaction() as session:
         volume_type = _resolve_type(session, settings, spec.volume_type)
         specs = volume_db.extra_specs(session, volume_type.id)
+        quota.lock(session, ctx.project_id)
+        quota.check(
+            session,
+            settings,
+            ctx.project_id,
+            quota.volume_deltas(spec.size, volume_type.name),
+            volume_size=spec.size,
+        )
         volume = Volume(
             id=str(uuid.uuid4()),
             project_id=ctx.project_id,
