@@ -167,11 +167,16 @@ class Api:
         return response.json()["volume"]
 
     def wait_status(self, volume_id: str, *statuses: str, timeout: float = DEFAULT_TIMEOUT):
-        def reached() -> dict[str, Any] | None:
-            volume = self.volume(volume_id)
-            return volume if volume and volume["status"] in statuses else None
+        seen: list[Any] = [None]
 
-        return poll(reached, timeout=timeout, what=f"volume {volume_id} in {statuses}")
+        def reached() -> dict[str, Any] | None:
+            seen[0] = self.volume(volume_id)
+            return seen[0] if seen[0] and seen[0]["status"] in statuses else None
+
+        try:
+            return poll(reached, timeout=timeout, what=f"volume {volume_id} in {statuses}")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; volume last seen as {seen[0]!r}") from None
 
     def wait_gone(self, volume_id: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         poll(lambda: self.volume(volume_id) is None, timeout=timeout, what=f"{volume_id} gone")

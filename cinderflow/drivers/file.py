@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +96,11 @@ class FileDriver(VolumeDriver):
         }
 
     def _writable(self) -> bool:
-        probe = self.root / f".probe-{os.getpid()}"
+        """Create and remove a uniquely named file: concurrent probes (stats, driver calls)
+        must not remove each other's."""
         try:
-            probe.write_bytes(b"")
-            probe.unlink()
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+                pass
         except OSError:
             return False
         return True

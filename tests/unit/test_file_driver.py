@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,11 @@ def test_driver_needs_a_path_and_a_known_name(tmp_path: Path) -> None:
         load_driver(BackendConfig(name="x", driver="nope"))
     with pytest.raises(ValueError, match="is not a VolumeDriver"):
         load_driver(BackendConfig(name="x", driver="pathlib:Path"))
+
+
+def test_concurrent_probes_never_report_a_healthy_backend_down(driver: FileDriver) -> None:
+    """Stats and driver calls probe writability at the same time; none may see a false down."""
+    with ThreadPoolExecutor(16) as pool:
+        states = list(pool.map(lambda _: driver.get_volume_stats()["backend_state"], range(400)))
+    assert set(states) == {"up"}
+    assert not list(driver.root.glob(".probe-*"))
