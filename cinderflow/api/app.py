@@ -17,7 +17,14 @@ from temporalio.client import Client
 from cinderflow.api import openapi, versions
 from cinderflow.api.errors import NOT_FOUND, ApiError, OverLimit, fault_body
 from cinderflow.api.middleware import CinderMiddleware
-from cinderflow.api.routes import quotas, volume_metadata, volumes
+from cinderflow.api.routes import (
+    quotas,
+    type_encryption,
+    type_extra_specs,
+    types,
+    volume_metadata,
+    volumes,
+)
 from cinderflow.api.routing import Router
 from cinderflow.db.engine import Database
 from cinderflow.failpoints import Failpoints
@@ -41,7 +48,7 @@ class ApiServices:
 
 def api_router() -> Router:
     router = Router()
-    for module in (volumes, volume_metadata, quotas):
+    for module in (volumes, volume_metadata, quotas, types, type_extra_specs, type_encryption):
         router.include(module.router)
     return router
 

@@ -23,7 +23,11 @@ def build(router: Router) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in router.endpoints:
         operations = paths.setdefault(PREFIX + endpoint.path, {})
-        operations[endpoint.method.lower()] = _operation(endpoint, refs)
+        method = endpoint.method.lower()
+        if endpoint.action and method in operations:
+            _add_action(operations[method], endpoint, refs)
+        else:
+            operations[method] = _operation(endpoint, refs)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -41,7 +45,9 @@ def build(router: Router) -> dict[str, Any]:
 
 def _operation(endpoint: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
     operation: dict[str, Any] = {
-        "summary": endpoint.summary,
+        "summary": f"{endpoint.action}: {endpoint.summary}"
+        if endpoint.action
+        else endpoint.summary,
         "x-openstack-microversion": {"min": str(endpoint.since), "max": str(endpoint.until)},
         "parameters": [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -63,6 +69,16 @@ def _operation(endpoint: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
             str(code), {"description": f"Cinder fault `{FAULT_NAMES[code]}`"}
         )
     return operation
+
+
+def _add_action(operation: dict[str, Any], endpoint: Endpoint, refs: dict[Any, Any]) -> None:
+    """Several actions share `POST .../action`: their bodies become a oneOf."""
+    content = operation["requestBody"]["content"]["application/json"]
+    schema = content["schema"]
+    content["schema"] = {
+        "oneOf": [*schema.get("oneOf", [schema]), refs[(endpoint.body, "validation")]]
+    }
+    operation["summary"] += f"; {endpoint.action}: {endpoint.summary}"
 
 
 def _path_params(path: str) -> list[str]:

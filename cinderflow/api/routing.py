@@ -43,6 +43,8 @@ class Endpoint:
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     summary: str = ""
+    action: str | None = None
+    """For `POST .../action` routes: the body key that selects this handler."""
 
     def serves(self, version: APIVersion) -> bool:
         return self.since <= version <= self.until
@@ -91,6 +93,7 @@ class Router:
         status: int = 200,
         body: type[BaseModel] | None = None,
         response: type[BaseModel] | None = None,
+        action: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -104,11 +107,35 @@ class Router:
                     body=body,
                     response=response,
                     summary=(handler.__doc__ or "").strip().split("\n")[0],
+                    action=action,
                 )
             )
             return handler
 
         return register
+
+    def action(
+        self,
+        path: str,
+        name: str,
+        *,
+        body: type[BaseModel],
+        since: str | None = None,
+        until: str | None = None,
+        status: int = 202,
+        response: type[BaseModel] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """`POST <path>` with a body `{"<name>": ...}`; `body` validates the whole body."""
+        return self.route(
+            "POST",
+            path,
+            since=since,
+            until=until,
+            status=status,
+            body=body,
+            response=response,
+            action=name,
+        )
 
     def include(self, other: Router) -> None:
         self.endpoints.extend(other.endpoints)
@@ -137,10 +164,31 @@ def _dispatcher(endpoints: list[Endpoint]) -> Callable[[Request], Awaitable[Resp
         parts += [text for pair in request.query_params.multi_items() for text in pair]
         if any("\x00" in part for part in parts):
             raise BadRequest("Invalid input: NUL characters are not allowed.")
-        for endpoint in endpoints:
-            if endpoint.method == method and endpoint.serves(version):
-                body = validate(endpoint.body, await json_body(request)) if endpoint.body else None
+        candidates = [e for e in endpoints if e.method == method]
+        data: Any = None
+        if any(e.action for e in candidates):
+            data = await json_body(request)
+            name = _action_name(data, {e.action for e in candidates if e.action})
+            candidates = [e for e in candidates if e.action == name]
+        for endpoint in candidates:
+            if endpoint.serves(version):
+                if endpoint.body and data is None:
+                    data = await json_body(request)
+                body = validate(endpoint.body, data) if endpoint.body else None
                 return await endpoint.handler(ApiRequest(request, body))
         raise NotFound(NOT_FOUND)
 
     return dispatch
+
+
+def _action_name(data: Any, known: set[str]) -> str:
+    """The first body key naming a known action (Cinder's rule); 400 if there is none."""
+    if not isinstance(data, dict) or not data:
+        raise BadRequest("Invalid input: the action body must be a JSON object naming an action.")
+    for key in data:
+        if key in known:
+            return key
+    raise BadRequest(
+        f"There is no such action: {next(iter(data))}. Verify the request body and "
+        "Content-Type header and try again."
+    )

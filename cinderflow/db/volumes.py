@@ -175,14 +175,6 @@ def delete_metadata_key(session: Session, volume_id: str, key: str) -> bool:
     return result.rowcount == 1
 
 
-def find_type(session: Session, ref: str) -> VolumeType | None:
-    """A volume type by id or by name, as Cinder's `volume_type` parameter accepts both."""
-    found = session.get(VolumeType, ref)
-    if found is None:
-        found = session.exec(select(VolumeType).where(VolumeType.name == ref)).first()
-    return found
-
-
 def type_names(session: Session, type_ids: Iterable[str]) -> dict[str, str]:
     ids = set(type_ids)
     if not ids:

@@ -18,7 +18,6 @@ from cinderflow.api import microversions as mv
 from cinderflow.api import policy
 from cinderflow.api.context import RequestContext
 from cinderflow.api.errors import (
-    ApiError,
     BadRequest,
     NotFound,
     invalid_input,
@@ -27,6 +26,7 @@ from cinderflow.api.errors import (
     volume_type_not_found,
 )
 from cinderflow.api.params import boolean_param, dict_param, int_param, sort_param
+from cinderflow.api.routes.types import default_type
 from cinderflow.api.routing import ApiRequest, Router
 from cinderflow.api.schemas.volumes import (
     VolumeBody,
@@ -36,6 +36,7 @@ from cinderflow.api.schemas.volumes import (
     VolumeUpdateBody,
 )
 from cinderflow.api.views import volumes as views
+from cinderflow.db import types as type_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
@@ -105,7 +106,7 @@ def _insert(
     db: Database, settings: Settings, ctx: RequestContext, spec: VolumeCreate
 ) -> tuple[views.VolumeView, OutboxEntry]:
     with db.transaction() as session:
-        volume_type = _resolve_type(session, settings, spec.volume_type)
+        volume_type = _resolve_type(session, ctx, settings, spec.volume_type)
         specs = volume_db.extra_specs(session, volume_type.id)
         quota.lock(session, ctx.project_id)
         quota.check(
@@ -139,13 +140,13 @@ def _insert(
         return views.VolumeView(volume, dict(spec.metadata or {}), volume_type.name), entry
 
 
-def _resolve_type(session: Session, settings: Settings, ref: str | None) -> VolumeType:
+def _resolve_type(
+    session: Session, req_ctx: RequestContext, settings: Settings, ref: str | None
+) -> VolumeType:
     if ref is None:
-        found = volume_db.find_type(session, settings.default_volume_type)
-        if found is None:
-            raise ApiError(f"Default volume type {settings.default_volume_type} is missing.")
-        return found
-    found = volume_db.find_type(session, ref)
+        return default_type(session, settings)
+    visible_to = None if req_ctx.is_admin else req_ctx.project_id
+    found = type_db.find(session, ref, project_id=visible_to)
     if found is None:
         raise volume_type_not_found(ref)
     return found

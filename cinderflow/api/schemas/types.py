@@ -1,0 +1,171 @@
+"""Volume type, extra spec, access and encryption bodies (Cinder's schemas) and views."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    RootModel,
+    StringConstraints,
+)
+
+from cinderflow.api.validation import DB_MAX_INT, Boolean, Name, StrictModel
+
+SPEC_KEY = r"^[a-zA-Z0-9-_:. /]{1,255}$"
+EXTRA_SPEC_KEY = r"^[a-zA-Z0-9-_:.]{1,255}$"
+PROVIDERS = {
+    "luks": "luks",
+    "luks2": "luks2",
+    "plain": "plain",
+    "nova.volume.encryptors.luks.LuksEncryptor": "luks",
+    "nova.volume.encryptors.cryptsetup.CryptsetupEncryptor": "plain",
+    "os_brick.encryptors.luks.LuksEncryptor": "luks",
+    "os_brick.encryptors.luks.Luks2Encryptor": "luks2",
+    "os_brick.encryptors.cryptsetup.CryptsetupEncryptor": "plain",
+}
+"""Encryption providers Cinder knows, by short name or legacy class path."""
+
+
+def _type_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("An invalid 'name' value was provided. The 'name' can not be empty.")
+    return value
+
+
+def _spec_value(value: Any) -> Any:
+    return "" if value is None else value
+
+
+TypeName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_type_name)]
+SpecValue = Annotated[str, BeforeValidator(_spec_value), Field(max_length=255)]
+ExtraSpecs = dict[Annotated[str, StringConstraints(pattern=EXTRA_SPEC_KEY)], SpecValue]
+TypeSpecs = dict[Annotated[str, StringConstraints(pattern=SPEC_KEY)], SpecValue]
+
+
+class TypeCreate(StrictModel):
+    name: TypeName
+    description: Name | None = None
+    extra_specs: TypeSpecs | None = None
+    is_public: Boolean = Field(default=True, alias="os-volume-type-access:is_public")
+
+
+class TypeCreateBody(StrictModel):
+    volume_type: TypeCreate
+
+
+class TypeUpdate(StrictModel):
+    name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    description: Name | None = None
+    is_public: Boolean | None = None
+
+
+class TypeUpdateBody(StrictModel):
+    volume_type: TypeUpdate
+
+
+class ExtraSpecsBody(StrictModel):
+    extra_specs: ExtraSpecs
+
+
+OneExtraSpec = RootModel[Annotated[ExtraSpecs, Field(min_length=1, max_length=1)]]
+"""`PUT /types/{id}/extra_specs/{key}` sends the bare `{key: value}`."""
+
+
+class ProjectRef(StrictModel):
+    project: Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class AddProjectAccess(StrictModel):
+    addProjectAccess: ProjectRef
+
+
+class RemoveProjectAccess(StrictModel):
+    removeProjectAccess: ProjectRef
+
+
+def _provider(value: str) -> str:
+    if value not in PROVIDERS:
+        raise ValueError(f"provider must be one of {', '.join(sorted(PROVIDERS))}")
+    return value
+
+
+def _key_size(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("key_size must be an integer.")
+    if isinstance(value, str):
+        if not value.strip().isdigit():
+            raise ValueError("key_size must be an integer.")
+        return int(value)
+    return value
+
+
+KeySize = Annotated[int, BeforeValidator(_key_size), Field(ge=0, le=DB_MAX_INT)]
+Provider = Annotated[str, Field(max_length=255), AfterValidator(_provider)]
+ControlLocation = Literal["front-end", "back-end"]
+Cipher = Annotated[str, Field(max_length=255)]
+
+
+class EncryptionCreate(StrictModel):
+    provider: Provider
+    control_location: ControlLocation
+    cipher: Cipher | None = None
+    key_size: KeySize | None = None
+
+
+class EncryptionCreateBody(StrictModel):
+    encryption: EncryptionCreate
+
+
+class EncryptionUpdate(StrictModel):
+    provider: Provider | None = None
+    control_location: ControlLocation | None = None
+    cipher: Cipher | None = None
+    key_size: KeySize | None = None
+
+
+class EncryptionUpdateBody(StrictModel):
+    encryption: EncryptionUpdate
+
+
+# Responses ----------------------------------------------------------------------------------
+
+
+class VolumeTypeView(BaseModel):
+    id: str
+    name: str
+    is_public: bool
+    description: str | None
+    extra_specs: dict[str, str] | None = None
+    qos_specs_id: str | None = Field(default=None, description="admin only")
+    os_volume_type_access_is_public: bool | None = Field(
+        default=None, alias="os-volume-type-access:is_public"
+    )
+
+
+class VolumeTypeBody(BaseModel):
+    volume_type: VolumeTypeView
+
+
+class VolumeTypeList(BaseModel):
+    volume_types: list[VolumeTypeView]
+
+
+class TypeAccessList(BaseModel):
+    volume_type_access: list[dict[str, str]]
+
+
+class EncryptionView(BaseModel):
+    volume_type_id: str
+    encryption_id: str
+    provider: str
+    control_location: str
+    cipher: str | None
+    key_size: int | None
+
+
+class EncryptionBody(BaseModel):
+    encryption: dict[str, Any]
