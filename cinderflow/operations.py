@@ -27,13 +27,13 @@ def label(volume: Volume) -> str:
     return f"{volume.name} ({volume.id})" if volume.name else volume.id
 
 
-def create_volume(settings: Settings, volume: Volume) -> OutboxEntry:
-    payload = CreateVolumeInput(volume_id=volume.id, policy=policy(settings))
+def create_volume(settings: Settings, volume: Volume, request_id: str | None) -> OutboxEntry:
+    payload = CreateVolumeInput(volume_id=volume.id, policy=policy(settings), request_id=request_id)
     return _volume_entry(settings, volume, "create", "CreateVolume", payload)
 
 
-def delete_volume(settings: Settings, volume: Volume) -> OutboxEntry:
-    payload = DeleteVolumeInput(volume_id=volume.id, policy=policy(settings))
+def delete_volume(settings: Settings, volume: Volume, request_id: str | None) -> OutboxEntry:
+    payload = DeleteVolumeInput(volume_id=volume.id, policy=policy(settings), request_id=request_id)
     return _volume_entry(settings, volume, "delete", "DeleteVolume", payload)
 
 

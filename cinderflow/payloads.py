@@ -25,11 +25,14 @@ class OperationPolicy(BaseModel):
 class CreateVolumeInput(BaseModel):
     volume_id: str
     policy: OperationPolicy = Field(default_factory=OperationPolicy)
+    request_id: str | None = None
+    """The API request that asked for it, carried into user messages."""
 
 
 class DeleteVolumeInput(BaseModel):
     volume_id: str
     policy: OperationPolicy = Field(default_factory=OperationPolicy)
+    request_id: str | None = None
 
 
 class OperationOutcome(BaseModel):
@@ -47,10 +50,21 @@ class Placement(BaseModel):
     reason: str | None = None
 
 
+class UserMessageSpec(BaseModel):
+    """A user message to record (Cinder's action and detail codes, see user_messages.py)."""
+
+    action: str
+    detail: str
+    resource_type: str = "VOLUME"
+    request_id: str | None = None
+
+
 class VolumeFinish(BaseModel):
-    """Release ownership of a volume with a final status (and the driver's model update)."""
+    """Release ownership of a volume with a final status (and the driver's model update),
+    recording a user message in the same transaction when the operation failed."""
 
     volume_id: str
     status: str
     model_update: dict[str, Any] = Field(default_factory=dict)
     reason: str | None = None
+    message: UserMessageSpec | None = None

@@ -137,6 +137,14 @@ def any_stack(request: pytest.FixtureRequest) -> ThreadStack:
 
 
 @pytest.fixture
+def own_stack(tmp_path: Path, temporal: DevServer, databases: Databases) -> Iterator[ThreadStack]:
+    """A stack of its own, for tests that disable or break its backend."""
+    stack = ThreadStack(stack_settings(tmp_path, databases.new("sqlite"), temporal.address))
+    yield stack.start()
+    stack.stop()
+
+
+@pytest.fixture
 def api(stack: ThreadStack) -> Api:
     """An admin client on a fresh project of the default stack."""
     return stack.api()

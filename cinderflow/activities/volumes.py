@@ -14,6 +14,7 @@ from sqlalchemy import delete
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from cinderflow import user_messages
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
@@ -36,9 +37,12 @@ def lost_ownership(volume_id: str, workflow_id: str) -> ApplicationError:
 
 
 class VolumeActivities:
-    def __init__(self, db: Database, executor: Executor | None = None) -> None:
+    def __init__(
+        self, db: Database, executor: Executor | None = None, message_ttl: float = 2592000.0
+    ) -> None:
         self.db = db
         self.executor = executor
+        self.message_ttl = message_ttl
 
     @activity.defn(name="volume.load")
     async def load(self, volume_id: str) -> VolumeRef:
@@ -72,8 +76,8 @@ class VolumeActivities:
                     "last_workflow_id": workflow_id,
                 },
             )
+            volume = session.get(Volume, request.volume_id)
             if not done:
-                volume = session.get(Volume, request.volume_id)
                 already_done = (
                     volume is not None
                     and volume.workflow_id is None
@@ -82,6 +86,19 @@ class VolumeActivities:
                 )
                 if not already_done:
                     raise lost_ownership(request.volume_id, workflow_id)
+            if request.message and volume is not None:
+                spec = request.message
+                user_messages.record(
+                    session,
+                    message_id=user_messages.message_id_for(workflow_id, "finish"),
+                    project_id=volume.project_id,
+                    action=spec.action,
+                    detail=spec.detail,
+                    resource_type=spec.resource_type,
+                    resource_uuid=volume.id,
+                    request_id=spec.request_id,
+                    ttl=self.message_ttl,
+                )
 
     @activity.defn(name="volume.destroy")
     async def destroy(self, volume_id: str) -> None:

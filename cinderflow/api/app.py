@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,11 +15,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from temporalio.client import Client
 
+from cinderflow import heartbeat
 from cinderflow.api import openapi, versions
 from cinderflow.api.errors import NOT_FOUND, ApiError, OverLimit, fault_body
 from cinderflow.api.middleware import CinderMiddleware
 from cinderflow.api.routes import (
+    messages,
     quotas,
+    services,
     type_encryption,
     type_extra_specs,
     types,
@@ -48,7 +52,16 @@ class ApiServices:
 
 def api_router() -> Router:
     router = Router()
-    for module in (volumes, volume_metadata, quotas, types, type_extra_specs, type_encryption):
+    for module in (
+        volumes,
+        volume_metadata,
+        quotas,
+        types,
+        type_extra_specs,
+        type_encryption,
+        messages,
+        services,
+    ):
         router.include(module.router)
     return router
 
@@ -71,9 +84,19 @@ def create_app(
         app.state.services = ApiServices(
             settings, database, Outbox(database, temporal), Failpoints(settings.failpoint_dir)
         )
+        alive = asyncio.create_task(
+            heartbeat.beat(
+                database,
+                host=settings.host,
+                binary="cinder-api",
+                zone=settings.storage_availability_zone,
+                interval=settings.stats_interval,
+            )
+        )
         try:
             yield
         finally:
+            alive.cancel()
             if db is None:
                 database.dispose()
 

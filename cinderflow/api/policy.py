@@ -71,6 +71,11 @@ RULES: dict[str, Rule] = {
     "volume_extension:volume_type_encryption:create": _admin,
     "volume_extension:volume_type_encryption:update": _admin,
     "volume_extension:volume_type_encryption:delete": _admin,
+    "message:get_all": _reader,
+    "message:get": _reader,
+    "message:delete": _member,
+    "volume_extension:services:index": _admin,
+    "volume_extension:services:update": _admin,
 }
 
 

@@ -9,13 +9,15 @@ from sqlalchemy import and_, delete, false, func, or_
 from sqlmodel import Session, select
 
 from cinderflow.db.models import (
+    Encryption,
     Volume,
     VolumeAdminMetadata,
     VolumeMetadata,
     VolumeType,
     VolumeTypeExtraSpec,
 )
-from cinderflow.drivers.base import VolumeRef
+from cinderflow.drivers.base import EncryptionSpec, VolumeRef
+from cinderflow.encryption import short_name
 
 SORT_KEYS = frozenset(
     {
@@ -190,6 +192,20 @@ def extra_specs(session: Session, volume_type_id: str) -> dict[str, str]:
     return {row.key: row.value for row in rows}
 
 
+def encryption_spec(session: Session, volume_type_id: str) -> EncryptionSpec | None:
+    row = session.exec(
+        select(Encryption).where(Encryption.volume_type_id == volume_type_id)
+    ).first()
+    if row is None:
+        return None
+    return EncryptionSpec(
+        provider=short_name(row.provider),
+        control_location=row.control_location,
+        cipher=row.cipher,
+        key_size=row.key_size,
+    )
+
+
 def volume_ref(session: Session, volume: Volume) -> VolumeRef:
     return VolumeRef(
         id=volume.id,
@@ -199,6 +215,7 @@ def volume_ref(session: Session, volume: Volume) -> VolumeRef:
         provider_location=volume.provider_location,
         volume_type_id=volume.volume_type_id,
         extra_specs=extra_specs(session, volume.volume_type_id),
+        encryption=encryption_spec(session, volume.volume_type_id),
         encryption_key_id=volume.encryption_key_id,
         admin_metadata=admin_metadata_of(session, volume.id),
     )

@@ -30,6 +30,15 @@ REQUIRED_STATS = (
 """Keys every `get_volume_stats()` must return (Cinder's list), besides our `backend_state`."""
 
 
+class EncryptionSpec(BaseModel):
+    """The volume type's encryption: `provider` is the short name (luks, luks2, plain)."""
+
+    provider: str
+    control_location: str = "front-end"
+    cipher: str | None = None
+    key_size: int | None = None
+
+
 class VolumeRef(BaseModel):
     """What a driver knows about a volume."""
 
@@ -40,6 +49,7 @@ class VolumeRef(BaseModel):
     provider_location: str | None = None
     volume_type_id: str | None = None
     extra_specs: dict[str, str] = Field(default_factory=dict)
+    encryption: EncryptionSpec | None = None
     encryption_key_id: str | None = None
     admin_metadata: dict[str, str] = Field(default_factory=dict)
 

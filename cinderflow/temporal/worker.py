@@ -15,14 +15,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy import delete
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from cinderflow import heartbeat
 from cinderflow.activities.driver import DriverActivities
 from cinderflow.activities.scheduler import VOLUME_BINARY, SchedulerActivities
 from cinderflow.activities.volumes import VolumeActivities
 from cinderflow.db import services
 from cinderflow.db.engine import Database
+from cinderflow.db.models import Message, utcnow
 from cinderflow.drivers.base import VolumeDriver
 from cinderflow.drivers.registry import load_driver
 from cinderflow.failpoints import Failpoints
@@ -36,6 +39,7 @@ from cinderflow.workflows.registry import WORKFLOWS
 log = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+REAP_INTERVAL_S = 3600
 
 
 @dataclass
@@ -85,7 +89,7 @@ class WorkerService:
     def workers(self) -> list[Worker]:
         workers = []
         if self.control:
-            volumes = VolumeActivities(self.db, self.db_pool)
+            volumes = VolumeActivities(self.db, self.db_pool, self.settings.message_ttl)
             scheduler = SchedulerActivities(self.db, self.settings, self.db_pool)
             workers.append(
                 Worker(
@@ -148,6 +152,19 @@ class WorkerService:
                 log.exception("outbox sweep failed")
             await asyncio.sleep(self.settings.outbox_sweep_interval)
 
+    async def _reap_loop(self) -> None:
+        """Delete expired user messages (Cinder's message_reap_interval is a day)."""
+        while True:
+            try:
+                await run_blocking(self.db_pool, self._reap)
+            except Exception:
+                log.exception("reaping expired messages failed")
+            await asyncio.sleep(REAP_INTERVAL_S)
+
+    def _reap(self) -> None:
+        with self.db.transaction() as session:
+            session.exec(delete(Message).where(Message.expires_at < utcnow()))
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut the workers down gracefully."""
         if self.control:
@@ -157,6 +174,19 @@ class WorkerService:
         loops = [asyncio.create_task(self._stats_loop(b)) for b in self.backends]
         if self.control:
             loops.append(asyncio.create_task(self._sweep_loop()))
+            loops.append(asyncio.create_task(self._reap_loop()))
+            loops.append(
+                asyncio.create_task(
+                    heartbeat.beat(
+                        self.db,
+                        host=self.settings.host,
+                        binary="cinder-scheduler",
+                        zone=self.settings.storage_availability_zone,
+                        interval=self.settings.stats_interval,
+                        executor=self.db_pool,
+                    )
+                )
+            )
         workers = self.workers()
         running = [asyncio.create_task(w.run()) for w in workers]
         stopper = asyncio.create_task(stop.wait())

@@ -12,7 +12,12 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.volumes import LOST_OWNERSHIP, VolumeActivities
-    from cinderflow.payloads import OperationOutcome, OperationPolicy, VolumeFinish
+    from cinderflow.payloads import (
+        OperationOutcome,
+        OperationPolicy,
+        UserMessageSpec,
+        VolumeFinish,
+    )
     from cinderflow.temporal.queues import backend_queue
 
 CONTROL_RETRY = RetryPolicy(
@@ -70,13 +75,19 @@ async def release(
     *,
     model_update: dict[str, Any] | None = None,
     reason: str | None = None,
+    message: UserMessageSpec | None = None,
 ) -> OperationOutcome:
-    """Write the final status and give up ownership; if another party took the volume, stop."""
+    """Write the final status (and the user message of a failure) and give up ownership;
+    if another party took the volume, stop."""
     try:
         await workflow.execute_activity_method(
             VolumeActivities.finish,
             VolumeFinish(
-                volume_id=volume_id, status=status, model_update=model_update or {}, reason=reason
+                volume_id=volume_id,
+                status=status,
+                model_update=model_update or {},
+                reason=reason,
+                message=message,
             ),
             **control(f"set status {status}"),
         )

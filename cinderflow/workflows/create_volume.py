@@ -8,7 +8,8 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.driver import DriverActivities
     from cinderflow.activities.scheduler import SchedulerActivities
-    from cinderflow.payloads import CreateVolumeInput, OperationOutcome
+    from cinderflow.payloads import CreateVolumeInput, OperationOutcome, UserMessageSpec
+    from cinderflow.user_messages import Action, Detail
     from cinderflow.workflows import common
 
 
@@ -22,7 +23,16 @@ class CreateVolume:
         )
         volume = placement.volume
         if volume is None or volume.host is None:
-            return await common.release(request.volume_id, "error", reason=placement.reason)
+            return await common.release(
+                request.volume_id,
+                "error",
+                reason=placement.reason,
+                message=UserMessageSpec(
+                    action=Action.SCHEDULE_ALLOCATE_VOLUME.id,
+                    detail=Detail.NO_BACKEND_AVAILABLE.id,
+                    request_id=request.request_id,
+                ),
+            )
         workflow.set_current_details(f"Creating {volume.size} GiB on backend `{volume.host}`.")
         try:
             update = await workflow.execute_activity_method(
@@ -32,6 +42,13 @@ class CreateVolume:
             )
         except ActivityError as error:
             return await common.release(
-                volume.id, "error", reason=f"Volume driver failed: {common.failure_message(error)}"
+                volume.id,
+                "error",
+                reason=f"Volume driver failed: {common.failure_message(error)}",
+                message=UserMessageSpec(
+                    action=Action.CREATE_VOLUME_FROM_BACKEND.id,
+                    detail=Detail.DRIVER_FAILED_CREATE.id,
+                    request_id=request.request_id,
+                ),
             )
         return await common.release(volume.id, "available", model_update=update)

@@ -5,16 +5,19 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from cinderflow.activities.scheduler import (
+import pytest
+
+from cinderflow.activities.scheduler import candidates
+from cinderflow.db.engine import Database
+from cinderflow.db.models import Service, utcnow
+from cinderflow.scheduling.capabilities import match, unmet
+from cinderflow.scheduling.filters import (
     Candidate,
     Request,
-    candidates,
     choose,
     pool_host,
     usable_capacity,
 )
-from cinderflow.db.engine import Database
-from cinderflow.db.models import Service, utcnow
 from tests.conftest import Databases
 from tests.helpers import insert_volume
 
@@ -64,7 +67,7 @@ def test_each_filter_rejects_with_a_reason() -> None:
         "down (no recent stats)": service(age=120),
         "backend_state is down": service(backend_state="down"),
         "not in availability zone": service(zone="other"),
-        "volume_backend_name is not": service("h@wrong"),
+        "volume_backend_name='wrong' does not meet 'b'": service("h@wrong"),
         "insufficient free capacity": service(free_capacity_gb=5),
     }
     for reason, candidate in cases.items():
@@ -160,3 +163,50 @@ def test_no_backends_at_all() -> None:
 def test_pool_host_names_the_pool() -> None:
     assert pool_host(service("vm@file").service) == "vm@file#file"
     assert pool_host(service("vm@file", pool_name="p1").service) == "vm@file#p1"
+
+
+@pytest.mark.parametrize(
+    ("value", "requirement", "expected"),
+    [
+        (True, "<is> True", True),
+        (False, "<is> True", False),
+        ("true", "<is> True", True),
+        (100, "= 50", True),
+        (20, ">= 50", False),
+        (3, "== 3", True),
+        ("luks", "<in> lu", True),
+        ("b", "<or> a <or> b <or> c", True),
+        ("d", "<or> a <or> b", False),
+        ("abc", "s== abc", True),
+        ("abc", "s> abd", False),
+        ("fast", "fast", True),
+        ("fast", "slow", False),
+        ("not a number", ">= 3", False),
+        (None, ">= 3", False),
+    ],
+)
+def test_extra_spec_operators(value: object, requirement: str, expected: bool) -> None:
+    assert match(value, requirement) is expected
+
+
+def test_capability_requirements() -> None:
+    caps = {"multiattach": True, "thin_provisioning_support": True, "pools": {"tier": "gold"}}
+    assert unmet(caps, {"multiattach": "<is> True", "RESKEY:availability_zones": "x"}) is None
+    assert unmet(caps, {"capabilities:thin_provisioning_support": "<is> True"}) is None
+    assert unmet(caps, {"capabilities:pools:tier": "gold"}) is None
+    assert unmet(caps, {"vendor:anything": "ignored"}) is None
+    assert unmet(caps, {"replication_enabled": "<is> True"}) == "no capability replication_enabled"
+    assert "does not meet" in (unmet(caps, {"multiattach": "<is> False"}) or "")
+
+
+def test_encryption_and_online_extend_filters() -> None:
+    luks_only = service(encryption_providers=["luks"], online_extend_support=False)
+    asks = Request(size=1, availability_zone="nova", encryption_provider="luks2")
+    best, why = choose([luks_only], asks, CUTOFF)
+    assert best is None and "encryption provider luks2 is not supported (supported: luks)" in why
+    plain = Request(size=1, availability_zone="nova", encryption_provider="luks")
+    assert choose([luks_only], plain, CUTOFF)[0] is not None
+    no_opinion = service("h@other")  # reports no encryption_providers: not filtered
+    assert choose([no_opinion], asks, CUTOFF)[0] is not None
+    extend = Request(size=1, availability_zone="nova", online_extend=True)
+    assert "online_extend_support is false" in choose([luks_only], extend, CUTOFF)[1]

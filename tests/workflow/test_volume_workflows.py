@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,6 @@ from tests.helpers import (
     temporal_cli,
     wait_backends_reported,
 )
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path, temporal: DevServer, databases: Databases) -> Iterator[ThreadStack]:
-    """A stack of its own, for tests that break its backend."""
-    stack = ThreadStack(stack_settings(tmp_path, databases.new("sqlite"), temporal.address))
-    yield stack.start()
-    stack.stop()
 
 
 def temporal_list(address: str, query: str) -> list[dict]:

@@ -130,7 +130,7 @@ def _insert(
             volume_type_id=volume_type.id,
             multiattach=bool(spec.multiattach) or specs.get("multiattach") == "<is> True",
         )
-        entry = operations.create_volume(settings, volume)
+        entry = operations.create_volume(settings, volume, ctx.request_id)
         volume.workflow_id = entry.workflow_id
         session.add(volume)
         session.add(entry)
@@ -305,7 +305,7 @@ def _mark_deleting(req: ApiRequest, force: bool) -> OutboxEntry:
         policy.authorize(req.ctx, "volume:delete", volume.project_id)
         if force:
             policy.authorize(req.ctx, "volume:force_delete", volume.project_id)
-        entry = operations.delete_volume(req.services.settings, volume)
+        entry = operations.delete_volume(req.services.settings, volume, req.ctx.request_id)
         expected: dict[str, object] = {"workflow_id": None}
         if not force:
             expected["status"] = DELETABLE

@@ -14,20 +14,10 @@ from pydantic import (
 )
 
 from cinderflow.api.validation import DB_MAX_INT, Boolean, Name, StrictModel
+from cinderflow.encryption import PROVIDERS
 
 SPEC_KEY = r"^[a-zA-Z0-9-_:. /]{1,255}$"
 EXTRA_SPEC_KEY = r"^[a-zA-Z0-9-_:.]{1,255}$"
-PROVIDERS = {
-    "luks": "luks",
-    "luks2": "luks2",
-    "plain": "plain",
-    "nova.volume.encryptors.luks.LuksEncryptor": "luks",
-    "nova.volume.encryptors.cryptsetup.CryptsetupEncryptor": "plain",
-    "os_brick.encryptors.luks.LuksEncryptor": "luks",
-    "os_brick.encryptors.luks.Luks2Encryptor": "luks2",
-    "os_brick.encryptors.cryptsetup.CryptsetupEncryptor": "plain",
-}
-"""Encryption providers Cinder knows, by short name or legacy class path."""
 
 
 def _type_name(value: str) -> str:
