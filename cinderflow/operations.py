@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from cinderflow.db.models import OutboxEntry, Volume
-from cinderflow.payloads import CreateVolumeInput, DeleteVolumeInput, OperationPolicy
+from cinderflow.db.models import OutboxEntry, Snapshot, Volume
+from cinderflow.payloads import (
+    CreateVolumeInput,
+    DeleteVolumeInput,
+    OperationPolicy,
+    SnapshotInput,
+)
 from cinderflow.settings import Settings
-from cinderflow.temporal.outbox import volume_operation
+from cinderflow.temporal.outbox import new_entry, workflow_id
 
 
 def policy(settings: Settings) -> OperationPolicy:
@@ -29,23 +34,69 @@ def label(volume: Volume) -> str:
 
 def create_volume(settings: Settings, volume: Volume, request_id: str | None) -> OutboxEntry:
     payload = CreateVolumeInput(volume_id=volume.id, policy=policy(settings), request_id=request_id)
-    return _volume_entry(settings, volume, "create", "CreateVolume", payload)
+    source = ""
+    if volume.snapshot_id:
+        source = f" from snapshot {volume.snapshot_id}"
+    elif volume.source_volid:
+        source = f" from volume {volume.source_volid}"
+    return _volume_entry(settings, volume, "create", "CreateVolume", payload, source)
 
 
-def delete_volume(settings: Settings, volume: Volume, request_id: str | None) -> OutboxEntry:
-    payload = DeleteVolumeInput(volume_id=volume.id, policy=policy(settings), request_id=request_id)
+def delete_volume(
+    settings: Settings, volume: Volume, request_id: str | None, *, cascade: bool = False
+) -> OutboxEntry:
+    payload = DeleteVolumeInput(
+        volume_id=volume.id, policy=policy(settings), request_id=request_id, cascade=cascade
+    )
     return _volume_entry(settings, volume, "delete", "DeleteVolume", payload)
 
 
 def _volume_entry(
-    settings: Settings, volume: Volume, operation: str, workflow_type: str, payload: BaseModel
+    settings: Settings,
+    volume: Volume,
+    operation: str,
+    workflow_type: str,
+    payload: BaseModel,
+    detail: str = "",
 ) -> OutboxEntry:
-    return volume_operation(
+    return new_entry(
+        workflow_id=workflow_id("volume", volume.id, operation),
         workflow_type=workflow_type,
         operation=operation,
         volume_id=volume.id,
         project_id=volume.project_id,
         task_queue=settings.control_task_queue,
         payload=payload,
-        summary=f"{operation} {volume.size} GiB volume {label(volume)}",
+        summary=f"{operation} {volume.size} GiB volume {label(volume)}{detail}",
+    )
+
+
+def create_snapshot(settings: Settings, snapshot: Snapshot, request_id: str | None) -> OutboxEntry:
+    return _snapshot_entry(settings, snapshot, "create_snapshot", "CreateSnapshot", request_id)
+
+
+def delete_snapshot(settings: Settings, snapshot: Snapshot, request_id: str | None) -> OutboxEntry:
+    return _snapshot_entry(settings, snapshot, "delete_snapshot", "DeleteSnapshot", request_id)
+
+
+def _snapshot_entry(
+    settings: Settings,
+    snapshot: Snapshot,
+    operation: str,
+    workflow_type: str,
+    request_id: str | None,
+) -> OutboxEntry:
+    """Snapshot workflows carry their volume's VolumeId search attribute."""
+    name = f"{snapshot.name} ({snapshot.id})" if snapshot.name else snapshot.id
+    return new_entry(
+        workflow_id=workflow_id("snapshot", snapshot.id, operation),
+        workflow_type=workflow_type,
+        operation=operation,
+        volume_id=snapshot.volume_id,
+        project_id=snapshot.project_id,
+        task_queue=settings.control_task_queue,
+        payload=SnapshotInput(
+            snapshot_id=snapshot.id, policy=policy(settings), request_id=request_id
+        ),
+        summary=f"{operation.replace('_', ' ')} {name} of volume {snapshot.volume_id}",
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cinderflow.drivers.base import VolumeRef
+from cinderflow.drivers.base import SnapshotRef, VolumeRef
 
 
 class OperationPolicy(BaseModel):
@@ -33,6 +33,16 @@ class DeleteVolumeInput(BaseModel):
     volume_id: str
     policy: OperationPolicy = Field(default_factory=OperationPolicy)
     request_id: str | None = None
+    cascade: bool = False
+    """Delete the volume's snapshots first (the API gave them to this workflow)."""
+
+
+class SnapshotInput(BaseModel):
+    """Input of CreateSnapshot and DeleteSnapshot."""
+
+    snapshot_id: str
+    policy: OperationPolicy = Field(default_factory=OperationPolicy)
+    request_id: str | None = None
 
 
 class OperationOutcome(BaseModel):
@@ -44,10 +54,23 @@ class OperationOutcome(BaseModel):
 
 
 class Placement(BaseModel):
-    """The scheduler's answer: the volume (with its new host) or why no backend fits."""
+    """The scheduler's answer: the volume (with its new host) and what it is created from,
+    or why no backend fits."""
 
     volume: VolumeRef | None = None
+    snapshot: SnapshotRef | None = None
+    source_volume: VolumeRef | None = None
     reason: str | None = None
+
+
+class VolumeFromSnapshot(BaseModel):
+    volume: VolumeRef
+    snapshot: SnapshotRef
+
+
+class VolumeClone(BaseModel):
+    volume: VolumeRef
+    source: VolumeRef
 
 
 class UserMessageSpec(BaseModel):
@@ -59,11 +82,11 @@ class UserMessageSpec(BaseModel):
     request_id: str | None = None
 
 
-class VolumeFinish(BaseModel):
-    """Release ownership of a volume with a final status (and the driver's model update),
-    recording a user message in the same transaction when the operation failed."""
+class Finish(BaseModel):
+    """Release ownership of a volume or snapshot with a final status (and the driver's model
+    update), recording a user message in the same transaction when the operation failed."""
 
-    volume_id: str
+    resource_id: str
     status: str
     model_update: dict[str, Any] = Field(default_factory=dict)
     reason: str | None = None

@@ -50,7 +50,8 @@ def wait_backends_reported(database_url: str, count: int = 1) -> None:
 
         def reported() -> bool:
             with db.read() as session:
-                return len(session.exec(select(Service)).all()) >= count
+                backends = session.exec(select(Service).where(Service.binary == "cinder-volume"))
+                return len(backends.all()) >= count
 
         poll(reported, what=f"{count} backend(s) reporting")
     finally:

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from cinderflow.drivers.base import VolumeDriver, VolumeDriverError, VolumeRef
+from cinderflow.drivers.base import SnapshotRef, VolumeDriver, VolumeDriverError, VolumeRef
 from cinderflow.failpoints import Failpoints
+from cinderflow.payloads import VolumeClone, VolumeFromSnapshot
 from cinderflow.threads import run_blocking
 
 MIN_HEARTBEAT_INTERVAL_S = 0.2
@@ -72,3 +73,38 @@ class DriverActivities:
     @activity.defn(name="driver.delete_volume")
     async def delete_volume(self, volume: VolumeRef) -> None:
         await self._call("delete_volume", lambda: self.driver.delete_volume(volume))
+
+    @activity.defn(name="driver.create_snapshot")
+    async def create_snapshot(self, snapshot: SnapshotRef) -> dict[str, Any]:
+        return (
+            await self._call("create_snapshot", lambda: self.driver.create_snapshot(snapshot)) or {}
+        )
+
+    @activity.defn(name="driver.delete_snapshot")
+    async def delete_snapshot(self, snapshot: SnapshotRef) -> None:
+        await self._call("delete_snapshot", lambda: self.driver.delete_snapshot(snapshot))
+
+    @activity.defn(name="driver.create_volume_from_snapshot")
+    async def create_volume_from_snapshot(self, request: VolumeFromSnapshot) -> dict[str, Any]:
+        def call() -> dict[str, Any] | None:
+            return self.driver.create_volume_from_snapshot(request.volume, request.snapshot)
+
+        return await self._call("create_volume_from_snapshot", call) or {}
+
+    @activity.defn(name="driver.create_cloned_volume")
+    async def create_cloned_volume(self, request: VolumeClone) -> dict[str, Any]:
+        def call() -> dict[str, Any] | None:
+            return self.driver.create_cloned_volume(request.volume, request.source)
+
+        return await self._call("create_cloned_volume", call) or {}
+
+    def all(self) -> list[Any]:
+        """Every driver activity, for registration on the backend's worker."""
+        return [
+            self.create_volume,
+            self.delete_volume,
+            self.create_snapshot,
+            self.delete_snapshot,
+            self.create_volume_from_snapshot,
+            self.create_cloned_volume,
+        ]

@@ -13,11 +13,12 @@ from sqlalchemy import or_
 from sqlmodel import Session, select
 from temporalio import activity
 
-from cinderflow.activities.volumes import lost_ownership
+from cinderflow.activities import fencing
+from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
-from cinderflow.db.models import Service, Volume, utcnow
+from cinderflow.db.models import Service, Snapshot, Volume, utcnow
 from cinderflow.payloads import Placement
 from cinderflow.scheduling.filters import Candidate, Request, choose, pool_host
 from cinderflow.settings import Settings
@@ -67,28 +68,49 @@ class SchedulerActivities:
 
     def _place(self, volume_id: str, workflow_id: str) -> Placement:
         with self.db.transaction() as session:
-            volume = session.get(Volume, volume_id)
-            if volume is None or volume.workflow_id != workflow_id:
-                raise lost_ownership(volume_id, workflow_id)
+            volume = fencing.owned(session, Volume, volume_id, workflow_id)
+            snapshot = session.get(Snapshot, volume.snapshot_id) if volume.snapshot_id else None
+            source = session.get(Volume, volume.source_volid) if volume.source_volid else None
+            origin = session.get(Volume, snapshot.volume_id) if snapshot else source
+            if (volume.snapshot_id and snapshot is None) or (
+                volume.source_volid and source is None
+            ):
+                return Placement(reason="the snapshot or volume to copy no longer exists")
             if volume.host is None:  # else: a retry after this step already committed
-                encryption = volume_db.encryption_spec(session, volume.volume_type_id)
-                request = Request(
-                    size=volume.size,
-                    availability_zone=volume.availability_zone,
-                    extra_specs=volume_db.extra_specs(session, volume.volume_type_id),
-                    encryption_provider=encryption.provider if encryption else None,
-                )
-                best, reason = choose(
-                    candidates(session), request, utcnow() - self.service_down_time
-                )
-                if best is None:
+                reason = self._choose_host(session, volume, origin)
+                if reason:
                     return Placement(reason=reason)
-                compare_and_swap(
-                    session,
-                    Volume,
-                    volume_id,
-                    expected={"workflow_id": workflow_id},
-                    values={"host": pool_host(best)},
-                )
                 session.refresh(volume)
-            return Placement(volume=volume_db.volume_ref(session, volume))
+            return Placement(
+                volume=volume_db.volume_ref(session, volume),
+                snapshot=snapshot_db.snapshot_ref(session, snapshot) if snapshot else None,
+                source_volume=volume_db.volume_ref(session, source) if source else None,
+            )
+
+    def _choose_host(self, session: Session, volume: Volume, origin: Volume | None) -> str:
+        """Record the chosen host on the volume; the reason if there is none. A copy of a
+        snapshot or volume must be made where its source lives (Cinder's same-host rule)."""
+        encryption = volume_db.encryption_spec(session, volume.volume_type_id)
+        request = Request(
+            size=volume.size,
+            availability_zone=volume.availability_zone,
+            extra_specs=volume_db.extra_specs(session, volume.volume_type_id),
+            encryption_provider=encryption.provider if encryption else None,
+        )
+        found = candidates(session)
+        if origin is not None:
+            if origin.host is None:
+                return "No valid backend was found. The source has no backend."
+            found = [c for c in found if c.service.host == backend_of(origin.host)]
+        best, reason = choose(found, request, utcnow() - self.service_down_time)
+        if best is None:
+            return reason
+        host = origin.host if origin is not None and origin.host else pool_host(best)
+        compare_and_swap(
+            session,
+            Volume,
+            volume.id,
+            expected={"workflow_id": volume.workflow_id},
+            values={"host": host},
+        )
+        return ""

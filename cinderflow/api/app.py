@@ -23,10 +23,10 @@ from cinderflow.api.routes import (
     messages,
     quotas,
     services,
+    snapshots,
     type_encryption,
     type_extra_specs,
     types,
-    volume_metadata,
     volumes,
 )
 from cinderflow.api.routing import Router
@@ -54,13 +54,13 @@ def api_router() -> Router:
     router = Router()
     for module in (
         volumes,
-        volume_metadata,
         quotas,
         types,
         type_extra_specs,
         type_encryption,
         messages,
         services,
+        snapshots,
     ):
         router.include(module.router)
     return router

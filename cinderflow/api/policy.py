@@ -76,6 +76,16 @@ RULES: dict[str, Rule] = {
     "message:delete": _member,
     "volume_extension:services:index": _admin,
     "volume_extension:services:update": _admin,
+    "volume:get_snapshot": _reader,
+    "volume:get_all_snapshots": _reader,
+    "volume:create_snapshot": _member,
+    "volume:update_snapshot": _member,
+    "volume:delete_snapshot": _member,
+    "volume_extension:snapshot_admin_actions:force_delete": _admin,
+    "volume_extension:extended_snapshot_attributes": _reader,
+    "volume:get_snapshot_metadata": _reader,
+    "volume:update_snapshot_metadata": _member,
+    "volume:delete_snapshot_metadata": _member,
 }
 
 

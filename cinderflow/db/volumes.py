@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, delete, false, func, or_
+import sqlalchemy
 from sqlmodel import Session, select
 
+from cinderflow.db import paging
 from cinderflow.db.models import (
     Encryption,
     Volume,
@@ -37,10 +38,6 @@ SORT_KEYS = frozenset(
 )
 
 
-class MarkerNotFound(LookupError):
-    pass
-
-
 @dataclass
 class VolumeQuery:
     """A list request after parsing: who may see what, filters, order and page."""
@@ -60,7 +57,7 @@ class VolumeQuery:
 
 
 def _filtered(query: VolumeQuery):
-    stmt = select(Volume)
+    stmt = sqlalchemy.select(Volume)
     if query.project_id is not None:
         stmt = stmt.where(Volume.project_id == query.project_id)
     if query.name is not None:
@@ -85,60 +82,15 @@ def _filtered(query: VolumeQuery):
 
 def count_volumes(session: Session, query: VolumeQuery) -> int:
     """How many volumes match the filters, ignoring marker and limit."""
-    return session.exec(select(func.count()).select_from(_filtered(query).subquery())).one()
+    return paging.count(session, _filtered(query))
 
 
 def list_volumes(session: Session, query: VolumeQuery) -> list[Volume]:
-    stmt = _filtered(query)
-    order = list(query.sort)
-    if not any(key == "id" for key, _ in order):
-        order.append(("id", order[-1][1] if order else "asc"))
-    if query.marker is not None:
-        stmt = stmt.where(_after_marker(session, query, order))
-    # NULLs first ascending, last descending, on every engine (PostgreSQL's default differs).
-    stmt = stmt.order_by(
-        *(
-            getattr(Volume, key).desc().nulls_last()
-            if d == "desc"
-            else getattr(Volume, key).asc().nulls_first()
-            for key, d in order
-        )
-    )
-    if query.offset:
-        stmt = stmt.offset(query.offset)
-    if query.limit is not None:
-        stmt = stmt.limit(query.limit)
-    return list(session.exec(stmt).all())
+    def visible(marker: Volume) -> bool:
+        return query.project_id is None or marker.project_id == query.project_id
 
-
-def _after_marker(session: Session, query: VolumeQuery, order: Sequence[tuple[str, str]]):
-    """Keyset condition: rows strictly after the marker row in the requested order."""
-    marker = session.get(Volume, query.marker)
-    if marker is None or (query.project_id is not None and marker.project_id != query.project_id):
-        raise MarkerNotFound(query.marker)
-    clauses = []
-    for i, (key, direction) in enumerate(order):
-        column, value = getattr(Volume, key), getattr(marker, key)
-        equal_before = [getattr(Volume, k) == getattr(marker, k) for k, _ in order[:i]]
-        if value is None:
-            # NULLs sort first ascending: everything non-null comes after.
-            beyond = column.is_not(None) if direction == "asc" else false()
-        else:
-            beyond = column > value if direction == "asc" else column < value
-            if direction == "desc":
-                beyond = or_(beyond, column.is_(None))
-        clauses.append(and_(*equal_before, beyond))
-    return or_(*clauses)
-
-
-def metadata_of(session: Session, volume_ids: Iterable[str]) -> dict[str, dict[str, str]]:
-    ids = list(volume_ids)
-    result: dict[str, dict[str, str]] = {vid: {} for vid in ids}
-    if ids:
-        rows = session.exec(select(VolumeMetadata).where(VolumeMetadata.volume_id.in_(ids)))
-        for row in rows:
-            result[row.volume_id][row.key] = row.value
-    return result
+    page = paging.Page(sort=query.sort, limit=query.limit, marker=query.marker, offset=query.offset)
+    return paging.page(session, Volume, _filtered(query), page, visible=visible)
 
 
 def admin_metadata_of(session: Session, volume_id: str) -> dict[str, str]:
@@ -146,35 +98,6 @@ def admin_metadata_of(session: Session, volume_id: str) -> dict[str, str]:
         select(VolumeAdminMetadata).where(VolumeAdminMetadata.volume_id == volume_id)
     )
     return {row.key: row.value for row in rows}
-
-
-def set_metadata(session: Session, volume_id: str, items: dict[str, str], *, replace: bool) -> None:
-    """Upsert `items`; with `replace`, keys not in `items` are removed."""
-    if replace:
-        session.exec(delete(VolumeMetadata).where(VolumeMetadata.volume_id == volume_id))
-        existing: dict[str, VolumeMetadata] = {}
-    else:
-        existing = {
-            row.key: row
-            for row in session.exec(
-                select(VolumeMetadata).where(VolumeMetadata.volume_id == volume_id)
-            )
-        }
-    for key, value in items.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            session.add(VolumeMetadata(volume_id=volume_id, key=key, value=value))
-    session.flush()
-
-
-def delete_metadata_key(session: Session, volume_id: str, key: str) -> bool:
-    result = session.exec(
-        delete(VolumeMetadata).where(
-            VolumeMetadata.volume_id == volume_id, VolumeMetadata.key == key
-        )
-    )
-    return result.rowcount == 1
 
 
 def type_names(session: Session, type_ids: Iterable[str]) -> dict[str, str]:

@@ -60,10 +60,14 @@ class VolumeRef(BaseModel):
 
 
 class SnapshotRef(BaseModel):
+    """What a driver knows about a snapshot; `host` is its volume's backend."""
+
     id: str
     volume_id: str
     volume_size: int
+    host: str | None = None
     provider_location: str | None = None
+    encryption_key_id: str | None = None
 
     @property
     def name(self) -> str:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,7 @@ class FileDriver(VolumeDriver):
         if not self.root.is_dir():
             raise VolumeDriverError(f"backend directory {self.root} is missing")
         self.path(volume).unlink(missing_ok=True)
+        self._remove_partial_copies(self.path(volume))
 
     def extend_volume(self, volume: VolumeRef, new_size: int) -> ExtendOutcome:
         qemu_img.resize(self._existing(volume), new_size)
@@ -150,21 +152,65 @@ class FileDriver(VolumeDriver):
             raise VolumeDriverError(f"volume file {path} does not exist")
         return path
 
-    # Not yet supported ----------------------------------------------------------------------
+    # Snapshots and copies ---------------------------------------------------------------
+
+    def snapshot_path(self, snapshot: SnapshotRef) -> Path:
+        return self.root / snapshot.name
 
     def create_snapshot(self, snapshot: SnapshotRef) -> dict[str, Any] | None:
-        raise NotImplementedError("file driver: snapshots are not supported yet")
+        """A full copy of the volume file (crash-consistent if the volume is in use)."""
+        self._require_up()
+        source = self.root / f"volume-{snapshot.volume_id}"
+        if not source.is_file():
+            raise VolumeDriverError(f"volume file {source} does not exist")
+        target = self.snapshot_path(snapshot)
+        self._publish_copy(source, target)
+        return {"provider_location": str(target)}
 
     def delete_snapshot(self, snapshot: SnapshotRef) -> None:
-        raise NotImplementedError("file driver: snapshots are not supported yet")
+        if not self.root.is_dir():
+            raise VolumeDriverError(f"backend directory {self.root} is missing")
+        self.snapshot_path(snapshot).unlink(missing_ok=True)
+        self._remove_partial_copies(self.snapshot_path(snapshot))
 
     def create_volume_from_snapshot(
         self, volume: VolumeRef, snapshot: SnapshotRef
     ) -> dict[str, Any] | None:
-        raise NotImplementedError("file driver: snapshots are not supported yet")
+        source = self.snapshot_path(snapshot)
+        if not source.is_file():
+            raise VolumeDriverError(f"snapshot file {source} does not exist")
+        return self._volume_from_copy(volume, source)
 
     def create_cloned_volume(self, volume: VolumeRef, src_vref: VolumeRef) -> dict[str, Any] | None:
-        raise NotImplementedError("file driver: clones are not supported yet")
+        return self._volume_from_copy(volume, self._existing(src_vref))
+
+    def _volume_from_copy(self, volume: VolumeRef, source: Path) -> dict[str, Any]:
+        """Copy, then grow to the requested size (never shrink)."""
+        self._require_up()
+        target = self.path(volume)
+        self._publish_copy(source, target)
+        if target.stat().st_size < volume.size * GIB:
+            os.truncate(target, volume.size * GIB)
+        return {"provider_location": str(target)}
+
+    def _publish_copy(self, source: Path, target: Path) -> None:
+        """Copy into a private temporary file, then link it into place exclusively: an
+        overlapping or late attempt can never overwrite a copy that is already published."""
+        if target.exists():
+            return
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        try:
+            qemu_img.copy(source, partial)
+            with contextlib.suppress(FileExistsError):
+                os.link(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def _remove_partial_copies(self, target: Path) -> None:
+        for leftover in self.root.glob(f".{target.name}.*.partial"):
+            leftover.unlink(missing_ok=True)
+
+    # Not yet supported ----------------------------------------------------------------------
 
     def copy_image_to_volume(self, volume: VolumeRef, image_path: str, image_format: str) -> None:
         raise NotImplementedError("file driver: images are not supported yet")

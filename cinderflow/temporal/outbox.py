@@ -36,13 +36,14 @@ PERMANENT_START_ERRORS = frozenset(
 """Start failures a retry will not fix (e.g. unregistered search attributes): logged as errors."""
 
 
-def volume_workflow_id(volume_id: str, operation: str) -> str:
-    """`volume-<id>-<operation>-<token>`: derived from the volume, unique per request."""
-    return f"volume-{volume_id}-{operation}-{secrets.token_hex(4)}"
+def workflow_id(kind: str, resource_id: str, operation: str) -> str:
+    """`<kind>-<id>-<operation>-<token>`: derived from the resource, unique per request."""
+    return f"{kind}-{resource_id}-{operation}-{secrets.token_hex(4)}"
 
 
-def volume_operation(
+def new_entry(
     *,
+    workflow_id: str,
     workflow_type: str,
     operation: str,
     volume_id: str,
@@ -52,7 +53,7 @@ def volume_operation(
     summary: str,
 ) -> OutboxEntry:
     return OutboxEntry(
-        workflow_id=volume_workflow_id(volume_id, operation),
+        workflow_id=workflow_id,
         workflow_type=workflow_type,
         task_queue=task_queue,
         input=payload.model_dump(mode="json"),

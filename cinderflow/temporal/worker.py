@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 from cinderflow import heartbeat
 from cinderflow.activities.driver import DriverActivities
 from cinderflow.activities.scheduler import VOLUME_BINARY, SchedulerActivities
+from cinderflow.activities.snapshots import SnapshotActivities
 from cinderflow.activities.volumes import VolumeActivities
 from cinderflow.db import services
 from cinderflow.db.engine import Database
@@ -90,6 +91,7 @@ class WorkerService:
         workers = []
         if self.control:
             volumes = VolumeActivities(self.db, self.db_pool, self.settings.message_ttl)
+            snapshots = SnapshotActivities(self.db, self.db_pool, self.settings.message_ttl)
             scheduler = SchedulerActivities(self.db, self.settings, self.db_pool)
             workers.append(
                 Worker(
@@ -100,6 +102,10 @@ class WorkerService:
                         volumes.load,
                         volumes.finish,
                         volumes.destroy,
+                        snapshots.load,
+                        snapshots.owned_of_volume,
+                        snapshots.finish,
+                        snapshots.destroy,
                         scheduler.place_volume,
                     ],
                     max_concurrent_activities=self.settings.db_concurrency,
@@ -112,7 +118,7 @@ class WorkerService:
                 Worker(
                     self.client,
                     task_queue=backend_queue(backend.host),
-                    activities=[calls.create_volume, calls.delete_volume],
+                    activities=calls.all(),
                     max_concurrent_activities=self.settings.driver_concurrency,
                     graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -11,12 +12,13 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
-    from cinderflow.activities.volumes import LOST_OWNERSHIP, VolumeActivities
+    from cinderflow.activities.fencing import LOST_OWNERSHIP
+    from cinderflow.activities.volumes import VolumeActivities
     from cinderflow.payloads import (
+        Finish,
         OperationOutcome,
         OperationPolicy,
         UserMessageSpec,
-        VolumeFinish,
     )
     from cinderflow.temporal.queues import backend_queue
 
@@ -70,20 +72,22 @@ def is_lost_ownership(error: ActivityError) -> bool:
 
 
 async def release(
-    volume_id: str,
+    resource_id: str,
     status: str,
     *,
     model_update: dict[str, Any] | None = None,
     reason: str | None = None,
     message: UserMessageSpec | None = None,
+    finish: Callable[..., Any] = VolumeActivities.finish,
 ) -> OperationOutcome:
-    """Write the final status (and the user message of a failure) and give up ownership;
-    if another party took the volume, stop."""
+    """Write the final status (and the user message of a failure) and give up ownership of a
+    volume (or, with `finish=SnapshotActivities.finish`, a snapshot); if another party took
+    it over, stop without writing."""
     try:
         await workflow.execute_activity_method(
-            VolumeActivities.finish,
-            VolumeFinish(
-                volume_id=volume_id,
+            finish,
+            Finish(
+                resource_id=resource_id,
                 status=status,
                 model_update=model_update or {},
                 reason=reason,
@@ -94,5 +98,5 @@ async def release(
     except ActivityError as error:
         if not is_lost_ownership(error):
             raise
-        return OperationOutcome(volume_id=volume_id, status="lost-ownership", detail=str(error))
-    return OperationOutcome(volume_id=volume_id, status=status, detail=reason)
+        return OperationOutcome(volume_id=resource_id, status="lost-ownership", detail=str(error))
+    return OperationOutcome(volume_id=resource_id, status=status, detail=reason)

@@ -1,6 +1,9 @@
-"""Create a volume: place it on a backend, create it there, mark it available (or error)."""
+"""Create a volume (empty, from a snapshot, or a clone): place it, create it on its backend,
+mark it available (or error)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -8,8 +11,15 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.driver import DriverActivities
     from cinderflow.activities.scheduler import SchedulerActivities
-    from cinderflow.payloads import CreateVolumeInput, OperationOutcome, UserMessageSpec
-    from cinderflow.user_messages import Action, Detail
+    from cinderflow.payloads import (
+        CreateVolumeInput,
+        OperationOutcome,
+        Placement,
+        UserMessageSpec,
+        VolumeClone,
+        VolumeFromSnapshot,
+    )
+    from cinderflow.user_messages import Action, Code, Detail
     from cinderflow.workflows import common
 
 
@@ -27,28 +37,44 @@ class CreateVolume:
                 request.volume_id,
                 "error",
                 reason=placement.reason,
-                message=UserMessageSpec(
-                    action=Action.SCHEDULE_ALLOCATE_VOLUME.id,
-                    detail=Detail.NO_BACKEND_AVAILABLE.id,
-                    request_id=request.request_id,
+                message=self._message(
+                    request, Action.SCHEDULE_ALLOCATE_VOLUME, Detail.NO_BACKEND_AVAILABLE
                 ),
             )
         workflow.set_current_details(f"Creating {volume.size} GiB on backend `{volume.host}`.")
         try:
-            update = await workflow.execute_activity_method(
-                DriverActivities.create_volume,
-                volume,
-                **common.driver(volume.host, request.policy, "driver create_volume"),
-            )
+            update = await self._create(placement, request)
         except ActivityError as error:
             return await common.release(
                 volume.id,
                 "error",
                 reason=f"Volume driver failed: {common.failure_message(error)}",
-                message=UserMessageSpec(
-                    action=Action.CREATE_VOLUME_FROM_BACKEND.id,
-                    detail=Detail.DRIVER_FAILED_CREATE.id,
-                    request_id=request.request_id,
+                message=self._message(
+                    request, Action.CREATE_VOLUME_FROM_BACKEND, Detail.DRIVER_FAILED_CREATE
                 ),
             )
         return await common.release(volume.id, "available", model_update=update)
+
+    async def _create(self, placement: Placement, request: CreateVolumeInput) -> dict[str, Any]:
+        volume = placement.volume
+        assert volume is not None and volume.host is not None
+        options = common.driver(volume.host, request.policy)
+        if placement.snapshot is not None:
+            return await workflow.execute_activity_method(
+                DriverActivities.create_volume_from_snapshot,
+                VolumeFromSnapshot(volume=volume, snapshot=placement.snapshot),
+                **{**options, "summary": "driver create_volume_from_snapshot"},
+            )
+        if placement.source_volume is not None:
+            return await workflow.execute_activity_method(
+                DriverActivities.create_cloned_volume,
+                VolumeClone(volume=volume, source=placement.source_volume),
+                **{**options, "summary": "driver create_cloned_volume"},
+            )
+        return await workflow.execute_activity_method(
+            DriverActivities.create_volume, volume, **{**options, "summary": "driver create_volume"}
+        )
+
+    @staticmethod
+    def _message(request: CreateVolumeInput, action: Code, detail: Code) -> UserMessageSpec:
+        return UserMessageSpec(action=action.id, detail=detail.id, request_id=request.request_id)

@@ -1,6 +1,8 @@
 """Every workflow a control worker runs."""
 
+from cinderflow.workflows.create_snapshot import CreateSnapshot
 from cinderflow.workflows.create_volume import CreateVolume
+from cinderflow.workflows.delete_snapshot import DeleteSnapshot
 from cinderflow.workflows.delete_volume import DeleteVolume
 
-WORKFLOWS = [CreateVolume, DeleteVolume]
+WORKFLOWS = [CreateVolume, DeleteVolume, CreateSnapshot, DeleteSnapshot]

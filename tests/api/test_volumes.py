@@ -126,7 +126,8 @@ def test_create_in_configured_zone(api: Api) -> None:
         ({"volumes": {"size": 1}}, "'volume' is a required property"),
         ({"volume": "1"}, "volume"),
         ([], "JSON object"),
-        ({"volume": {"size": 1, "snapshot_id": "x"}}, "not supported yet"),
+        ({"volume": {"size": 1, "imageRef": "x"}}, "not supported yet"),
+        ({"volume": {"snapshot_id": "s", "source_volid": "v"}}, "Only one of snapshot_id"),
     ],
 )
 def test_bad_create_bodies_are_400(api: Api, body: object, fragment: str) -> None:

@@ -10,7 +10,13 @@ import pytest
 from os_brick.initiator import connector as brick
 
 from cinderflow.drivers import qemu_img
-from cinderflow.drivers.base import REQUIRED_STATS, ExtendOutcome, VolumeDriverError, VolumeRef
+from cinderflow.drivers.base import (
+    REQUIRED_STATS,
+    ExtendOutcome,
+    SnapshotRef,
+    VolumeDriverError,
+    VolumeRef,
+)
 from cinderflow.drivers.file import GIB, FileDriver
 from cinderflow.drivers.registry import load_driver
 from cinderflow.settings import BackendConfig
@@ -104,9 +110,59 @@ def test_connection_works_with_os_brick_local_connector(driver: FileDriver) -> N
     driver.terminate_connection(volume(), None)
 
 
-def test_unsupported_operations_say_so(driver: FileDriver) -> None:
-    with pytest.raises(NotImplementedError, match="not supported yet"):
-        driver.create_cloned_volume(volume(ident="b"), volume())
+def write_at(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(data)
+
+
+def read_at(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(size)
+
+
+def test_snapshot_then_volume_from_it_then_clone(driver: FileDriver) -> None:
+    source = volume(1, "src")
+    driver.create_volume(source)
+    write_at(driver.path(source), 4096, b"snapshotted")
+    snap = SnapshotRef(id="s1", volume_id="src", volume_size=1)
+    assert driver.create_snapshot(snap) == {"provider_location": str(driver.snapshot_path(snap))}
+    write_at(driver.path(source), 4096, b"changed!!!!")
+
+    restored = volume(2, "from-snap")
+    driver.create_volume_from_snapshot(restored, snap)
+    assert read_at(driver.path(restored), 4096, 11) == b"snapshotted"
+    assert driver.path(restored).stat().st_size == 2 * GIB  # grown to the requested size
+
+    clone = volume(1, "clone")
+    driver.create_cloned_volume(clone, source)
+    assert read_at(driver.path(clone), 4096, 11) == b"changed!!!!"
+    assert driver.path(clone).stat().st_blocks < 1024  # sparse: only written blocks take space
+
+    driver.delete_snapshot(snap)
+    driver.delete_snapshot(snap)
+    assert not driver.snapshot_path(snap).exists()
+    assert not list(driver.root.glob(".*partial"))
+
+
+def test_copies_never_overwrite_a_published_target(driver: FileDriver) -> None:
+    """A late attempt of a clone must not overwrite the volume the first attempt produced."""
+    source, clone = volume(1, "a"), volume(1, "b")
+    driver.create_volume(source)
+    driver.create_cloned_volume(clone, source)
+    write_at(driver.path(clone), 0, b"written after the clone finished")
+    driver.create_cloned_volume(clone, source)
+    assert read_at(driver.path(clone), 0, 7) == b"written"
+
+
+def test_copy_sources_must_exist(driver: FileDriver) -> None:
+    with pytest.raises(VolumeDriverError, match="does not exist"):
+        driver.create_snapshot(SnapshotRef(id="s", volume_id="missing", volume_size=1))
+    with pytest.raises(VolumeDriverError, match="does not exist"):
+        driver.create_volume_from_snapshot(
+            volume(ident="x"), SnapshotRef(id="nope", volume_id="v", volume_size=1)
+        )
 
 
 def test_driver_needs_a_path_and_a_known_name(tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ from sqlmodel import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from cinderflow.activities.volumes import LOST_OWNERSHIP, VolumeActivities
+from cinderflow.activities.fencing import LOST_OWNERSHIP
+from cinderflow.activities.volumes import VolumeActivities
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Service, Volume
-from cinderflow.payloads import VolumeFinish
+from cinderflow.payloads import Finish
 from cinderflow.temporal.devserver import DevServer, free_port
 from tests.conftest import Databases
 from tests.helpers import (
@@ -119,7 +120,7 @@ async def test_finish_is_fenced_and_idempotent(databases: Databases) -> None:
         with db.transaction() as session:
             insert_volume(session, "v1", status="creating", workflow_id="wf-owner")
         finish = VolumeActivities(db).finish
-        request = VolumeFinish(volume_id="v1", status="available")
+        request = Finish(resource_id="v1", status="available")
 
         with pytest.raises(ApplicationError) as refused:
             await as_workflow("wf-stranger").run(finish, request)
@@ -137,7 +138,7 @@ async def test_finish_is_fenced_and_idempotent(databases: Databases) -> None:
                 "wf-owner",
             )
         with pytest.raises(ApplicationError):  # released: even the old owner cannot write now
-            await as_workflow("wf-owner").run(finish, VolumeFinish(volume_id="v1", status="error"))
+            await as_workflow("wf-owner").run(finish, Finish(resource_id="v1", status="error"))
     finally:
         db.dispose()
 
@@ -188,3 +189,21 @@ def test_backend_without_a_worker_fails_the_operation(
     finally:
         backend.stop()
         stack.stop()
+
+
+def test_snapshot_driver_failure_is_error_with_a_message(own_stack: ThreadStack) -> None:
+    api = own_stack.api()
+    volume_id = api.available_volume()["id"]
+    (Path(own_stack.settings.backends[0].options["path"]) / f"volume-{volume_id}").unlink()
+    created = api.post("/snapshots", {"snapshot": {"volume_id": volume_id}}).json()["snapshot"]
+
+    def failed() -> dict | None:
+        body = api.get(f"/snapshots/{created['id']}").json()["snapshot"]
+        return body if body["status"] == "error" else None
+
+    poll(failed, what="snapshot in error")
+    (message,) = api.get("/messages").json()["messages"]
+    assert message["event_id"] == "VOLUME_VOLUME_SNAPSHOT_009_013"
+    assert message["user_message"] == "create snapshot:Snapshot failed to create."
+    assert message["resource_uuid"] == created["id"]
+    assert api.delete(f"/snapshots/{created['id']}").status_code == 202  # error is deletable

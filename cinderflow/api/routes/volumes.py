@@ -7,8 +7,10 @@ CreateVolume/DeleteVolume workflows do the rest and write the final status.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import or_
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -22,10 +24,11 @@ from cinderflow.api.errors import (
     NotFound,
     invalid_input,
     invalid_volume,
-    volume_not_found,
     volume_type_not_found,
 )
+from cinderflow.api.lookups import visible_snapshot, visible_volume
 from cinderflow.api.params import boolean_param, dict_param, int_param, sort_param
+from cinderflow.api.routes.metadata import MetadataResource, metadata_router
 from cinderflow.api.routes.types import default_type
 from cinderflow.api.routing import ApiRequest, Router
 from cinderflow.api.schemas.volumes import (
@@ -36,11 +39,14 @@ from cinderflow.api.schemas.volumes import (
     VolumeUpdateBody,
 )
 from cinderflow.api.views import volumes as views
+from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db import types as type_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
-from cinderflow.db.models import OutboxEntry, Service, Volume, VolumeType, utcnow
+from cinderflow.db.metadata import VOLUMES, set_metadata
+from cinderflow.db.models import OutboxEntry, Service, Snapshot, Volume, VolumeType, utcnow
+from cinderflow.db.paging import MarkerNotFound
 from cinderflow.settings import Settings
 
 router = Router()
@@ -53,27 +59,12 @@ DELETE_REFUSED = (
     "awaiting a transfer, or be disassociated from snapshots after volume transfer."
 )
 UNSUPPORTED_SOURCES = {
-    "snapshot_id": "a snapshot",
-    "source_volid": "another volume",
     "imageRef": "an image",
     "image_id": "an image",
     "backup_id": "a backup",
     "consistencygroup_id": "a consistency group",
     "group_id": "a group",
 }
-
-
-def visible_volume(
-    session: Session, ctx: RequestContext, volume_id: str, *, for_update: bool = False
-) -> Volume:
-    """The volume if the caller may read it; 404 otherwise (Cinder hides what you cannot see).
-
-    `for_update` locks the row until commit (PostgreSQL), for read-then-write transactions.
-    """
-    volume = session.get(Volume, volume_id, with_for_update=for_update)
-    if volume is None or not policy.allowed(ctx, "volume:get", volume.project_id):
-        raise volume_not_found(volume_id)
-    return volume
 
 
 def volume_response(req: ApiRequest, view: views.VolumeView, status: int = 200) -> Response:
@@ -85,14 +76,17 @@ def volume_response(req: ApiRequest, view: views.VolumeView, status: int = 200) 
 
 @router.route("POST", "/volumes", status=202, body=VolumeCreateBody, response=VolumeBody)
 async def create(req: ApiRequest) -> Response:
-    """Create a volume; it is `creating` until its workflow makes it `available` or `error`."""
+    """Create a volume, empty or from a snapshot or another volume; it is `creating` until its
+    workflow makes it `available` or `error`."""
     policy.authorize(req.ctx, "volume:create", req.ctx.project_id)
     assert isinstance(req.body, VolumeCreateBody)
     spec = req.body.volume
     for field, source in UNSUPPORTED_SOURCES.items():
         if getattr(spec, field) is not None:
             raise invalid_input(f"creating a volume from {source} is not supported yet.")
-    if spec.size is None:
+    if spec.snapshot_id is not None and spec.source_volid is not None:
+        raise invalid_input("Only one of snapshot_id and source_volid may be specified.")
+    if spec.size is None and spec.snapshot_id is None and spec.source_volid is None:
         raise invalid_input(f"Volume size '{spec.size}' must be an integer and greater than 0")
     view, entry = await run_in_threadpool(
         _insert, req.services.db, req.services.settings, req.ctx, spec
@@ -102,19 +96,89 @@ async def create(req: ApiRequest) -> Response:
     return volume_response(req, view, 202)
 
 
+@dataclass(frozen=True)
+class Source:
+    """What a new volume is copied from, and the defaults it takes from it."""
+
+    snapshot_id: str | None
+    source_volid: str | None
+    size: int
+    volume_type_id: str
+    availability_zone: str
+    bootable: bool
+    what: str
+
+
+def _source(session: Session, ctx: RequestContext, spec: VolumeCreate) -> Source | None:
+    """The snapshot or volume to copy, locked until commit so it cannot be deleted meanwhile."""
+    if spec.snapshot_id is not None:
+        snapshot = visible_snapshot(session, ctx, spec.snapshot_id, for_update=True)
+        if snapshot.status != "available":
+            raise BadRequest(
+                "Invalid snapshot: Originating snapshot status must be one of 'available' values"
+            )
+        origin = session.get(Volume, snapshot.volume_id)
+        assert origin is not None
+        return Source(
+            snapshot.id,
+            None,
+            snapshot.volume_size,
+            snapshot.volume_type_id,
+            origin.availability_zone,
+            origin.bootable,
+            "snapshot",
+        )
+    if spec.source_volid is not None:
+        volume = visible_volume(session, ctx, spec.source_volid, for_update=True)
+        if volume.status not in ("available", "in-use"):
+            raise invalid_volume(
+                "Unable to create a volume from an originating source volume when its status "
+                f"is {volume.status}."
+            )
+        return Source(
+            None,
+            volume.id,
+            volume.size,
+            volume.volume_type_id,
+            volume.availability_zone,
+            volume.bootable,
+            "source volume",
+        )
+    return None
+
+
 def _insert(
     db: Database, settings: Settings, ctx: RequestContext, spec: VolumeCreate
 ) -> tuple[views.VolumeView, OutboxEntry]:
     with db.transaction() as session:
-        volume_type = _resolve_type(session, ctx, settings, spec.volume_type)
+        source = _source(session, ctx, spec)
+        size = spec.size if spec.size is not None else source.size  # type: ignore[union-attr]
+        if source is not None and size < source.size:
+            what = "the snapshot size" if source.snapshot_id else "original volume size"
+            raise invalid_input(
+                f"Volume size '{size}'GB cannot be smaller than {what} {source.size}GB. They "
+                f"must be >= original {'snapshot' if source.snapshot_id else 'volume'} size."
+            )
+        if source is not None and spec.volume_type is None:
+            volume_type = session.get(VolumeType, source.volume_type_id)
+            assert volume_type is not None
+        else:
+            volume_type = _resolve_type(session, ctx, settings, spec.volume_type)
+        zone = _resolve_zone(session, settings, spec.availability_zone)
+        if source is not None:
+            if spec.availability_zone is not None and zone != source.availability_zone:
+                raise invalid_input(
+                    f"Volume must be in the same availability zone as the {source.what}"
+                )
+            zone = source.availability_zone
         specs = volume_db.extra_specs(session, volume_type.id)
         quota.lock(session, ctx.project_id)
         quota.check(
             session,
             settings,
             ctx.project_id,
-            quota.volume_deltas(spec.size, volume_type.name),
-            volume_size=spec.size,
+            quota.volume_deltas(size, volume_type.name),
+            volume_size=size,
         )
         volume = Volume(
             id=str(uuid.uuid4()),
@@ -124,11 +188,14 @@ def _insert(
             description=spec.description
             if spec.description is not None
             else spec.display_description,
-            size=spec.size,
+            size=size,
             status="creating",
-            availability_zone=_resolve_zone(session, settings, spec.availability_zone),
+            availability_zone=zone,
             volume_type_id=volume_type.id,
             multiattach=bool(spec.multiattach) or specs.get("multiattach") == "<is> True",
+            snapshot_id=source.snapshot_id if source else None,
+            source_volid=source.source_volid if source else None,
+            bootable=source.bootable if source else False,
         )
         entry = operations.create_volume(settings, volume, ctx.request_id)
         volume.workflow_id = entry.workflow_id
@@ -136,7 +203,7 @@ def _insert(
         session.add(entry)
         session.flush()
         if spec.metadata:
-            volume_db.set_metadata(session, volume.id, spec.metadata, replace=True)
+            set_metadata(session, VOLUMES, volume.id, spec.metadata, replace=True)
         return views.VolumeView(volume, dict(spec.metadata or {}), volume_type.name), entry
 
 
@@ -186,7 +253,7 @@ async def _list(req: ApiRequest, *, detailed: bool) -> Response:
         with req.services.db.read() as session:
             try:
                 found = volume_db.list_volumes(session, query)
-            except volume_db.MarkerNotFound as missing:
+            except MarkerNotFound as missing:
                 raise NotFound(f"Marker {missing} could not be found.") from None
             count = volume_db.count_volumes(session, query) if want_count else None
             return views.load(session, found), count
@@ -277,7 +344,7 @@ async def update(req: ApiRequest) -> Response:
             if given & {"name", "display_name", "description", "display_description"}:
                 volume.updated_at = utcnow()
             if spec.metadata is not None:
-                volume_db.set_metadata(session, volume.id, spec.metadata, replace=True)
+                set_metadata(session, VOLUMES, volume.id, spec.metadata, replace=True)
             session.flush()
             return views.load(session, [volume])[0]
 
@@ -290,43 +357,96 @@ async def update(req: ApiRequest) -> Response:
 @router.route("DELETE", "/volumes/{volume_id}", status=202)
 async def delete(req: ApiRequest) -> Response:
     """Delete a volume (202; it is `deleting` until its workflow removes it)."""
-    boolean_param(req, "cascade")  # validated; without snapshots there is nothing to cascade to
+    cascade = boolean_param(req, "cascade")
     force = req.at_least(mv.VOLUME_DELETE_FORCE) and boolean_param(req, "force")
-    entry = await run_in_threadpool(_mark_deleting, req, force)
+    entry = await run_in_threadpool(_mark_deleting, req, force, cascade)
     await req.services.failpoints.reach("api.delete_volume.committed")
     await req.services.outbox.start(entry)
     return Response(status_code=202)
 
 
-def _mark_deleting(req: ApiRequest, force: bool) -> OutboxEntry:
+def _mark_deleting(req: ApiRequest, force: bool, cascade: bool) -> OutboxEntry:
+    """Hand the volume (and, cascading, its snapshots) to a DeleteVolume workflow."""
     volume_id = req.path_params["volume_id"]
     with req.services.db.transaction() as session:
         volume = visible_volume(session, req.ctx, volume_id, for_update=True)
         policy.authorize(req.ctx, "volume:delete", volume.project_id)
         if force:
             policy.authorize(req.ctx, "volume:force_delete", volume.project_id)
-        entry = operations.delete_volume(req.services.settings, volume, req.ctx.request_id)
+        entry = operations.delete_volume(
+            req.services.settings, volume, req.ctx.request_id, cascade=cascade
+        )
         expected: dict[str, object] = {"workflow_id": None}
         if not force:
             expected["status"] = DELETABLE
+        clone = aliased(Volume)
+        conditions = [
+            Volume.attach_status != "attached",
+            or_(Volume.migration_status.is_(None), Volume.migration_status.in_(NOT_MIGRATING)),
+            ~select(clone.id)
+            .where(clone.source_volid == Volume.id, clone.status == "creating")
+            .exists(),
+        ]
+        if not cascade:
+            conditions.append(~select(Snapshot.id).where(Snapshot.volume_id == Volume.id).exists())
         swapped = compare_and_swap(
             session,
             Volume,
             volume_id,
             expected=expected,
-            where=[
-                Volume.attach_status != "attached",
-                or_(Volume.migration_status.is_(None), Volume.migration_status.in_(NOT_MIGRATING)),
-            ],
+            where=conditions,
             values={"status": "deleting", "workflow_id": entry.workflow_id},
         )
         if not swapped:
-            session.refresh(volume)
-            if force and volume.workflow_id is not None:
-                raise invalid_volume(
-                    f"Volume {volume_id} is busy: status {volume.status}, operation "
-                    f"{volume.workflow_id} is running. Wait for it to end, or reset the status."
-                )
-            raise invalid_volume(DELETE_REFUSED)
+            raise _delete_refused(session, volume, force)
+        if cascade:
+            snapshots = session.exec(select(Snapshot).where(Snapshot.volume_id == volume_id))
+            for snapshot in snapshots:
+                if not snapshot_db.mark_deleting(session, snapshot.id, entry.workflow_id):
+                    raise invalid_volume(
+                        f"Snapshot {snapshot.id} is {snapshot.status}: a cascading delete needs "
+                        "every snapshot available or error and not in use."
+                    )
         session.add(entry)
         return entry
+
+
+def _delete_refused(session: Session, volume: Volume, force: bool) -> BadRequest:
+    session.refresh(volume)
+    clone = session.exec(
+        select(Volume.id).where(Volume.source_volid == volume.id, Volume.status == "creating")
+    ).first()
+    if clone:
+        return invalid_volume(
+            f"Volume {volume.id} is busy: volume {clone} is being cloned from it."
+        )
+    if force and volume.workflow_id is not None:
+        return invalid_volume(
+            f"Volume {volume.id} is busy: status {volume.status}, operation "
+            f"{volume.workflow_id} is running. Wait for it to end, or reset the status."
+        )
+    return invalid_volume(DELETE_REFUSED)
+
+
+def _volume_metadata_writable(volume: Volume) -> None:
+    if volume.status == "maintenance":
+        raise invalid_volume(
+            "The volume metadata cannot be updated when the volume is in maintenance mode."
+        )
+
+
+metadata_routes = metadata_router(
+    MetadataResource(
+        base="/volumes/{volume_id}/metadata",
+        param="volume_id",
+        table=VOLUMES,
+        load=lambda session, ctx, ident, lock: visible_volume(session, ctx, ident, for_update=lock),
+        read_policy="volume:get_volume_metadata",
+        create_policy="volume:create_volume_metadata",
+        update_policy="volume:update_volume_metadata",
+        delete_policy="volume:delete_volume_metadata",
+        missing_key=lambda owner, key: "Metadata item was not found",
+        writable=_volume_metadata_writable,
+    )
+)
+router.include(metadata_routes)

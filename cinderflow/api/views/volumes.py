@@ -13,6 +13,7 @@ from cinderflow.api import policy
 from cinderflow.api.routing import ApiRequest
 from cinderflow.api.views import Gate, gated, timestamp
 from cinderflow.db import volumes as volume_db
+from cinderflow.db.metadata import VOLUMES, metadata_of
 from cinderflow.db.models import Volume
 
 GATES = (
@@ -39,7 +40,7 @@ class VolumeView:
 
 def load(session: Session, volumes: list[Volume]) -> list[VolumeView]:
     """Views for many volumes with one query per related table."""
-    metadata = volume_db.metadata_of(session, (v.id for v in volumes))
+    metadata = metadata_of(session, VOLUMES, (v.id for v in volumes))
     names = volume_db.type_names(session, (v.volume_type_id for v in volumes))
     return [VolumeView(v, metadata[v.id], names.get(v.volume_type_id)) for v in volumes]
 

@@ -1,0 +1,66 @@
+"""Snapshot bodies (Cinder's `cinder/api/schemas/snapshots.py`) and views."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+
+from cinderflow.api.validation import Boolean, Metadata, Name, StrictModel
+
+
+class SnapshotCreate(StrictModel):
+    volume_id: str
+    name: Name | None = None
+    display_name: Name | None = None
+    description: Name | None = None
+    display_description: Name | None = None
+    force: Boolean | None = None
+    metadata: Metadata | None = None
+
+
+class SnapshotCreateBody(StrictModel):
+    snapshot: SnapshotCreate
+
+
+class SnapshotUpdate(StrictModel):
+    name: Name | None = None
+    display_name: Name | None = None
+    description: Name | None = None
+    display_description: Name | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> SnapshotUpdate:
+        if not self.model_fields_set:
+            raise ValueError("at least one of name, description must be given")
+        return self
+
+
+class SnapshotUpdateBody(StrictModel):
+    snapshot: SnapshotUpdate
+
+
+class ForceDelete(StrictModel):
+    force_delete: dict | None = Field(alias="os-force_delete")
+
+
+class SnapshotView(BaseModel):
+    id: str
+    created_at: str
+    updated_at: str | None
+    name: str | None
+    description: str | None
+    volume_id: str
+    status: str
+    size: int
+    metadata: dict[str, str]
+    group_snapshot_id: str | None = Field(default=None, description="from 3.14")
+    user_id: str | None = Field(default=None, description="from 3.41")
+    consumes_quota: bool | None = Field(default=None, description="from 3.65")
+
+
+class SnapshotBody(BaseModel):
+    snapshot: SnapshotView
+
+
+class SnapshotList(BaseModel):
+    snapshots: list[SnapshotView]
+    count: int | None = None
