@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from cinderflow.db.models import OutboxEntry, Snapshot, Volume
+from cinderflow.db.models import Attachment, OutboxEntry, Snapshot, Volume
 from cinderflow.payloads import (
+    AttachmentInput,
     CreateVolumeInput,
     DeleteVolumeInput,
     OperationPolicy,
@@ -99,4 +100,38 @@ def _snapshot_entry(
             snapshot_id=snapshot.id, policy=policy(settings), request_id=request_id
         ),
         summary=f"{operation.replace('_', ' ')} {name} of volume {snapshot.volume_id}",
+    )
+
+
+def connect_attachment(
+    settings: Settings, attachment: Attachment, request_id: str | None
+) -> OutboxEntry:
+    return _attachment_entry(settings, attachment, "attach", "ConnectAttachment", request_id)
+
+
+def disconnect_attachment(
+    settings: Settings, attachment: Attachment, request_id: str | None
+) -> OutboxEntry:
+    return _attachment_entry(settings, attachment, "detach", "DisconnectAttachment", request_id)
+
+
+def _attachment_entry(
+    settings: Settings,
+    attachment: Attachment,
+    operation: str,
+    workflow_type: str,
+    request_id: str | None,
+) -> OutboxEntry:
+    host = (attachment.connector or {}).get("host", "?")
+    return new_entry(
+        workflow_id=workflow_id("attachment", attachment.id, operation),
+        workflow_type=workflow_type,
+        operation=operation,
+        volume_id=attachment.volume_id,
+        project_id=attachment.project_id,
+        task_queue=settings.control_task_queue,
+        payload=AttachmentInput(
+            attachment_id=attachment.id, policy=policy(settings), request_id=request_id
+        ),
+        summary=f"{operation} volume {attachment.volume_id} for {host} ({attachment.id})",
     )

@@ -82,6 +82,35 @@ class UserMessageSpec(BaseModel):
     request_id: str | None = None
 
 
+class AttachmentInput(BaseModel):
+    """Input of ConnectAttachment and DisconnectAttachment."""
+
+    attachment_id: str
+    policy: OperationPolicy = Field(default_factory=OperationPolicy)
+    request_id: str | None = None
+
+
+class Connection(BaseModel):
+    """A driver (de)export: the volume and the consumer's connector."""
+
+    attachment_id: str
+    volume: VolumeRef
+    connector: dict[str, Any] = Field(default_factory=dict)
+    attach_mode: str = "rw"
+
+
+class Connected(BaseModel):
+    attachment_id: str
+    connection_info: dict[str, Any]
+
+
+class AttachmentFailure(BaseModel):
+    attachment_id: str
+    status: str
+    """error_attaching or error_detaching."""
+    message: UserMessageSpec
+
+
 class Finish(BaseModel):
     """Release ownership of a volume or snapshot with a final status (and the driver's model
     update), recording a user message in the same transaction when the operation failed."""

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     driver_max_attempts: int = 5
     driver_queue_timeout: float = 3600.0
     """A driver call no worker of its backend picks up within this long fails the operation."""
+    attachment_timeout: float = 60.0
+    """How long an attachment request waits for the backend before answering 503."""
     driver_concurrency: int = 8
     """Driver calls one worker runs at once, per backend."""
     db_concurrency: int = 16

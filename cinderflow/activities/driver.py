@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from cinderflow.drivers.base import SnapshotRef, VolumeDriver, VolumeDriverError, VolumeRef
 from cinderflow.failpoints import Failpoints
-from cinderflow.payloads import VolumeClone, VolumeFromSnapshot
+from cinderflow.payloads import Connection, VolumeClone, VolumeFromSnapshot
 from cinderflow.threads import run_blocking
 
 MIN_HEARTBEAT_INTERVAL_S = 0.2
@@ -98,6 +98,30 @@ class DriverActivities:
 
         return await self._call("create_cloned_volume", call) or {}
 
+    @activity.defn(name="driver.initialize_connection")
+    async def initialize_connection(self, connection: Connection) -> dict[str, Any]:
+        """Export the volume to the connector; returns Cinder's connection info, with the
+        access mode, encryption flag and attachment id consumers (Nova, os-brick) read."""
+
+        def call() -> dict[str, Any]:
+            return self.driver.initialize_connection(connection.volume, connection.connector)
+
+        info = await self._call("initialize_connection", call)
+        data = {
+            **info.get("data", {}),
+            "access_mode": connection.attach_mode,
+            "encrypted": connection.volume.encryption_key_id is not None,
+            "volume_id": connection.volume.id,
+        }
+        return {**info, "data": data, "attachment_id": connection.attachment_id}
+
+    @activity.defn(name="driver.terminate_connection")
+    async def terminate_connection(self, connection: Connection) -> None:
+        def call() -> None:
+            self.driver.terminate_connection(connection.volume, connection.connector or None)
+
+        await self._call("terminate_connection", call)
+
     def all(self) -> list[Any]:
         """Every driver activity, for registration on the backend's worker."""
         return [
@@ -107,4 +131,6 @@ class DriverActivities:
             self.delete_snapshot,
             self.create_volume_from_snapshot,
             self.create_cloned_volume,
+            self.initialize_connection,
+            self.terminate_connection,
         ]

@@ -20,6 +20,7 @@ from cinderflow.api import openapi, versions
 from cinderflow.api.errors import NOT_FOUND, ApiError, OverLimit, fault_body
 from cinderflow.api.middleware import CinderMiddleware
 from cinderflow.api.routes import (
+    attachments,
     messages,
     quotas,
     services,
@@ -61,6 +62,7 @@ def api_router() -> Router:
         messages,
         services,
         snapshots,
+        attachments,
     ):
         router.include(module.router)
     return router

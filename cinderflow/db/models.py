@@ -220,6 +220,10 @@ class Attachment(SQLModel, table=True):
     connection_info: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     attach_time: datetime | None = None
     detach_time: datetime | None = None
+    workflow_id: str | None = Field(default=None, max_length=255)
+    """The connect/disconnect workflow that owns this attachment (not its volume)."""
+    last_workflow_id: str | None = Field(default=None, max_length=255)
+    project_id: str = Field(index=True, max_length=255)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime | None = None
 

@@ -9,10 +9,12 @@ start (API and sweeper racing, or a start whose reply was lost) is a no-op.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import delete
@@ -62,6 +64,10 @@ def new_entry(
         project_id=project_id,
         summary=summary,
     )
+
+
+class TemporalUnavailable(Exception):
+    """A workflow could not be started now; the outbox keeps it for the sweeper."""
 
 
 class Outbox:
@@ -120,6 +126,17 @@ class Outbox:
     def _forget(self, workflow_id: str) -> None:
         with self.db.transaction() as session:
             session.exec(delete(OutboxEntry).where(OutboxEntry.workflow_id == workflow_id))
+
+    async def start_and_wait(self, entry: OutboxEntry, timeout: float) -> Any:
+        """Start the entry's workflow and wait for its result, for APIs that answer with it.
+
+        Raises TemporalUnavailable if it could not be started (it will be, by the sweeper),
+        TimeoutError past `timeout` (it goes on), or WorkflowFailureError if it failed.
+        """
+        if not await self.start(entry):
+            raise TemporalUnavailable(entry.workflow_id)
+        handle = self.client.get_workflow_handle(entry.workflow_id)
+        return await asyncio.wait_for(handle.result(), timeout)
 
     async def sweep(self, grace: timedelta) -> int:
         """Start every entry older than `grace`; returns how many were started."""

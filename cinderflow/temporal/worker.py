@@ -20,6 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from cinderflow import heartbeat
+from cinderflow.activities.attachments import AttachmentActivities
 from cinderflow.activities.driver import DriverActivities
 from cinderflow.activities.scheduler import VOLUME_BINARY, SchedulerActivities
 from cinderflow.activities.snapshots import SnapshotActivities
@@ -92,6 +93,7 @@ class WorkerService:
         if self.control:
             volumes = VolumeActivities(self.db, self.db_pool, self.settings.message_ttl)
             snapshots = SnapshotActivities(self.db, self.db_pool, self.settings.message_ttl)
+            attachments = AttachmentActivities(self.db, self.db_pool, self.settings.message_ttl)
             scheduler = SchedulerActivities(self.db, self.settings, self.db_pool)
             workers.append(
                 Worker(
@@ -106,6 +108,10 @@ class WorkerService:
                         snapshots.owned_of_volume,
                         snapshots.finish,
                         snapshots.destroy,
+                        attachments.load,
+                        attachments.connected,
+                        attachments.failed,
+                        attachments.remove,
                         scheduler.place_volume,
                     ],
                     max_concurrent_activities=self.settings.db_concurrency,

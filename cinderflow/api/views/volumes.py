@@ -10,11 +10,13 @@ from sqlmodel import Session
 
 from cinderflow.api import microversions as mv
 from cinderflow.api import policy
+from cinderflow.api.context import SERVICE
 from cinderflow.api.routing import ApiRequest
 from cinderflow.api.views import Gate, gated, timestamp
+from cinderflow.db import attachments as attachment_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.metadata import VOLUMES, metadata_of
-from cinderflow.db.models import Volume
+from cinderflow.db.models import Attachment, Volume
 
 GATES = (
     Gate("group_id", mv.GROUP_VOLUME),
@@ -35,14 +37,32 @@ class VolumeView:
     volume: Volume
     metadata: dict[str, str]
     type_name: str | None
-    attachments: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 def load(session: Session, volumes: list[Volume]) -> list[VolumeView]:
     """Views for many volumes with one query per related table."""
-    metadata = metadata_of(session, VOLUMES, (v.id for v in volumes))
+    ids = [v.id for v in volumes]
+    metadata = metadata_of(session, VOLUMES, ids)
     names = volume_db.type_names(session, (v.volume_type_id for v in volumes))
-    return [VolumeView(v, metadata[v.id], names.get(v.volume_type_id)) for v in volumes]
+    attached = attachment_db.attached_to(session, ids)
+    return [
+        VolumeView(v, metadata[v.id], names.get(v.volume_type_id), attached[v.id]) for v in volumes
+    ]
+
+
+def attachment_entry(req: ApiRequest, attachment: Attachment) -> dict[str, Any]:
+    """An entry of the volume's `attachments` (what `cinder list`/`show` and Nova read)."""
+    sees_hosts = req.ctx.is_admin or SERVICE in req.ctx.roles
+    return {
+        "id": attachment.volume_id,
+        "attachment_id": attachment.id,
+        "volume_id": attachment.volume_id,
+        "server_id": attachment.instance_uuid,
+        "host_name": attachment.attached_host if sees_hosts else None,
+        "device": attachment.mountpoint,
+        "attached_at": timestamp(attachment.attach_time),
+    }
 
 
 def summary(req: ApiRequest, view: VolumeView) -> dict[str, Any]:
@@ -59,7 +79,7 @@ def detail(req: ApiRequest, view: VolumeView) -> dict[str, Any]:
         "availability_zone": v.availability_zone,
         "created_at": timestamp(v.created_at),
         "updated_at": timestamp(v.updated_at),
-        "attachments": view.attachments,
+        "attachments": [attachment_entry(req, a) for a in view.attachments],
         "description": v.description,
         "volume_type": view.type_name,
         "snapshot_id": v.snapshot_id,
