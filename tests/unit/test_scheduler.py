@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,7 +21,10 @@ from cinderflow.scheduling.filters import (
 from tests.conftest import Databases
 from tests.helpers import insert_volume
 
-CUTOFF = utcnow() - timedelta(seconds=60)
+
+def cutoff() -> datetime:
+    """Now minus the default service_down_time (computed per use: runs are long)."""
+    return utcnow() - timedelta(seconds=60)
 
 
 def service(
@@ -56,7 +59,7 @@ def test_most_free_capacity_wins() -> None:
     best, _ = choose(
         [service("h@a", free_capacity_gb=20), service("h@b", free_capacity_gb=60)],
         request(),
-        CUTOFF,
+        cutoff(),
     )
     assert best is not None and best.host == "h@b"
 
@@ -71,7 +74,7 @@ def test_each_filter_rejects_with_a_reason() -> None:
         "insufficient free capacity": service(free_capacity_gb=5),
     }
     for reason, candidate in cases.items():
-        best, why = choose([candidate], request(volume_backend_name="b"), CUTOFF)
+        best, why = choose([candidate], request(volume_backend_name="b"), cutoff())
         assert best is None
         assert why.startswith("No valid backend was found.") and reason in why, why
 
@@ -107,7 +110,7 @@ def test_unknown_capacity_passes_but_loses_to_known_capacity() -> None:
     unknown = {"total_capacity_gb": "unknown", "free_capacity_gb": "infinite"}
     assert usable_capacity(unknown, 10) is not None
     best, _ = choose(
-        [service("h@u", **unknown), service("h@k", free_capacity_gb=11)], request(), CUTOFF
+        [service("h@u", **unknown), service("h@k", free_capacity_gb=11)], request(), cutoff()
     )
     assert best is not None and best.host == "h@k"
 
@@ -115,7 +118,7 @@ def test_unknown_capacity_passes_but_loses_to_known_capacity() -> None:
 def test_space_placed_since_the_report_is_not_offered_again() -> None:
     assert usable_capacity({"total_capacity_gb": 100, "free_capacity_gb": 50}, 10, 45) is None
     busy = Candidate(service("h@busy", free_capacity_gb=60).service, pending_gb=40)
-    best, _ = choose([busy, service("h@idle", free_capacity_gb=30)], request(), CUTOFF)
+    best, _ = choose([busy, service("h@idle", free_capacity_gb=30)], request(), cutoff())
     assert best is not None and best.host == "h@idle"
 
 
@@ -154,7 +157,7 @@ def test_pending_sizes_come_from_the_volume_table(databases: Databases) -> None:
 
 
 def test_no_backends_at_all() -> None:
-    assert choose([], request(), CUTOFF) == (
+    assert choose([], request(), cutoff()) == (
         None,
         "No valid backend was found. No backend is reporting.",
     )
@@ -202,11 +205,11 @@ def test_capability_requirements() -> None:
 def test_encryption_and_online_extend_filters() -> None:
     luks_only = service(encryption_providers=["luks"], online_extend_support=False)
     asks = Request(size=1, availability_zone="nova", encryption_provider="luks2")
-    best, why = choose([luks_only], asks, CUTOFF)
+    best, why = choose([luks_only], asks, cutoff())
     assert best is None and "encryption provider luks2 is not supported (supported: luks)" in why
     plain = Request(size=1, availability_zone="nova", encryption_provider="luks")
-    assert choose([luks_only], plain, CUTOFF)[0] is not None
+    assert choose([luks_only], plain, cutoff())[0] is not None
     no_opinion = service("h@other")  # reports no encryption_providers: not filtered
-    assert choose([no_opinion], asks, CUTOFF)[0] is not None
+    assert choose([no_opinion], asks, cutoff())[0] is not None
     extend = Request(size=1, availability_zone="nova", online_extend=True)
-    assert "online_extend_support is false" in choose([luks_only], extend, CUTOFF)[1]
+    assert "online_extend_support is false" in choose([luks_only], extend, cutoff())[1]
