@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     db_concurrency: int = 16
     """Database steps one worker runs at once."""
 
+    key_manager: Literal["local"] = "local"
+    """Where volume keys live: `local` seals them in cinderflow's database."""
+    master_key_file: Path | None = None
+    """The local key manager's master key (created on first use, mode 0600); default:
+    `<data_dir>/master.key`. Back it up separately: without it encrypted volumes are lost."""
+
     failpoint_dir: Path | None = None
     """Testing seam: a directory of `<name>.hold` files that pause named points (failpoints.py)."""
 

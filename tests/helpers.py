@@ -209,7 +209,11 @@ def stack_settings(
         "host": f"test-{tag}",
         "control_task_queue": f"control-{tag}",
         "api_port": free_port(),
-        "backends": [BackendConfig(name="file", options={"path": str(tmp / "volumes")})],
+        "backends": [
+            BackendConfig(
+                name="file", options={"path": str(tmp / "volumes"), "luks_iter_time_ms": 10}
+            )
+        ],
         "driver_heartbeat_timeout": 2.0,
         "driver_max_attempts": 3,
         "outbox_sweep_interval": 0.5,

@@ -99,6 +99,8 @@ class VolumeDriver(abc.ABC):
 
     VERSION = "1.0.0"
     vendor_name = "cinderflow"
+    keys: Any = None
+    """Set by the worker: the KeyService that gives encrypted volumes' passphrases."""
 
     def __init__(self, backend_name: str, options: dict[str, Any]) -> None:
         self.backend_name = backend_name

@@ -4,8 +4,12 @@ Attach is local: the connection info names the file, which os-brick's LocalConne
 the consumer as-is. The backend is `down` while its directory is missing or not writable (a
 probe write, since root ignores permission bits).
 
+Encrypted volumes (provider `luks`) are LUKS1 files made by qemu-img, opened with the volume
+key's passphrase (QEMU-native encryption, as libvirt does for file volumes; there is no
+device-mapper here). `luks2` and `plain` need dm-crypt and are refused.
+
 Options: `path` (required), `reserved_percentage` (0), `max_over_subscription_ratio` (20.0),
-`online_extend_support` (true).
+`online_extend_support` (true), `luks_iter_time_ms` (QEMU's default; tests use 10).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class FileDriver(VolumeDriver):
         self.reserved_percentage = int(options.get("reserved_percentage", 0))
         self.max_over_subscription_ratio = float(options.get("max_over_subscription_ratio", 20.0))
         self.online_extend_support = bool(options.get("online_extend_support", True))
+        self.luks_iter_time_ms = options.get("luks_iter_time_ms")
 
     def do_setup(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -118,15 +123,36 @@ class FileDriver(VolumeDriver):
         """Exclusive create, then grow to size: retries never truncate a file that exists.
 
         This is what `qemu-img create -f raw` does (a sparse truncate), minus its O_TRUNC, which
-        would wipe a volume if a stale overlapping attempt ran late.
+        would wipe a volume if a stale overlapping attempt ran late. Encrypted volumes are
+        created privately and linked into place, for the same reason.
         """
         self._require_up()
         path = self.path(volume)
+        if volume.encryption is not None:
+            secret, options = self._luks(volume)
+            self._publish(
+                path, lambda partial: qemu_img.create_luks(partial, volume.size, secret, options)
+            )
+            return {"provider_location": str(path)}
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         if path.stat().st_size < volume.size * GIB:
             os.truncate(path, volume.size * GIB)
         return {"provider_location": str(path)}
+
+    def _luks(self, volume: VolumeRef) -> tuple[bytes, str]:
+        """The passphrase and qemu options of an encrypted volume; only `luks` is possible."""
+        spec = volume.encryption
+        assert spec is not None
+        if spec.provider != "luks":
+            raise VolumeDriverError(
+                f"the file backend supports encryption provider luks (LUKS1 through qemu-img), "
+                f"not {spec.provider}"
+            )
+        if volume.encryption_key_id is None or self.keys is None:
+            raise VolumeDriverError(f"volume {volume.id} is encrypted but has no key")
+        secret = self.keys.passphrase(volume.project_id, volume.encryption_key_id)
+        return secret, qemu_img.luks_options(spec.cipher, spec.key_size, self.luks_iter_time_ms)
 
     def delete_volume(self, volume: VolumeRef) -> None:
         if not self.root.is_dir():
@@ -164,7 +190,7 @@ class FileDriver(VolumeDriver):
         if not source.is_file():
             raise VolumeDriverError(f"volume file {source} does not exist")
         target = self.snapshot_path(snapshot)
-        self._publish_copy(source, target)
+        self._publish(target, lambda partial: qemu_img.copy(source, partial))
         return {"provider_location": str(target)}
 
     def delete_snapshot(self, snapshot: SnapshotRef) -> None:
@@ -185,22 +211,26 @@ class FileDriver(VolumeDriver):
         return self._volume_from_copy(volume, self._existing(src_vref))
 
     def _volume_from_copy(self, volume: VolumeRef, source: Path) -> dict[str, Any]:
-        """Copy, then grow to the requested size (never shrink)."""
+        """Copy (ciphertext as is: the new volume's key is a clone of the source's), then grow
+        to the requested size, never shrink."""
         self._require_up()
         target = self.path(volume)
-        self._publish_copy(source, target)
-        if target.stat().st_size < volume.size * GIB:
+        self._publish(target, lambda partial: qemu_img.copy(source, partial))
+        if volume.encryption is not None:
+            if qemu_img.info(target, "luks")["virtual-size"] < volume.size * GIB:
+                qemu_img.resize_luks(target, volume.size, self._luks(volume)[0])
+        elif target.stat().st_size < volume.size * GIB:
             os.truncate(target, volume.size * GIB)
         return {"provider_location": str(target)}
 
-    def _publish_copy(self, source: Path, target: Path) -> None:
-        """Copy into a private temporary file, then link it into place exclusively: an
-        overlapping or late attempt can never overwrite a copy that is already published."""
+    def _publish(self, target: Path, make: Any) -> None:
+        """Make the file privately (`make(partial_path)`), then link it into place exclusively:
+        an overlapping or late attempt can never overwrite a file that is already published."""
         if target.exists():
             return
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
         try:
-            qemu_img.copy(source, partial)
+            make(partial)
             with contextlib.suppress(FileExistsError):
                 os.link(partial, target)
         finally:

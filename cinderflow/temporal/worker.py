@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 from cinderflow import heartbeat
 from cinderflow.activities.attachments import AttachmentActivities
 from cinderflow.activities.driver import DriverActivities
+from cinderflow.activities.keys import KeyActivities
 from cinderflow.activities.scheduler import VOLUME_BINARY, SchedulerActivities
 from cinderflow.activities.snapshots import SnapshotActivities
 from cinderflow.activities.volumes import VolumeActivities
@@ -31,6 +32,7 @@ from cinderflow.db.models import Message, utcnow
 from cinderflow.drivers.base import VolumeDriver
 from cinderflow.drivers.registry import load_driver
 from cinderflow.failpoints import Failpoints
+from cinderflow.keys.service import key_service
 from cinderflow.settings import BackendConfig, Settings
 from cinderflow.temporal import search_attributes
 from cinderflow.temporal.outbox import Outbox
@@ -87,6 +89,9 @@ class WorkerService:
         self.backends = [setup_backend(settings, config) for config in configs]
         self.failpoints = Failpoints(settings.failpoint_dir)
         self.db_pool = pool(settings.db_concurrency, "db")
+        self.keys = key_service(settings, db)
+        for backend in self.backends:
+            backend.driver.keys = self.keys
 
     def workers(self) -> list[Worker]:
         workers = []
@@ -94,6 +99,7 @@ class WorkerService:
             volumes = VolumeActivities(self.db, self.db_pool, self.settings.message_ttl)
             snapshots = SnapshotActivities(self.db, self.db_pool, self.settings.message_ttl)
             attachments = AttachmentActivities(self.db, self.db_pool, self.settings.message_ttl)
+            keys = KeyActivities(self.db, self.keys, self.db_pool)
             scheduler = SchedulerActivities(self.db, self.settings, self.db_pool)
             workers.append(
                 Worker(
@@ -112,6 +118,8 @@ class WorkerService:
                         attachments.connected,
                         attachments.failed,
                         attachments.remove,
+                        keys.ensure_volume_key,
+                        keys.delete_volume_key,
                         scheduler.place_volume,
                     ],
                     max_concurrent_activities=self.settings.db_concurrency,

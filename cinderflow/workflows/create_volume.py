@@ -10,6 +10,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.driver import DriverActivities
+    from cinderflow.activities.keys import KeyActivities
     from cinderflow.activities.scheduler import SchedulerActivities
     from cinderflow.payloads import (
         CreateVolumeInput,
@@ -40,6 +41,11 @@ class CreateVolume:
                 message=self._message(
                     request, Action.SCHEDULE_ALLOCATE_VOLUME, Detail.NO_BACKEND_AVAILABLE
                 ),
+            )
+        if volume.encryption is not None:
+            workflow.set_current_details("Creating the encryption key.")
+            placement.volume = volume = await workflow.execute_activity_method(
+                KeyActivities.ensure_volume_key, volume.id, **common.control("encryption key")
             )
         workflow.set_current_details(f"Creating {volume.size} GiB on backend `{volume.host}`.")
         try:

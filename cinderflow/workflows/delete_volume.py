@@ -8,6 +8,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.driver import DriverActivities
+    from cinderflow.activities.keys import KeyActivities
     from cinderflow.activities.snapshots import SnapshotActivities
     from cinderflow.activities.volumes import VolumeActivities
     from cinderflow.payloads import DeleteVolumeInput, OperationOutcome
@@ -49,6 +50,9 @@ class DeleteVolume:
                     "error_deleting",
                     reason=f"Volume driver failed: {common.failure_message(error)}",
                 )
+        await workflow.execute_activity_method(
+            KeyActivities.delete_volume_key, volume, **common.control("delete encryption key")
+        )
         await workflow.execute_activity_method(
             VolumeActivities.destroy, volume.id, **common.control("remove volume record")
         )

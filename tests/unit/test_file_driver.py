@@ -12,6 +12,7 @@ from os_brick.initiator import connector as brick
 from cinderflow.drivers import qemu_img
 from cinderflow.drivers.base import (
     REQUIRED_STATS,
+    EncryptionSpec,
     ExtendOutcome,
     SnapshotRef,
     VolumeDriverError,
@@ -180,3 +181,60 @@ def test_concurrent_probes_never_report_a_healthy_backend_down(driver: FileDrive
         states = list(pool.map(lambda _: driver.get_volume_stats()["backend_state"], range(400)))
     assert set(states) == {"up"}
     assert not list(driver.root.glob(".probe-*"))
+
+
+@pytest.fixture
+def keyed(driver: FileDriver, databases, tmp_path: Path) -> FileDriver:
+    """The driver with a real key service (the local key manager on a SQLite database)."""
+    from cinderflow.db.engine import Database
+    from cinderflow.keys.local import LocalKeyManager
+    from cinderflow.keys.service import KeyService
+
+    driver.keys = KeyService(
+        LocalKeyManager(Database(databases.new("sqlite")), tmp_path / "master.key")
+    )
+    driver.luks_iter_time_ms = 10
+    return driver
+
+
+def encrypted(
+    driver: FileDriver, ident: str, size: int = 1, key_id: str | None = None, provider: str = "luks"
+) -> VolumeRef:
+    spec = EncryptionSpec(provider=provider, cipher="aes-xts-plain64", key_size=256)
+    key = key_id or driver.keys.create("p", spec)
+    return VolumeRef(id=ident, size=size, project_id="p", encryption=spec, encryption_key_id=key)
+
+
+def test_encrypted_volumes_are_luks_files(keyed: FileDriver) -> None:
+    vol = encrypted(keyed, "enc")
+    keyed.create_volume(vol)
+    keyed.create_volume(vol)  # a retry keeps the first file
+    info = qemu_img.info(keyed.path(vol), "luks")
+    assert info["virtual-size"] == GIB
+    assert info["format-specific"]["data"]["cipher-alg"] == "aes-128"  # XTS halves 256 bits
+    secret = keyed.keys.passphrase("p", vol.encryption_key_id)
+    assert len(qemu_img.read_luks(keyed.path(vol), 0, 512, secret)) == 512
+    with pytest.raises(qemu_img.QemuImgError, match="Invalid password"):
+        qemu_img.read_luks(keyed.path(vol), 0, 512, b"not the key")
+
+
+def test_encrypted_copies_keep_the_key_material_and_grow(keyed: FileDriver) -> None:
+    source = encrypted(keyed, "src")
+    keyed.create_volume(source)
+    clone_key = keyed.keys.clone("p", source.encryption_key_id)
+    clone = encrypted(keyed, "clone", size=2, key_id=clone_key)
+    keyed.create_cloned_volume(clone, source)
+    assert qemu_img.info(keyed.path(clone), "luks")["virtual-size"] == 2 * GIB
+    secret = keyed.keys.passphrase("p", clone_key)
+    assert qemu_img.read_luks(keyed.path(clone), 0, 64, secret) == qemu_img.read_luks(
+        keyed.path(source), 0, 64, keyed.keys.passphrase("p", source.encryption_key_id)
+    )
+
+
+@pytest.mark.parametrize("provider", ["luks2", "plain"])
+def test_other_providers_are_refused(keyed: FileDriver, provider: str) -> None:
+    with pytest.raises(
+        VolumeDriverError, match=f"supports encryption provider luks .*not {provider}"
+    ):
+        keyed.create_volume(encrypted(keyed, "x", provider=provider))
+    assert not keyed.path(VolumeRef(id="x", size=1, project_id="p")).exists()

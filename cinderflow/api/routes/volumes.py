@@ -165,6 +165,13 @@ def _insert(
         else:
             volume_type = _resolve_type(session, ctx, settings, spec.volume_type)
         zone = _resolve_zone(session, settings, spec.availability_zone)
+        if source is not None and (
+            type_db.encryption_of(session, source.volume_type_id) is None
+        ) != (type_db.encryption_of(session, volume_type.id) is None):
+            raise invalid_input(
+                f"volume type {volume_type.name} must be encrypted exactly when the "
+                f"{source.what}'s type is (change encryption with a retype)"
+            )
         if source is not None:
             if spec.availability_zone is not None and zone != source.availability_zone:
                 raise invalid_input(

@@ -1,0 +1,77 @@
+"""Control-queue steps for volume encryption keys (key manager calls are I/O: they live here).
+
+A key is created (or cloned from the volume's source) before the driver creates the volume,
+and recorded on the volume row by compare-and-swap; a retry finds it recorded. A crash between
+creating a key and recording it leaves an unused key in the store, never a volume without one.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+
+from temporalio import activity
+
+from cinderflow.activities import fencing
+from cinderflow.db import volumes as volume_db
+from cinderflow.db.cas import compare_and_swap
+from cinderflow.db.engine import Database
+from cinderflow.db.models import Snapshot, Volume
+from cinderflow.drivers.base import VolumeRef
+from cinderflow.keys.service import KeyService
+from cinderflow.threads import run_blocking
+
+
+class KeyActivities:
+    def __init__(self, db: Database, keys: KeyService, executor: Executor | None = None) -> None:
+        self.db = db
+        self.keys = keys
+        self.executor = executor
+
+    @activity.defn(name="keys.ensure_volume_key")
+    async def ensure_volume_key(self, volume_id: str) -> VolumeRef:
+        """The volume, with its key if its type is encrypted (created or cloned now)."""
+        return await run_blocking(
+            self.executor, self._ensure, volume_id, activity.info().workflow_id
+        )
+
+    def _ensure(self, volume_id: str, workflow_id: str) -> VolumeRef:
+        with self.db.read() as session:
+            volume = fencing.owned(session, Volume, volume_id, workflow_id)
+            spec = volume_db.encryption_spec(session, volume.volume_type_id)
+            if spec is None or volume.encryption_key_id is not None:
+                return volume_db.volume_ref(session, volume)
+            source_key = self._source_key(session, volume)
+        project = volume.project_id
+        key_id = (
+            self.keys.clone(project, source_key) if source_key else self.keys.create(project, spec)
+        )
+        with self.db.transaction() as session:
+            recorded = compare_and_swap(
+                session,
+                Volume,
+                volume_id,
+                expected={"workflow_id": workflow_id, "encryption_key_id": None},
+                values={"encryption_key_id": key_id},
+            )
+            volume = fencing.owned(session, Volume, volume_id, workflow_id)
+            if not recorded:
+                self.keys.delete(project, key_id)  # an overlapping attempt recorded its own
+            return volume_db.volume_ref(session, volume)
+
+    @staticmethod
+    def _source_key(session, volume: Volume) -> str | None:
+        if volume.snapshot_id:
+            snapshot = session.get(Snapshot, volume.snapshot_id)
+            return snapshot.encryption_key_id if snapshot else None
+        if volume.source_volid:
+            source = session.get(Volume, volume.source_volid)
+            return source.encryption_key_id if source else None
+        return None
+
+    @activity.defn(name="keys.delete_volume_key")
+    async def delete_volume_key(self, volume: VolumeRef) -> None:
+        """Delete a deleted volume's key (already gone is fine)."""
+        if volume.encryption_key_id:
+            await run_blocking(
+                self.executor, self.keys.delete, volume.project_id, volume.encryption_key_id
+            )
