@@ -2,43 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import ThreadStack, new_project, poll
-
-CINDER = str(Path(sys.executable).parent / "cinder")
-
-
-@pytest.fixture
-def cinder(stack: ThreadStack):
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OS_", "CINDER"))},
-        "OS_AUTH_TYPE": "noauth",
-        "OS_USER_ID": "admin",
-        "OS_PROJECT_ID": new_project(),
-        "CINDER_ENDPOINT": f"{stack.url}/v3",
-    }
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([CINDER, *args], env=env, capture_output=True, text=True, timeout=60)
-        if check:
-            assert done.returncode == 0, f"cinder {args}: {done.stdout}\n{done.stderr}"
-        return done
-
-    return run
-
-
-def field(table: str, name: str) -> str:
-    for line in table.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 2 and cells[0] == name:
-            return cells[1]
-    raise AssertionError(f"{name} not in\n{table}")
+from tests.compat.conftest import field
+from tests.helpers import ThreadStack, poll
 
 
 def test_create_list_show_delete(cinder, stack: ThreadStack) -> None:
