@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     db_concurrency: int = 16
     """Database steps one worker runs at once."""
 
+    compute_endpoint: str | None = None
+    """Compute API base URL (e.g. http://nova:8774/v2.1) for volume-extended events."""
+    compute_token: str | None = None
+    """Static X-Auth-Token for the compute API, if it needs one."""
+    compute_api_version: str = "2.51"
+    extend_completion_timeout: float = 600.0
+    """Seconds an online extend waits for the compute's os-extend_volume_completion."""
+
     key_manager: Literal["local"] = "local"
     """Where volume keys live: `local` seals them in cinderflow's database."""
     master_key_file: Path | None = None

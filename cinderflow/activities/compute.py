@@ -1,0 +1,32 @@
+"""Telling the compute service about extended volumes (control queue; HTTP, no database)."""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from cinderflow.compute import ComputeClient, ComputeError
+from cinderflow.payloads import ComputeEvent
+from cinderflow.settings import Settings
+
+NO_COMPUTE = "NoComputeConfigured"
+COMPUTE_FAILED = "ComputeEventFailed"
+
+
+class ComputeActivities:
+    def __init__(self, settings: Settings) -> None:
+        self.client = ComputeClient.from_settings(settings)
+
+    @activity.defn(name="compute.volume_extended")
+    async def volume_extended(self, event: ComputeEvent) -> None:
+        """Send `volume-extended` for each server; refused or unconfigured ends the attempt."""
+        if self.client is None:
+            raise ApplicationError(
+                "no compute endpoint is configured (CINDERFLOW_COMPUTE_ENDPOINT)",
+                type=NO_COMPUTE,
+                non_retryable=True,
+            )
+        try:
+            await self.client.volume_extended(event.server_uuids, event.volume_id)
+        except ComputeError as error:
+            raise ApplicationError(str(error), type=COMPUTE_FAILED) from error

@@ -1,0 +1,67 @@
+"""A client for the compute API's external events (`POST /os-server-external-events`).
+
+Only what cinderflow needs: telling the compute that a volume attached to its servers was
+extended, as Cinder does (`cinder/compute/nova.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from cinderflow.settings import Settings
+
+TIMEOUT_S = 30.0
+
+
+class ComputeError(Exception):
+    """The event was not delivered (no compute configured, unreachable, or refused)."""
+
+
+class ComputeClient:
+    def __init__(self, endpoint: str, token: str | None, api_version: str) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "OpenStack-API-Version": f"compute {api_version}",
+            "X-OpenStack-Nova-API-Version": api_version,
+        }
+        if token:
+            self.headers["X-Auth-Token"] = token
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ComputeClient | None:
+        if not settings.compute_endpoint:
+            return None
+        return cls(settings.compute_endpoint, settings.compute_token, settings.compute_api_version)
+
+    async def volume_extended(self, server_uuids: list[str], volume_id: str) -> None:
+        """One `volume-extended` event per server; any event not accepted is an error."""
+        events = [
+            {"name": "volume-extended", "server_uuid": s, "tag": volume_id} for s in server_uuids
+        ]
+        try:
+            async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+                response = await client.post(
+                    f"{self.endpoint}/os-server-external-events",
+                    json={"events": events},
+                    headers=self.headers,
+                )
+        except httpx.HTTPError as error:
+            raise ComputeError(f"compute API unreachable: {error!r}") from error
+        if response.status_code not in (200, 207):
+            raise ComputeError(
+                f"compute API answered {response.status_code}: {response.text[:300]}"
+            )
+        refused = [e for e in _events(response) if e.get("code", 200) != 200]
+        if refused:
+            raise ComputeError(f"compute refused events: {refused}")
+
+
+def _events(response: httpx.Response) -> list[dict[str, Any]]:
+    try:
+        return list(response.json().get("events", []))
+    except ValueError:
+        return []
