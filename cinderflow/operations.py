@@ -13,6 +13,7 @@ from cinderflow.payloads import (
     AttachmentInput,
     CreateVolumeInput,
     DeleteVolumeInput,
+    ExtendInput,
     OperationPolicy,
     SnapshotInput,
 )
@@ -70,6 +71,21 @@ def _volume_entry(
         payload=payload,
         summary=f"{operation} {volume.size} GiB volume {label(volume)}{detail}",
     )
+
+
+def extend_volume(
+    settings: Settings, volume: Volume, new_size: int, request_id: str | None
+) -> OutboxEntry:
+    payload = ExtendInput(
+        volume_id=volume.id,
+        new_size=new_size,
+        previous_status=volume.status,
+        policy=policy(settings),
+        request_id=request_id,
+        completion_timeout_s=settings.extend_completion_timeout,
+    )
+    detail = f" to {new_size} GiB" + (" (attached)" if volume.status == "in-use" else "")
+    return _volume_entry(settings, volume, "extend", "ExtendVolume", payload, detail)
 
 
 def create_snapshot(settings: Settings, snapshot: Snapshot, request_id: str | None) -> OutboxEntry:

@@ -111,6 +111,56 @@ class AttachmentFailure(BaseModel):
     message: UserMessageSpec
 
 
+class ExtendInput(BaseModel):
+    volume_id: str
+    new_size: int
+    previous_status: str
+    """available (offline extend) or in-use (online); where a refused placement returns."""
+    policy: OperationPolicy = Field(default_factory=OperationPolicy)
+    request_id: str | None = None
+    completion_timeout_s: float = 600.0
+
+
+class ExtendRequest(BaseModel):
+    volume: VolumeRef
+    new_size: int
+
+
+class ExtendCheck(BaseModel):
+    volume_id: str
+    new_size: int
+    online: bool
+
+
+class ExtendFinish(BaseModel):
+    """End an extend: commit (`new_size`) or roll back (None) the reservation, drop the
+    completion keys, and set the status (None: derive it from the attachments)."""
+
+    volume_id: str
+    new_size: int | None = None
+    status: str | None = None
+    reason: str | None = None
+    message: UserMessageSpec | None = None
+
+
+class ExtendCompletion(BaseModel):
+    """What the compute answers (os-extend_volume_completion): did it extend the disk?"""
+
+    error: bool = False
+
+
+class VolumeMessage(BaseModel):
+    """A user message about a volume that changes no status (a best-effort step failed)."""
+
+    volume_id: str
+    message: UserMessageSpec
+
+
+class ComputeEvent(BaseModel):
+    server_uuids: list[str]
+    volume_id: str
+
+
 class Finish(BaseModel):
     """Release ownership of a volume or snapshot with a final status (and the driver's model
     update), recording a user message in the same transaction when the operation failed."""

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from cinderflow.drivers.base import SnapshotRef, VolumeDriver, VolumeDriverError, VolumeRef
 from cinderflow.failpoints import Failpoints
-from cinderflow.payloads import Connection, VolumeClone, VolumeFromSnapshot
+from cinderflow.payloads import Connection, ExtendRequest, VolumeClone, VolumeFromSnapshot
 from cinderflow.threads import run_blocking
 
 MIN_HEARTBEAT_INTERVAL_S = 0.2
@@ -98,6 +98,15 @@ class DriverActivities:
 
         return await self._call("create_cloned_volume", call) or {}
 
+    @activity.defn(name="driver.extend_volume")
+    async def extend_volume(self, request: ExtendRequest) -> str:
+        """`done`, or `needs_compute_completion` when a compute process holds the volume."""
+
+        def call() -> str:
+            return str(self.driver.extend_volume(request.volume, request.new_size))
+
+        return await self._call("extend_volume", call)
+
     @activity.defn(name="driver.initialize_connection")
     async def initialize_connection(self, connection: Connection) -> dict[str, Any]:
         """Export the volume to the connector; returns Cinder's connection info, with the
@@ -133,4 +142,5 @@ class DriverActivities:
             self.create_cloned_volume,
             self.initialize_connection,
             self.terminate_connection,
+            self.extend_volume,
         ]

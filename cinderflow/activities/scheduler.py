@@ -19,7 +19,7 @@ from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Service, Snapshot, Volume, utcnow
-from cinderflow.payloads import Placement
+from cinderflow.payloads import ExtendCheck, Placement
 from cinderflow.scheduling.filters import Candidate, Request, choose, pool_host
 from cinderflow.settings import Settings
 from cinderflow.temporal.queues import backend_of
@@ -114,3 +114,23 @@ class SchedulerActivities:
             values={"host": host},
         )
         return ""
+
+    @activity.defn(name="scheduler.check_extend")
+    async def check_extend(self, check: ExtendCheck) -> str | None:
+        """Why the volume's backend cannot grow it now (capacity, state, online extend
+        support), or None if it can: Cinder's scheduler check before a driver extend."""
+        return await run_blocking(self.executor, self._check_extend, check)
+
+    def _check_extend(self, check: ExtendCheck) -> str | None:
+        with self.db.read() as session:
+            volume = session.get(Volume, check.volume_id)
+            if volume is None or volume.host is None:
+                return "the volume has no backend"
+            request = Request(
+                size=check.new_size - volume.size,
+                availability_zone=volume.availability_zone,
+                online_extend=check.online,
+            )
+            own = [c for c in candidates(session) if c.service.host == backend_of(volume.host)]
+            best, reason = choose(own, request, utcnow() - self.service_down_time)
+            return None if best is not None else reason

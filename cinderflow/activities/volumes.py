@@ -7,17 +7,22 @@ idempotent: a retry after a step that committed succeeds without writing again.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import Executor
 
+from sqlmodel import select
 from temporalio import activity
 
-from cinderflow import quota
+from cinderflow import quota, user_messages
 from cinderflow.activities import fencing
+from cinderflow.db import admin_metadata
+from cinderflow.db import attachments as attachment_db
 from cinderflow.db import volumes as volume_db
+from cinderflow.db.admin_metadata import EXTEND_NEW_SIZE, EXTEND_RESERVATIONS
 from cinderflow.db.engine import Database
-from cinderflow.db.models import Volume
+from cinderflow.db.models import Reservation, Volume
 from cinderflow.drivers.base import VolumeRef
-from cinderflow.payloads import Finish
+from cinderflow.payloads import ExtendFinish, ExtendRequest, Finish, VolumeMessage
 from cinderflow.threads import run_blocking
 
 
@@ -57,3 +62,84 @@ class VolumeActivities:
         with self.db.transaction() as session:
             quota.release(session, volume_id)
             fencing.remove(session, Volume, volume_id, workflow_id)
+
+    # Extend --------------------------------------------------------------------------------
+
+    @activity.defn(name="volume.servers")
+    async def servers(self, volume_id: str) -> list[str]:
+        """Instances the volume is attached to (any attachment naming one)."""
+        return await run_blocking(self.executor, self._servers, volume_id)
+
+    def _servers(self, volume_id: str) -> list[str]:
+        with self.db.read() as session:
+            return sorted(
+                {a.instance_uuid for a in attachment_db.live(session, volume_id) if a.instance_uuid}
+            )
+
+    @activity.defn(name="volume.await_compute")
+    async def await_compute(self, request: ExtendRequest) -> None:
+        """Publish the target size for the compute (Cinder's admin metadata keys
+        `extend_new_size`, shown in the volume's metadata, and `extend_reservations`)."""
+        await run_blocking(self.executor, self._await_compute, request, activity.info().workflow_id)
+
+    def _await_compute(self, request: ExtendRequest, workflow_id: str) -> None:
+        volume_id = request.volume.id
+        with self.db.transaction() as session:
+            fencing.owned(session, Volume, volume_id, workflow_id)
+            reservations = session.exec(
+                select(Reservation.id).where(Reservation.volume_id == volume_id)
+            ).all()
+            admin_metadata.put(
+                session,
+                volume_id,
+                {
+                    EXTEND_NEW_SIZE: str(request.new_size),
+                    EXTEND_RESERVATIONS: json.dumps([str(r) for r in reservations]),
+                },
+            )
+
+    @activity.defn(name="volume.finish_extend")
+    async def finish_extend(self, request: ExtendFinish) -> None:
+        await run_blocking(self.executor, self._finish_extend, request, activity.info().workflow_id)
+
+    def _finish_extend(self, request: ExtendFinish, workflow_id: str) -> None:
+        with self.db.transaction() as session:
+            volume = session.get(Volume, request.volume_id, with_for_update=True)
+            status = request.status
+            if status is None:
+                status, _ = attachment_db.statuses(attachment_db.live(session, request.volume_id))
+            if volume is not None and volume.workflow_id == workflow_id:
+                if request.new_size is not None:
+                    volume.size = request.new_size  # committed with the reservation's release
+                quota.release(session, volume.id)
+                admin_metadata.remove(session, volume.id, (EXTEND_NEW_SIZE, EXTEND_RESERVATIONS))
+            finish = Finish(
+                resource_id=request.volume_id,
+                status=status,
+                reason=request.reason,
+                message=request.message,
+            )
+            fencing.finish(session, Volume, finish, workflow_id, self.message_ttl)
+
+    @activity.defn(name="volume.record_message")
+    async def record_message(self, request: VolumeMessage) -> None:
+        await run_blocking(
+            self.executor, self._record_message, request, activity.info().workflow_id
+        )
+
+    def _record_message(self, request: VolumeMessage, workflow_id: str) -> None:
+        with self.db.transaction() as session:
+            volume = session.get(Volume, request.volume_id)
+            if volume is None:
+                return
+            spec = request.message
+            user_messages.record(
+                session,
+                message_id=user_messages.message_id_for(workflow_id, f"note-{spec.detail}"),
+                project_id=volume.project_id,
+                action=spec.action,
+                detail=spec.detail,
+                resource_uuid=volume.id,
+                request_id=spec.request_id,
+                ttl=self.message_ttl,
+            )

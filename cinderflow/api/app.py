@@ -28,6 +28,7 @@ from cinderflow.api.routes import (
     type_encryption,
     type_extra_specs,
     types,
+    volume_actions,
     volumes,
 )
 from cinderflow.api.routing import Router
@@ -49,6 +50,7 @@ class ApiServices:
     db: Database
     outbox: Outbox
     failpoints: Failpoints
+    temporal: Client
 
 
 def api_router() -> Router:
@@ -63,6 +65,7 @@ def api_router() -> Router:
         services,
         snapshots,
         attachments,
+        volume_actions,
     ):
         router.include(module.router)
     return router
@@ -84,7 +87,11 @@ def create_app(
         database = db or Database(settings.db_url)
         temporal = client or await connect(settings, lazy=True)
         app.state.services = ApiServices(
-            settings, database, Outbox(database, temporal), Failpoints(settings.failpoint_dir)
+            settings,
+            database,
+            Outbox(database, temporal),
+            Failpoints(settings.failpoint_dir),
+            temporal,
         )
         alive = asyncio.create_task(
             heartbeat.beat(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cinderflow.api.context import MEMBER, READER, RequestContext
+from cinderflow.api.context import MEMBER, READER, SERVICE, RequestContext
 from cinderflow.api.errors import Forbidden
 
 Rule = Callable[[RequestContext, str | None], bool]
@@ -23,6 +23,10 @@ def _member(ctx: RequestContext, project_id: str | None) -> bool:
     return ctx.is_admin or (
         MEMBER in ctx.roles and (project_id is None or project_id == ctx.project_id)
     )
+
+
+def _admin_or_service(ctx: RequestContext, project_id: str | None) -> bool:
+    return ctx.is_admin or SERVICE in ctx.roles
 
 
 def _reader(ctx: RequestContext, project_id: str | None) -> bool:
@@ -90,6 +94,9 @@ RULES: dict[str, Rule] = {
     "volume:attachment_update": _member,
     "volume:attachment_delete": _member,
     "volume:attachment_complete": _member,
+    "volume:extend": _member,
+    "volume:extend_attached_volume": _member,
+    "volume_extension:volume_admin_actions:extend_volume_completion": _admin_or_service,
 }
 
 

@@ -161,7 +161,19 @@ class FileDriver(VolumeDriver):
         self._remove_partial_copies(self.path(volume))
 
     def extend_volume(self, volume: VolumeRef, new_size: int) -> ExtendOutcome:
-        qemu_img.resize(self._existing(volume), new_size)
+        """Grow the file (through the LUKS layer if encrypted). While a QEMU process holds
+        the file (an attached, running guest), only that process can resize it: the compute
+        must do it (QMP block_resize) and then confirm with os-extend_volume_completion."""
+        path = self._existing(volume)
+        try:
+            if volume.encryption is not None:
+                qemu_img.resize_luks(path, new_size, self._luks(volume)[0])
+            else:
+                qemu_img.resize(path, new_size)
+        except qemu_img.QemuImgError as error:
+            if qemu_img.LOCKED in str(error):
+                return ExtendOutcome.NEEDS_COMPUTE_COMPLETION
+            raise
         return ExtendOutcome.DONE
 
     # Attach --------------------------------------------------------------------------------

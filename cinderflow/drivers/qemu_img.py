@@ -65,6 +65,8 @@ def run(*args: str, timeout: float | None = None, secret: bytes | None = None) -
 
 
 SECRET_FD = "{secret_fd}"
+LOCKED = 'Failed to get "write" lock'
+"""What qemu-img says when another process (a running guest) holds the image."""
 
 
 def secret_object(name: str = "sec0") -> str:

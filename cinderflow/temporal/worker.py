@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from cinderflow import heartbeat
 from cinderflow.activities.attachments import AttachmentActivities
+from cinderflow.activities.compute import ComputeActivities
 from cinderflow.activities.driver import DriverActivities
 from cinderflow.activities.keys import KeyActivities
 from cinderflow.activities.scheduler import VOLUME_BINARY, SchedulerActivities
@@ -100,6 +101,7 @@ class WorkerService:
             snapshots = SnapshotActivities(self.db, self.db_pool, self.settings.message_ttl)
             attachments = AttachmentActivities(self.db, self.db_pool, self.settings.message_ttl)
             keys = KeyActivities(self.db, self.keys, self.db_pool)
+            compute = ComputeActivities(self.settings)
             scheduler = SchedulerActivities(self.db, self.settings, self.db_pool)
             workers.append(
                 Worker(
@@ -120,6 +122,12 @@ class WorkerService:
                         attachments.remove,
                         keys.ensure_volume_key,
                         keys.delete_volume_key,
+                        volumes.servers,
+                        volumes.await_compute,
+                        volumes.finish_extend,
+                        volumes.record_message,
+                        compute.volume_extended,
+                        scheduler.check_extend,
                         scheduler.place_volume,
                     ],
                     max_concurrent_activities=self.settings.db_concurrency,

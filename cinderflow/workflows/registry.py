@@ -5,6 +5,7 @@ from cinderflow.workflows.create_snapshot import CreateSnapshot
 from cinderflow.workflows.create_volume import CreateVolume
 from cinderflow.workflows.delete_snapshot import DeleteSnapshot
 from cinderflow.workflows.delete_volume import DeleteVolume
+from cinderflow.workflows.extend_volume import ExtendVolume
 
 WORKFLOWS = [
     CreateVolume,
@@ -13,4 +14,5 @@ WORKFLOWS = [
     DeleteSnapshot,
     ConnectAttachment,
     DisconnectAttachment,
+    ExtendVolume,
 ]

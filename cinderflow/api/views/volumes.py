@@ -13,6 +13,7 @@ from cinderflow.api import policy
 from cinderflow.api.context import SERVICE
 from cinderflow.api.routing import ApiRequest
 from cinderflow.api.views import Gate, gated, timestamp
+from cinderflow.db import admin_metadata
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.metadata import VOLUMES, metadata_of
@@ -44,6 +45,8 @@ def load(session: Session, volumes: list[Volume]) -> list[VolumeView]:
     """Views for many volumes with one query per related table."""
     ids = [v.id for v in volumes]
     metadata = metadata_of(session, VOLUMES, ids)
+    for volume_id, shown in admin_metadata.visible_of(session, ids).items():
+        metadata[volume_id].update(shown)  # shadows user values, as Cinder
     names = volume_db.type_names(session, (v.volume_type_id for v in volumes))
     attached = attachment_db.attached_to(session, ids)
     return [
