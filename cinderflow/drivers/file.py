@@ -15,8 +15,11 @@ Options: `path` (required), `reserved_percentage` (0), `max_over_subscription_ra
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -159,6 +162,7 @@ class FileDriver(VolumeDriver):
             raise VolumeDriverError(f"backend directory {self.root} is missing")
         self.path(volume).unlink(missing_ok=True)
         self._remove_partial_copies(self.path(volume))
+        self.terminate_connection(volume, None)
 
     def extend_volume(self, volume: VolumeRef, new_size: int) -> ExtendOutcome:
         """Grow the file (through the LUKS layer if encrypted). While a QEMU process holds
@@ -179,10 +183,40 @@ class FileDriver(VolumeDriver):
     # Attach --------------------------------------------------------------------------------
 
     def initialize_connection(self, volume: VolumeRef, connector: dict[str, Any]) -> dict[str, Any]:
-        return {"driver_volume_type": "local", "data": {"device_path": str(self._existing(volume))}}
+        """Export the file to the connector: the export is a record under `.exports/` (what a
+        real backend's target/ACL would be), removed by terminate_connection."""
+        path = self._existing(volume)
+        export = self._exports(volume) / _connector_key(connector)
+        export.parent.mkdir(parents=True, exist_ok=True)
+        export.write_text(json.dumps(connector, sort_keys=True))
+        return {"driver_volume_type": "local", "data": {"device_path": str(path)}}
 
     def terminate_connection(self, volume: VolumeRef, connector: dict[str, Any] | None) -> None:
-        """A local path has no export to remove."""
+        """Remove the connector's export (None: every export of the volume)."""
+        if connector is None:
+            shutil.rmtree(self._exports(volume), ignore_errors=True)
+        else:
+            (self._exports(volume) / _connector_key(connector)).unlink(missing_ok=True)
+
+    def exports(self, volume: VolumeRef) -> list[dict[str, Any]]:
+        """The connectors the volume is exported to."""
+        folder = self._exports(volume)
+        return (
+            [json.loads(p.read_text()) for p in sorted(folder.iterdir())] if folder.is_dir() else []
+        )
+
+    def _exports(self, volume: VolumeRef) -> Path:
+        return self.root / ".exports" / volume.name
+
+    def reset_state(self, volume: VolumeRef, status: str, attach_status: str | None) -> None:
+        """A reset to `available`/`in-use` must find the file; `detached` ends every export."""
+        if attach_status == "detached":
+            self.terminate_connection(volume, None)
+        if status in ("available", "in-use") and not self.path(volume).is_file():
+            raise VolumeDriverError(
+                f"volume file {self.path(volume)} does not exist, so the volume cannot be "
+                f"{status}; reset it to error instead"
+            )
 
     def _existing(self, volume: VolumeRef) -> Path:
         path = self.path(volume)
@@ -259,3 +293,9 @@ class FileDriver(VolumeDriver):
 
     def copy_volume_to_image(self, volume: VolumeRef, image_path: str, image_format: str) -> None:
         raise NotImplementedError("file driver: images are not supported yet")
+
+
+def _connector_key(connector: dict[str, Any]) -> str:
+    """One export per consumer host/initiator, as a backend's ACL entry would be."""
+    who = {k: connector.get(k) for k in ("host", "initiator", "ip")}
+    return hashlib.sha256(json.dumps(who, sort_keys=True).encode()).hexdigest()[:16]
