@@ -1,4 +1,4 @@
-"""`cinderflow dev | api | worker | db upgrade`."""
+"""`cinderflow dev | api | worker | db upgrade | manage volume reset-state`."""
 
 from __future__ import annotations
 
@@ -44,6 +44,21 @@ def parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("upgrade", help="apply all migrations")
+
+    manage = commands.add_parser("manage", help="operator tools that bypass the API")
+    manage_kinds = manage.add_subparsers(dest="manage_kind", required=True)
+    volume = manage_kinds.add_parser("volume", help="volumes")
+    volume_commands = volume.add_subparsers(dest="volume_command", required=True)
+    reset = volume_commands.add_parser(
+        "reset-state",
+        help="write a volume's status directly (logged); --force skips the API's refusals "
+        "and terminates an operation that owns the volume",
+    )
+    reset.add_argument("volume_id")
+    reset.add_argument("--state", required=True, help="the status to write")
+    reset.add_argument("--attach-status", choices=["attached", "detached"])
+    reset.add_argument("--migration-status")
+    reset.add_argument("--force", action="store_true")
     return top
 
 
@@ -66,6 +81,9 @@ def run(argv: list[str]) -> int:
         print(f"database at revision head: {settings.db_url}")
         return 0
 
+    if args.command == "manage":
+        return _manage(args)
+
     from cinderflow.serve import configure_logging, serve
 
     configure_logging()
@@ -87,6 +105,28 @@ def run(argv: list[str]) -> int:
             control=not args.no_control,
         )
     )
+    return 0
+
+
+def _manage(args: argparse.Namespace) -> int:
+    from cinderflow.manage import ManageError, reset_volume_state
+    from cinderflow.serve import configure_logging
+
+    configure_logging()
+    settings = load_settings(args.config)
+    try:
+        account = reset_volume_state(
+            settings,
+            args.volume_id,
+            status=args.state,
+            attach_status=args.attach_status,
+            migration_status=args.migration_status,
+            force=args.force,
+        )
+    except ManageError as refused:
+        print(f"refused: {refused}", file=sys.stderr)
+        return 1
+    print(account)
     return 0
 
 

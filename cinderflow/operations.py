@@ -15,6 +15,7 @@ from cinderflow.payloads import (
     DeleteVolumeInput,
     ExtendInput,
     OperationPolicy,
+    ResetRequest,
     SnapshotInput,
 )
 from cinderflow.settings import Settings
@@ -86,6 +87,13 @@ def extend_volume(
     )
     detail = f" to {new_size} GiB" + (" (attached)" if volume.status == "in-use" else "")
     return _volume_entry(settings, volume, "extend", "ExtendVolume", payload, detail)
+
+
+def reset_volume(settings: Settings, volume: Volume, request: ResetRequest) -> OutboxEntry:
+    detail = f" to {request.status}" + (
+        f", attach status {request.attach_status}" if request.attach_status else ""
+    )
+    return _volume_entry(settings, volume, "reset", "ResetVolume", request, detail)
 
 
 def create_snapshot(settings: Settings, snapshot: Snapshot, request_id: str | None) -> OutboxEntry:

@@ -170,3 +170,41 @@ class Finish(BaseModel):
     model_update: dict[str, Any] = Field(default_factory=dict)
     reason: str | None = None
     message: UserMessageSpec | None = None
+
+
+class ResetRequest(BaseModel):
+    """An admin's os-reset_status (validated by the API): what the volume should become."""
+
+    volume_id: str
+    current_status: str
+    """The status before the reset (kept if the reset is refused)."""
+    status: str
+    """The status to end in (already derived when only attach_status was given)."""
+    attach_status: str | None = None
+    migration_status: str | None = None
+    force: bool = False
+    """Reset even if the driver fails (its error is only reported)."""
+    request_id: str | None = None
+    policy: OperationPolicy = Field(default_factory=OperationPolicy)
+
+
+class ResetOutcome(BaseModel):
+    """What a reset did: `done`, or refused with the driver's error."""
+
+    done: bool
+    detail: str = ""
+
+
+class DriverReset(BaseModel):
+    volume: VolumeRef
+    status: str
+    attach_status: str | None = None
+
+
+class ResetApply(BaseModel):
+    """The database half of a reset, written by the volume's owner in one transaction."""
+
+    request: ResetRequest
+    reason: str | None = None
+    """What the reset did or overrode (recorded as the volume's last outcome)."""
+    message: UserMessageSpec | None = None

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     compute_api_version: str = "2.51"
     extend_completion_timeout: float = 600.0
     """Seconds an online extend waits for the compute's os-extend_volume_completion."""
+    reset_wait_timeout: float = 30.0
+    """Seconds os-reset_status waits for the reset's outcome before answering 202 anyway."""
 
     key_manager: Literal["local"] = "local"
     """Where volume keys live: `local` seals them in cinderflow's database."""

@@ -35,6 +35,8 @@ class Action:
     SNAPSHOT_UPDATE = Code("011", "update snapshot")
     SNAPSHOT_METADATA_UPDATE = Code("012", "update snapshot metadata")
     REIMAGE_VOLUME = Code("016", "reimage volume")
+    RESET_STATUS = Code("101", "reset status")
+    """cinderflow's own (Cinder has no reset action; ids from 101 stay clear of Cinder's)."""
 
 
 class Detail:
@@ -47,6 +49,8 @@ class Detail:
     DRIVER_FAILED_CREATE = Code("012", "Driver failed to create the volume.")
     SNAPSHOT_CREATE_ERROR = Code("013", "Snapshot failed to create.")
     SNAPSHOT_IS_BUSY = Code("015", "Snapshot is busy.")
+    DRIVER_FAILED_RESET = Code("101", "Volume driver failed to reset the volume's state.")
+    STOPPED_BY_RESET = Code("102", "The operation was stopped by an administrator's reset.")
     SNAPSHOT_DELETE_ERROR = Code("016", "Snapshot failed to delete.")
     ATTACH_ERROR = Code("021", "Failed to attach volume.")
     DETACH_ERROR = Code("022", "Failed to detach volume.")

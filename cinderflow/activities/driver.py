@@ -17,7 +17,13 @@ from temporalio.exceptions import ApplicationError
 
 from cinderflow.drivers.base import SnapshotRef, VolumeDriver, VolumeDriverError, VolumeRef
 from cinderflow.failpoints import Failpoints
-from cinderflow.payloads import Connection, ExtendRequest, VolumeClone, VolumeFromSnapshot
+from cinderflow.payloads import (
+    Connection,
+    DriverReset,
+    ExtendRequest,
+    VolumeClone,
+    VolumeFromSnapshot,
+)
 from cinderflow.threads import run_blocking
 
 MIN_HEARTBEAT_INTERVAL_S = 0.2
@@ -131,6 +137,19 @@ class DriverActivities:
 
         await self._call("terminate_connection", call)
 
+    @activity.defn(name="driver.reset_state")
+    async def reset_state(self, reset: DriverReset) -> str:
+        """Make the backend match a reset: `done`, or `not_implemented` by this driver."""
+
+        def call() -> str:
+            try:
+                self.driver.reset_state(reset.volume, reset.status, reset.attach_status)
+            except NotImplementedError:
+                return "not_implemented"
+            return "done"
+
+        return await self._call("reset_state", call)
+
     def all(self) -> list[Any]:
         """Every driver activity, for registration on the backend's worker."""
         return [
@@ -143,4 +162,5 @@ class DriverActivities:
             self.initialize_connection,
             self.terminate_connection,
             self.extend_volume,
+            self.reset_state,
         ]

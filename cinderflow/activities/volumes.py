@@ -22,7 +22,14 @@ from cinderflow.db.admin_metadata import EXTEND_NEW_SIZE, EXTEND_RESERVATIONS
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Reservation, Volume
 from cinderflow.drivers.base import VolumeRef
-from cinderflow.payloads import ExtendFinish, ExtendRequest, Finish, VolumeMessage
+from cinderflow.payloads import (
+    Connection,
+    ExtendFinish,
+    ExtendRequest,
+    Finish,
+    ResetApply,
+    VolumeMessage,
+)
 from cinderflow.threads import run_blocking
 
 
@@ -143,3 +150,47 @@ class VolumeActivities:
                 request_id=spec.request_id,
                 ttl=self.message_ttl,
             )
+
+    # Reset ---------------------------------------------------------------------------------
+
+    @activity.defn(name="volume.connections")
+    async def connections(self, volume_id: str) -> list[Connection]:
+        """The volume's attachments as driver connections (a reset to detached ends them)."""
+        return await run_blocking(self.executor, self._connections, volume_id)
+
+    def _connections(self, volume_id: str) -> list[Connection]:
+        with self.db.read() as session:
+            volume = session.get(Volume, volume_id)
+            if volume is None:
+                return []
+            ref = volume_db.volume_ref(session, volume)
+            return [
+                Connection(attachment_id=a.id, volume=ref, connector=a.connector or {})
+                for a in attachment_db.live(session, volume_id)
+            ]
+
+    @activity.defn(name="volume.apply_reset")
+    async def apply_reset(self, apply: ResetApply) -> None:
+        """Write the reset (status, attach and migration status), drop the attachments when
+        detached, release every reservation and the extend keys, and give up ownership: one
+        transaction, so quota usage equals a recount afterwards."""
+        await run_blocking(self.executor, self._apply_reset, apply, activity.info().workflow_id)
+
+    def _apply_reset(self, apply: ResetApply, workflow_id: str) -> None:
+        request = apply.request
+        with self.db.transaction() as session:
+            volume = session.get(Volume, request.volume_id, with_for_update=True)
+            if volume is not None and volume.workflow_id == workflow_id:
+                attachment_db.reset(session, volume, request.attach_status)
+                if request.migration_status is not None:
+                    status = request.migration_status
+                    volume.migration_status = None if status == "none" else status
+                quota.release(session, volume.id)
+                admin_metadata.remove(session, volume.id, (EXTEND_NEW_SIZE, EXTEND_RESERVATIONS))
+            finish = Finish(
+                resource_id=request.volume_id,
+                status=request.status,
+                reason=apply.reason,
+                message=apply.message,
+            )
+            fencing.finish(session, Volume, finish, workflow_id, self.message_ttl)

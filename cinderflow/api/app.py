@@ -23,6 +23,7 @@ from cinderflow.api.routes import (
     attachments,
     messages,
     quotas,
+    reset_status,
     services,
     snapshots,
     type_encryption,
@@ -66,6 +67,7 @@ def api_router() -> Router:
         snapshots,
         attachments,
         volume_actions,
+        reset_status,
     ):
         router.include(module.router)
     return router

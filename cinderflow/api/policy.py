@@ -97,6 +97,8 @@ RULES: dict[str, Rule] = {
     "volume:extend": _member,
     "volume:extend_attached_volume": _member,
     "volume_extension:volume_admin_actions:extend_volume_completion": _admin_or_service,
+    "volume_extension:volume_admin_actions:reset_status": _admin,
+    "volume_extension:snapshot_admin_actions:reset_status": _admin,
 }
 
 

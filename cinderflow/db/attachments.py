@@ -71,3 +71,14 @@ def attached_to(session: Session, volume_ids: list[str]) -> dict[str, list[Attac
         for row in rows:
             found[row.volume_id].append(row)
     return found
+
+
+def reset(session: Session, volume: Volume, attach_status: str | None) -> None:
+    """A reset's attach status: `detached` removes every attachment (their connections were
+    terminated first); `attached` only relabels, as Cinder does."""
+    if attach_status == "detached":
+        for attachment in live(session, volume.id):
+            session.delete(attachment)
+    if attach_status is not None:
+        volume.attach_status = attach_status
+    session.flush()

@@ -126,6 +126,8 @@ class WorkerService:
                         volumes.await_compute,
                         volumes.finish_extend,
                         volumes.record_message,
+                        volumes.connections,
+                        volumes.apply_reset,
                         compute.volume_extended,
                         scheduler.check_extend,
                         scheduler.place_volume,

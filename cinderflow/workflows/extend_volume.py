@@ -34,11 +34,14 @@ with workflow.unsafe.imports_passed_through():
         ExtendInput,
         ExtendRequest,
         OperationOutcome,
+        ResetOutcome,
+        ResetRequest,
         UserMessageSpec,
         VolumeMessage,
     )
     from cinderflow.user_messages import Action, Code, Detail
     from cinderflow.workflows import common
+    from cinderflow.workflows.reset_volume import ResetGate, ResetInterrupted
 
 COMPUTE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 NOT_WAITING = "Volume is not being extended."
@@ -51,6 +54,7 @@ class ExtendVolume:
         self.request = request
         self.waiting = False
         self.completion: ExtendCompletion | None = None
+        self.resets = ResetGate()
 
     @workflow.update
     async def complete_extend(self, completion: ExtendCompletion) -> str:
@@ -61,20 +65,43 @@ class ExtendVolume:
 
     @complete_extend.validator
     def _only_while_waiting(self, completion: ExtendCompletion) -> None:
-        if not self.waiting:
+        if not self.waiting or self.resets.requested:
             raise ApplicationError(NOT_WAITING, type="NotWaiting")
+
+    @workflow.update
+    async def reset_status(self, request: ResetRequest) -> ResetOutcome:
+        """An admin's reset while this extend owns the volume (os-reset_status calls this):
+        stop waiting, roll the reservation back, drop the keys, set the requested status."""
+        return await self.resets.handle(request)
+
+    @reset_status.validator
+    def _reset_allowed(self, request: ResetRequest) -> None:
+        self.resets.validate()
 
     @workflow.run
     async def run(self, request: ExtendInput) -> OperationOutcome:
-        volume = await workflow.execute_activity_method(
-            VolumeActivities.load, request.volume_id, **common.control("load volume")
+        try:
+            outcome = await self._extend(request)
+        except ResetInterrupted:
+            self.waiting = False
+            return await self.resets.take_over("extend")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return outcome
+
+    async def _extend(self, request: ExtendInput) -> OperationOutcome:
+        volume = await self.resets.guard(
+            workflow.execute_activity_method(
+                VolumeActivities.load, request.volume_id, **common.control("load volume")
+            )
         )
         assert volume.host is not None
         online = request.previous_status == "in-use"
-        refused = await workflow.execute_activity_method(
-            SchedulerActivities.check_extend,
-            ExtendCheck(volume_id=volume.id, new_size=request.new_size, online=online),
-            **common.control("check backend capacity"),
+        refused = await self.resets.guard(
+            workflow.execute_activity_method(
+                SchedulerActivities.check_extend,
+                ExtendCheck(volume_id=volume.id, new_size=request.new_size, online=online),
+                **common.control("check backend capacity"),
+            )
         )
         if refused:
             return await self._finish(
@@ -82,10 +109,12 @@ class ExtendVolume:
             )
         workflow.set_current_details(f"Extending to {request.new_size} GiB on `{volume.host}`.")
         try:
-            outcome = await workflow.execute_activity_method(
-                DriverActivities.extend_volume,
-                ExtendRequest(volume=volume, new_size=request.new_size),
-                **common.driver(volume.host, request.policy, "driver extend_volume"),
+            outcome = await self.resets.guard(
+                workflow.execute_activity_method(
+                    DriverActivities.extend_volume,
+                    ExtendRequest(volume=volume, new_size=request.new_size),
+                    **common.driver(volume.host, request.policy, "driver extend_volume"),
+                )
             )
         except ActivityError as error:
             return await self._finish(
@@ -93,8 +122,10 @@ class ExtendVolume:
                 reason=f"Volume driver failed: {common.failure_message(error)}",
                 detail=Detail.DRIVER_FAILED_EXTEND,
             )
-        servers = await workflow.execute_activity_method(
-            VolumeActivities.servers, volume.id, **common.control("attached servers")
+        servers = await self.resets.guard(
+            workflow.execute_activity_method(
+                VolumeActivities.servers, volume.id, **common.control("attached servers")
+            )
         )
         if outcome == ExtendOutcome.NEEDS_COMPUTE_COMPLETION:
             return await self._with_compute(
@@ -113,8 +144,10 @@ class ExtendVolume:
                 f"one attached server, not {len(servers)}",
                 detail=Detail.DRIVER_FAILED_EXTEND,
             )
-        await workflow.execute_activity_method(
-            VolumeActivities.await_compute, extend, **common.control("publish extend_new_size")
+        await self.resets.guard(
+            workflow.execute_activity_method(
+                VolumeActivities.await_compute, extend, **common.control("publish extend_new_size")
+            )
         )
         # Accept the answer from now on: a compute may answer before this workflow has seen
         # that its event was delivered.
@@ -135,10 +168,12 @@ class ExtendVolume:
         )
         try:
             await workflow.wait_condition(
-                lambda: self.completion is not None,
+                lambda: self.completion is not None or self.resets.requested,
                 timeout=timedelta(seconds=self.request.completion_timeout_s),
                 timeout_summary="extend completion timeout",
             )
+            if self.completion is None:
+                raise ResetInterrupted
         except TimeoutError:
             self.waiting = False
             return await self._finish(
@@ -159,12 +194,14 @@ class ExtendVolume:
     async def _notify(self, servers: list[str], *, best_effort: bool) -> str | None:
         """Send `volume-extended`; the failure's text, or None. Best effort: only a message."""
         try:
-            await workflow.execute_activity_method(
-                ComputeActivities.volume_extended,
-                ComputeEvent(server_uuids=servers, volume_id=self.request.volume_id),
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=COMPUTE_RETRY,
-                summary="compute volume-extended event",
+            await self.resets.guard(
+                workflow.execute_activity_method(
+                    ComputeActivities.volume_extended,
+                    ComputeEvent(server_uuids=servers, volume_id=self.request.volume_id),
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=COMPUTE_RETRY,
+                    summary="compute volume-extended event",
+                )
             )
         except ActivityError as error:
             failure = (
@@ -191,6 +228,8 @@ class ExtendVolume:
         detail: Code | None = None,
     ) -> OperationOutcome:
         """Commit (`new_size`) or roll back, and release the volume."""
+        self.resets.close()
+        self.waiting = False
         finish = ExtendFinish(
             volume_id=self.request.volume_id,
             new_size=new_size,
@@ -201,7 +240,6 @@ class ExtendVolume:
         await workflow.execute_activity_method(
             VolumeActivities.finish_extend, finish, **common.control("finish extend")
         )
-        await workflow.wait_condition(workflow.all_handlers_finished)
         return OperationOutcome(
             volume_id=self.request.volume_id,
             status=status or f"extended to {new_size} GiB",

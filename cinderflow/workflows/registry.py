@@ -6,6 +6,7 @@ from cinderflow.workflows.create_volume import CreateVolume
 from cinderflow.workflows.delete_snapshot import DeleteSnapshot
 from cinderflow.workflows.delete_volume import DeleteVolume
 from cinderflow.workflows.extend_volume import ExtendVolume
+from cinderflow.workflows.reset_volume import ResetVolume
 
 WORKFLOWS = [
     CreateVolume,
@@ -15,4 +16,5 @@ WORKFLOWS = [
     ConnectAttachment,
     DisconnectAttachment,
     ExtendVolume,
+    ResetVolume,
 ]

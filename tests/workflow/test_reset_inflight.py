@@ -1,0 +1,159 @@
+"""A reset of a volume an operation owns goes to that operation's workflow, which stops,
+compensates and writes the reset itself; and the `cinderflow manage` escape hatch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.api.test_reset_status import assert_usage_is_a_recount, reset
+from tests.helpers import ThreadStack, poll, settings_env, temporal_cli
+from tests.workflow.test_extend import (  # noqa: F401 (the fixture is used by name)
+    Cloud,
+    _waiting,
+    cloud,
+    complete,
+    extend_workflows,
+    history_steps,
+    needs_qemu,
+)
+
+
+def workflow_status(address: str, workflow_id: str) -> str:
+    described = json.loads(
+        temporal_cli(address, "workflow", "describe", "-w", workflow_id, "-o", "json")
+    )
+    return described["workflowExecutionInfo"]["status"]
+
+
+@needs_qemu
+def test_reset_stops_an_extend_waiting_for_the_compute(cloud: Cloud) -> None:  # noqa: F811
+    api = cloud.api("silent")
+    volume_id = _waiting(cloud, api)
+    address = cloud.stack.settings.temporal_address
+    (workflow_id,) = extend_workflows(address, volume_id)
+
+    response = reset(api, volume_id, status="in-use")
+    assert response.status_code == 202, response.text
+    volume = api.volume(volume_id) or {}
+    assert (volume["status"], volume["size"]) == ("in-use", 1)
+    assert "extend_new_size" not in volume["metadata"]
+    assert_usage_is_a_recount(api)
+
+    assert workflow_status(address, workflow_id) == "WORKFLOW_EXECUTION_STATUS_COMPLETED"
+    steps = history_steps(address, workflow_id)
+    assert steps[-2:] == ["driver.reset_state", "volume.apply_reset"]
+    assert "volume.finish_extend" not in steps
+    late = complete(api, volume_id, False)
+    assert late.status_code == 400 and "Volume is not being extended." in late.text
+    listed = api.get("/messages", version="3.5").json()["messages"]
+    assert [m["event_id"] for m in listed if m["resource_uuid"] == volume_id] == [
+        "VOLUME_VOLUME_101_102"
+    ]
+
+
+def _hold(stack: ThreadStack, point: str) -> Path:
+    hold = stack.settings.failpoint_dir / f"{point}.hold"
+    hold.touch()
+    return hold
+
+
+def _reached(stack: ThreadStack, point: str) -> None:
+    reached = stack.settings.failpoint_dir / f"{point}.reached"
+    poll(reached.exists, what=f"failpoint {point}")
+    reached.unlink()
+
+
+def test_reset_stops_a_create_stuck_in_the_driver(own_stack: ThreadStack) -> None:
+    api = own_stack.api()
+    hold = _hold(own_stack, "driver.create_volume.before")
+    try:
+        volume_id = api.create_volume()["id"]
+        _reached(own_stack, "driver.create_volume.before")
+        refused = reset(api, volume_id, status="available")
+        assert refused.status_code == 400  # the driver: there is no file yet
+        assert "does not exist" in refused.text
+        assert (api.volume(volume_id) or {})["status"] == "creating"
+
+        response = reset(api, volume_id, status="error")
+        assert response.status_code == 202, response.text
+        assert (api.volume(volume_id) or {})["status"] == "error"
+        assert_usage_is_a_recount(api)
+    finally:
+        hold.unlink()
+    assert api.delete(f"/volumes/{volume_id}").status_code == 202
+    api.wait_gone(volume_id)
+
+
+def test_reset_stops_a_delete_stuck_in_the_driver(own_stack: ThreadStack) -> None:
+    api = own_stack.api()
+    volume_id = api.available_volume()["id"]
+    hold = _hold(own_stack, "driver.delete_volume.before")
+    try:
+        assert api.delete(f"/volumes/{volume_id}").status_code == 202
+        _reached(own_stack, "driver.delete_volume.before")
+        response = reset(api, volume_id, status="available")
+        assert response.status_code == 202, response.text
+        assert (api.volume(volume_id) or {})["status"] == "available"
+    finally:
+        hold.unlink()
+    path = Path(own_stack.settings.backends[0].options["path"]) / f"volume-{volume_id}"
+    assert path.is_file()  # the abandoned delete never ran
+    assert_usage_is_a_recount(api)
+
+
+def _manage(stack: ThreadStack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cinderflow", "manage", "volume", "reset-state", *args],
+        env=settings_env(stack.settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_manage_reset_state(own_stack: ThreadStack) -> None:
+    api = own_stack.api()
+    hold = _hold(own_stack, "driver.create_volume.before")
+    try:
+        volume_id = api.create_volume()["id"]
+        _reached(own_stack, "driver.create_volume.before")
+        (workflow_id,) = [
+            line.split()[1]
+            for line in temporal_cli(
+                own_stack.settings.temporal_address,
+                "workflow", "list", "--query", f"VolumeId='{volume_id}'",
+            ).splitlines()[1:]
+        ]  # fmt: skip
+
+        refused = _manage(own_stack, volume_id, "--state", "error")
+        assert refused.returncode == 1
+        assert f"Operation {workflow_id} owns volume {volume_id}" in refused.stderr
+
+        done = _manage(own_stack, volume_id, "--state", "error", "--force")
+        assert done.returncode == 0, done.stderr
+        assert f"volume {volume_id}: creating -> error" in done.stdout
+        assert f"terminated workflow {workflow_id}" in done.stdout
+        assert "manage reset-state" in done.stderr  # logged
+        assert (api.volume(volume_id) or {})["status"] == "error"
+        status = workflow_status(own_stack.settings.temporal_address, workflow_id)
+        assert status == "WORKFLOW_EXECUTION_STATUS_TERMINATED"
+    finally:
+        hold.unlink()
+
+    refused = _manage(own_stack, volume_id, "--state", "in-use")
+    assert refused.returncode == 1 and "does not have any attachments" in refused.stderr
+    assert _manage(own_stack, volume_id, "--state", "error_deleting").returncode == 1
+    forced = _manage(own_stack, volume_id, "--state", "error_deleting", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (api.volume(volume_id) or {})["status"] == "error_deleting"
+    assert _manage(own_stack, volume_id, "--state", "available").returncode == 0
+    assert (api.volume(volume_id) or {})["status"] == "available"
+    assert_usage_is_a_recount(api)
+
+
+def test_manage_unknown_volume(own_stack: ThreadStack) -> None:
+    result = _manage(own_stack, "no-such-volume", "--state", "available")
+    assert result.returncode == 1 and "could not be found" in result.stderr
