@@ -175,9 +175,11 @@ class FileDriver(VolumeDriver):
             else:
                 qemu_img.resize(path, new_size)
         except qemu_img.QemuImgError as error:
-            if qemu_img.LOCKED in str(error):
-                return ExtendOutcome.NEEDS_COMPUTE_COMPLETION
-            raise
+            if qemu_img.LOCKED not in str(error):
+                raise
+            if volume.encryption is None and qemu_img.virtual_size_shared(path) >= new_size * GIB:
+                return ExtendOutcome.DONE  # an earlier, overlapping attempt already grew it
+            return ExtendOutcome.NEEDS_COMPUTE_COMPLETION
         return ExtendOutcome.DONE
 
     # Attach --------------------------------------------------------------------------------

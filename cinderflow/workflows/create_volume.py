@@ -52,7 +52,7 @@ class CreateVolume:
         return outcome
 
     async def _release(self, volume_id: str, status: str, **kw: Any) -> OperationOutcome:
-        self.resets.close()
+        await self.resets.close()
         return await common.release(volume_id, status, **kw)
 
     async def _create_volume(self, request: CreateVolumeInput) -> OperationOutcome:

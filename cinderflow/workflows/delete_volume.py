@@ -62,7 +62,7 @@ class DeleteVolume:
                     remove_snapshot(snapshot, request.policy, request.request_id)
                 )
                 if outcome.status != "deleted":
-                    self.resets.close()
+                    await self.resets.close()
                     return await common.release(
                         volume.id,
                         "error_deleting",
@@ -79,13 +79,13 @@ class DeleteVolume:
                     )
                 )
             except ActivityError as error:
-                self.resets.close()
+                await self.resets.close()
                 return await common.release(
                     volume.id,
                     "error_deleting",
                     reason=f"Volume driver failed: {common.failure_message(error)}",
                 )
-        self.resets.close()
+        await self.resets.close()
         await workflow.execute_activity_method(
             KeyActivities.delete_volume_key, volume, **common.control("delete encryption key")
         )

@@ -109,12 +109,12 @@ class ExtendVolume:
             )
         workflow.set_current_details(f"Extending to {request.new_size} GiB on `{volume.host}`.")
         try:
-            outcome = await self.resets.guard(
-                workflow.execute_activity_method(
-                    DriverActivities.extend_volume,
-                    ExtendRequest(volume=volume, new_size=request.new_size),
-                    **common.driver(volume.host, request.policy, "driver extend_volume"),
-                )
+            # Not guarded: a reset waits for the resize (an abandoned one would grow the
+            # file after the reset had kept the old size).
+            outcome = await workflow.execute_activity_method(
+                DriverActivities.extend_volume,
+                ExtendRequest(volume=volume, new_size=request.new_size),
+                **common.driver(volume.host, request.policy, "driver extend_volume"),
             )
         except ActivityError as error:
             return await self._finish(
@@ -153,7 +153,7 @@ class ExtendVolume:
         # that its event was delivered.
         self.waiting = True
         failure = await self._notify(servers, best_effort=False)
-        if failure:
+        if failure and self.completion is None:
             self.waiting = False
             return await self._finish(
                 status="error_extending",
@@ -175,6 +175,8 @@ class ExtendVolume:
             if self.completion is None:
                 raise ResetInterrupted
         except TimeoutError:
+            if self.completion is not None:  # answered in the same step the timer fired
+                return await self._complete(extend)
             self.waiting = False
             return await self._finish(
                 status="error_extending",
@@ -182,6 +184,9 @@ class ExtendVolume:
                 f"{self.request.completion_timeout_s:.0f} s",
                 detail=Detail.NOTIFY_COMPUTE_SERVICE_FAILED,
             )
+        return await self._complete(extend)
+
+    async def _complete(self, extend: ExtendRequest) -> OperationOutcome:
         assert self.completion is not None
         if self.completion.error:
             return await self._finish(
@@ -228,7 +233,7 @@ class ExtendVolume:
         detail: Code | None = None,
     ) -> OperationOutcome:
         """Commit (`new_size`) or roll back, and release the volume."""
-        self.resets.close()
+        await self.resets.close()
         self.waiting = False
         finish = ExtendFinish(
             volume_id=self.request.volume_id,
@@ -237,9 +242,16 @@ class ExtendVolume:
             reason=reason,
             message=self._message(detail) if detail else None,
         )
-        await workflow.execute_activity_method(
-            VolumeActivities.finish_extend, finish, **common.control("finish extend")
-        )
+        try:
+            await workflow.execute_activity_method(
+                VolumeActivities.finish_extend, finish, **common.control("finish extend")
+            )
+        except ActivityError as error:
+            if not common.is_lost_ownership(error):
+                raise
+            return OperationOutcome(
+                volume_id=self.request.volume_id, status="lost-ownership", detail=str(error)
+            )
         return OperationOutcome(
             volume_id=self.request.volume_id,
             status=status or f"extended to {new_size} GiB",

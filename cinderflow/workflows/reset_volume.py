@@ -103,9 +103,10 @@ class ResetInterrupted(Exception):
 class ResetGate:
     """What an operation's workflow needs to accept `reset_status` updates.
 
-    The workflow calls `guard(...)` around each step a reset may cut short, includes
-    `requested` in its waits, calls `close()` before its final write, and on
-    ResetInterrupted compensates and calls `take_over()`.
+    The workflow calls `guard(...)` around each step a reset may cut short (not around a
+    driver call that changes the volume's data or size: that one must finish, or the backend
+    would change after the reset), includes `requested` in its waits, awaits `close()` before
+    its final write, and on ResetInterrupted compensates and calls `take_over()`.
     """
 
     def __init__(self) -> None:
@@ -138,11 +139,6 @@ class ResetGate:
         if failure and not request.force:
             self.busy = False
             return ResetOutcome(done=False, detail=failure)
-        if self.closed:
-            self.busy = False
-            return ResetOutcome(
-                done=False, detail="the operation finished meanwhile; its result stands"
-            )
         self.failure, self.request = failure, request
         await workflow.wait_condition(lambda: self.outcome is not None)
         assert self.outcome is not None
@@ -162,8 +158,11 @@ class ResetGate:
         task.cancel()
         raise ResetInterrupted
 
-    def close(self) -> None:
-        """No resets from here on (the final write follows), unless one is already in."""
+    async def close(self) -> None:
+        """No resets from here on (the final write follows), unless one is already in. A
+        reset whose backend half is running is waited for, so that it cannot end
+        connections and then lose to the operation's own write."""
+        await workflow.wait_condition(lambda: not self.busy or self.requested)
         if self.requested:
             raise ResetInterrupted
         self.closed = True
