@@ -63,6 +63,10 @@ class Conflict(ApiError):
     code = 409
 
 
+class ServiceUnavailable(ApiError):
+    code = 503
+
+
 class RequestTooLarge(ApiError):
     code = 413
 

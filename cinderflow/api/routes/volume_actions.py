@@ -8,6 +8,7 @@ volume that is not waiting is refused synchronously.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -15,12 +16,22 @@ from pydantic import Field
 from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.client import (
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
+from temporalio.service import RPCError, RPCStatusCode
 
 from cinderflow import operations, quota
 from cinderflow.api import policy
-from cinderflow.api.errors import ApiError, invalid_input, invalid_volume, volume_not_found
+from cinderflow.api.errors import (
+    Conflict,
+    ServiceUnavailable,
+    invalid_input,
+    invalid_volume,
+    volume_not_found,
+)
 from cinderflow.api.lookups import visible_volume
 from cinderflow.api.routing import ApiRequest, Router
 from cinderflow.api.validation import Boolean, PositiveInt, StrictModel
@@ -34,6 +45,8 @@ from cinderflow.workflows.extend_volume import NOT_WAITING, ExtendVolume
 
 router = Router()
 ACTIONS = "/volumes/{volume_id}/action"
+COMPLETION_WAIT_S = 30.0
+"""How long a completion waits for the workflow to take it (a worker must run it)."""
 
 
 class NewSize(StrictModel):
@@ -119,7 +132,12 @@ def _check_extend(session: Session, volume: Volume, new_size: int, online: bool)
             f"allowable size of {high} for volume type {type_name}."
         )
     expected = "in-use" if online else "available"
-    if volume.status != expected or volume.workflow_id is not None:
+    if volume.workflow_id is not None and volume.status == expected:
+        raise Conflict(
+            f"Volume {volume.id} is busy: operation {volume.workflow_id} owns it; extend it "
+            "once that has ended."
+        )
+    if volume.status != expected:
         raise invalid_volume(
             f"Volume {volume.id} status must be '{ {'status': expected} }' to extend, "
             f"currently {volume.status}."
@@ -168,13 +186,24 @@ async def extend_completion(req: ApiRequest) -> Response:
     workflow_id = await run_in_threadpool(waiting_workflow)
     handle = req.services.temporal.get_workflow_handle(workflow_id)
     try:
-        await handle.execute_update(ExtendVolume.complete_extend, ExtendCompletion(error=error))
+        update = await handle.start_update(
+            ExtendVolume.complete_extend,
+            ExtendCompletion(error=error),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        await asyncio.wait_for(update.result(), COMPLETION_WAIT_S)
     except WorkflowUpdateFailedError:
         raise invalid_volume(NOT_WAITING) from None
     except RPCError as rpc:
-        if "already completed" in rpc.message or "not found" in rpc.message.lower():
+        if rpc.status == RPCStatusCode.NOT_FOUND:  # the workflow has ended
             raise invalid_volume(NOT_WAITING) from None
-        raise ApiError(f"The volume service could not be reached: {rpc.message}") from None
+        raise ServiceUnavailable(
+            f"The workflow service could not take the completion: {rpc.message}"
+        ) from None
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise ServiceUnavailable(
+            "The completion was not taken in time (is a worker running?); send it again."
+        ) from None
     return Response(status_code=202)
 
 
