@@ -33,7 +33,7 @@ def test_reset_stops_an_extend_waiting_for_the_compute(cloud: Cloud) -> None:  #
     api = cloud.api("silent")
     volume_id = _waiting(cloud, api)
     address = cloud.stack.settings.temporal_address
-    (workflow_id,) = extend_workflows(address, volume_id)
+    (workflow_id,) = poll(lambda: extend_workflows(address, volume_id))
 
     response = reset(api, volume_id, status="in-use")
     assert response.status_code == 202, response.text
