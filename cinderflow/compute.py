@@ -20,24 +20,43 @@ class ComputeError(Exception):
 
 
 class ComputeClient:
-    def __init__(self, endpoint: str, token: str | None, api_version: str) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        token: str | None,
+        api_version: str,
+        completion_api_version: str | None = None,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self.headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "OpenStack-API-Version": f"compute {api_version}",
-            "X-OpenStack-Nova-API-Version": api_version,
-        }
-        if token:
-            self.headers["X-Auth-Token"] = token
+        self.api_version = api_version
+        self.completion_api_version = completion_api_version or api_version
+        self.token = token
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ComputeClient | None:
         if not settings.compute_endpoint:
             return None
-        return cls(settings.compute_endpoint, settings.compute_token, settings.compute_api_version)
+        return cls(
+            settings.compute_endpoint,
+            settings.compute_token,
+            settings.compute_api_version,
+            settings.compute_completion_api_version,
+        )
 
-    async def volume_extended(self, server_uuids: list[str], volume_id: str) -> None:
+    def _headers(self, version: str) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "OpenStack-API-Version": f"compute {version}",
+            "X-OpenStack-Nova-API-Version": version,
+        }
+        if self.token:
+            headers["X-Auth-Token"] = self.token
+        return headers
+
+    async def volume_extended(
+        self, server_uuids: list[str], volume_id: str, *, requires_completion: bool = False
+    ) -> None:
         """One `volume-extended` event per server; any event not accepted is an error."""
         events = [
             {"name": "volume-extended", "server_uuid": s, "tag": volume_id} for s in server_uuids
@@ -47,7 +66,9 @@ class ComputeClient:
                 response = await client.post(
                     f"{self.endpoint}/os-server-external-events",
                     json={"events": events},
-                    headers=self.headers,
+                    headers=self._headers(
+                        self.completion_api_version if requires_completion else self.api_version
+                    ),
                 )
         except httpx.HTTPError as error:
             raise ComputeError(f"compute API unreachable: {error!r}") from error

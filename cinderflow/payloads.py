@@ -159,6 +159,9 @@ class VolumeMessage(BaseModel):
 class ComputeEvent(BaseModel):
     server_uuids: list[str]
     volume_id: str
+    requires_completion: bool = False
+    """The compute must answer with os-extend_volume_completion (sent at the completion
+    microversion, so a compute without that support refuses the event)."""
 
 
 class Finish(BaseModel):

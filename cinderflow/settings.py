@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     compute_token: str | None = None
     """Static X-Auth-Token for the compute API, if it needs one."""
     compute_api_version: str = "2.51"
+    compute_completion_api_version: str | None = None
+    """Microversion for events the compute must answer with os-extend_volume_completion
+    (default: compute_api_version)."""
     extend_completion_timeout: float = 600.0
     """Seconds an online extend waits for the compute's os-extend_volume_completion."""
     reset_wait_timeout: float = 30.0

@@ -77,6 +77,8 @@ class FakeCompute:
         self.mode = mode
         """complete | error | silent | refuse"""
         self.events: list[dict[str, Any]] = []
+        self.versions: list[str] = []
+        """The OpenStack-API-Version header of each events request."""
         self.guests: dict[str, Guest] = {}
         """volume id -> the guest holding it"""
         self.seen: dict[str, dict[str, Any]] = {}
@@ -104,6 +106,7 @@ class FakeCompute:
         """A fresh scenario: `project`'s servers, answering as `mode`."""
         self.project, self.mode = project, mode
         self.events.clear()
+        self.versions.clear()
         self.seen.clear()
         self.completions.clear()
         for guest in self.guests.values():
@@ -126,6 +129,7 @@ class FakeCompute:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 events = body.get("events", [])
                 compute.events.extend(events)
+                compute.versions.append(self.headers.get("OpenStack-API-Version", ""))
                 if compute.mode == "refuse":
                     self._answer(404, {"itemNotFound": {"code": 404, "message": "No instances"}})
                     return

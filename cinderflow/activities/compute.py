@@ -27,6 +27,8 @@ class ComputeActivities:
                 non_retryable=True,
             )
         try:
-            await self.client.volume_extended(event.server_uuids, event.volume_id)
+            await self.client.volume_extended(
+                event.server_uuids, event.volume_id, requires_completion=event.requires_completion
+            )
         except ComputeError as error:
             raise ApplicationError(str(error), type=COMPUTE_FAILED) from error

@@ -202,7 +202,11 @@ class ExtendVolume:
             await self.resets.guard(
                 workflow.execute_activity_method(
                     ComputeActivities.volume_extended,
-                    ComputeEvent(server_uuids=servers, volume_id=self.request.volume_id),
+                    ComputeEvent(
+                        server_uuids=servers,
+                        volume_id=self.request.volume_id,
+                        requires_completion=not best_effort,
+                    ),
                     start_to_close_timeout=timedelta(seconds=60),
                     retry_policy=COMPUTE_RETRY,
                     summary="compute volume-extended event",

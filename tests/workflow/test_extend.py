@@ -77,7 +77,12 @@ def _cloud(
 def cloud(
     tmp_path_factory: pytest.TempPathFactory, temporal: DevServer, databases: Databases
 ) -> Iterator[Cloud]:
-    yield from _cloud(tmp_path_factory.mktemp("cloud"), temporal, databases)
+    yield from _cloud(
+        tmp_path_factory.mktemp("cloud"),
+        temporal,
+        databases,
+        compute_completion_api_version="2.97",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +263,7 @@ def test_attached_not_held_extends_online_and_tells_the_compute(cloud: Cloud) ->
         {"name": "volume-extended", "server_uuid": server, "tag": volume_id}
     ]
     assert cloud.compute.completions == []
+    assert cloud.compute.versions == ["compute 2.51"]
     assert gigabytes(api) == {"in_use": 2, "reserved": 0}
 
 
@@ -304,6 +310,7 @@ def test_held_by_qemu_the_compute_resizes_and_completes(cloud: Cloud) -> None:
     assert cloud.compute.events == [
         {"name": "volume-extended", "server_uuid": server, "tag": volume_id}
     ]
+    assert cloud.compute.versions == ["compute 2.97"]  # the completion microversion
     info = qemu_img.run("info", "-U", "--output=json", str(cloud.file(volume_id)))
     assert json.loads(info)["virtual-size"] == 2 * GIB
     assert "extend_new_size" not in volume["metadata"]
