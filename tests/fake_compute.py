@@ -15,7 +15,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 
 from cinderflow.temporal.devserver import free_port
+from tests.helpers import poll
 
 QEMU = shutil.which("qemu-system-x86_64")
 
@@ -41,11 +41,12 @@ class Guest:
              "-qmp", f"unix:{self.socket_path},server=on,wait=off"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not self.socket_path.exists():
+
+        def listening() -> bool:
             assert self.process.poll() is None, "qemu exited"
-            assert time.monotonic() < deadline, "qemu did not open its QMP socket"
-            time.sleep(0.05)
+            return self.socket_path.exists()
+
+        poll(listening, timeout=30, interval=0.05, what="qemu's QMP socket")
 
     def qmp(self, command: str, **arguments: Any) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX) as sock:
