@@ -9,19 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VOLUME_STATUSES = (
-    "creating", "available", "deleting", "error", "error_deleting", "error_managing",
-    "managing", "attaching", "in-use", "detaching", "maintenance", "restoring-backup",
-    "error_restoring", "reserved", "awaiting-transfer", "backing-up", "error_backing-up",
-    "error_extending", "downloading", "uploading", "retyping", "extending",
-)  # fmt: skip
+from cinderflow.status import AttachStatus, MigrationStatus, SnapshotStatus, VolumeStatus
+
+VOLUME_STATUSES = tuple(VolumeStatus)
 """Cinder's VolumeStatus.ALL, in its order (the 400 lists them)."""
-ATTACH_STATUSES = ("attached", "detached")
-MIGRATION_STATUSES = ("migrating", "error", "success", "completing", "none", "starting")
-SNAPSHOT_STATUSES = (
-    "error", "available", "creating", "deleting", "deleted", "updating", "error_deleting",
-    "unmanaging", "backing-up", "restoring",
-)  # fmt: skip
+ATTACH_STATUSES = (AttachStatus.ATTACHED, AttachStatus.DETACHED)
+MIGRATION_STATUSES = tuple(MigrationStatus)
+SNAPSHOT_STATUSES = tuple(SnapshotStatus)
 
 SYSTEM_ONLY = (
     "only cinderflow sets {status} while an operation runs; reset to available, in-use or "
@@ -61,7 +55,9 @@ SNAPSHOT_REFUSED: dict[str, str] = {
     },
 }
 
-ATTACHED_STATES = frozenset({"in-use", "attaching", "detaching", "reserved"})
+ATTACHED_STATES = frozenset(
+    {VolumeStatus.IN_USE, VolumeStatus.ATTACHING, VolumeStatus.DETACHING, VolumeStatus.RESERVED}
+)
 
 
 class ResetRefused(Exception):
@@ -112,8 +108,8 @@ def target_status(current: str, reset: VolumeReset) -> str:
     an attached-looking status becomes `available` (what the attachments then imply)."""
     if reset.status is not None:
         return reset.status
-    if reset.attach_status == "detached" and current in ATTACHED_STATES:
-        return "available"
+    if reset.attach_status == AttachStatus.DETACHED and current in ATTACHED_STATES:
+        return VolumeStatus.AVAILABLE
     return current
 
 
@@ -122,20 +118,20 @@ def check_volume_reset(current: str, reset: VolumeReset, attachment_ids: list[st
     if reset.status in VOLUME_REFUSED:
         raise ResetRefused(f"Cannot reset-state to {reset.status}: {VOLUME_REFUSED[reset.status]}.")
     status = target_status(current, reset)
-    detaching = reset.attach_status == "detached"
-    if status == "in-use" and (not attachment_ids or detaching):
+    detaching = reset.attach_status == AttachStatus.DETACHED
+    if status == VolumeStatus.IN_USE and (not attachment_ids or detaching):
         raise ResetRefused(
             "Cannot reset-state to in-use because volume does not have any attachments."
             if not attachment_ids
             else "Cannot reset-state to in-use together with attach_status detached: a volume "
             "without attachments is not in use."
         )
-    if reset.attach_status == "attached" and not attachment_ids:
+    if reset.attach_status == AttachStatus.ATTACHED and not attachment_ids:
         raise ResetRefused(
             "Cannot reset attach_status to attached because volume does not have any "
             "attachments; attach it instead."
         )
-    if status == "available" and attachment_ids and not detaching:
+    if status == VolumeStatus.AVAILABLE and attachment_ids and not detaching:
         raise ResetRefused(
             f"Cannot reset-state to available because attachments still exist: "
             f"{', '.join(attachment_ids)}. Add attach_status detached (cinder reset-state "
@@ -146,8 +142,3 @@ def check_volume_reset(current: str, reset: VolumeReset, attachment_ids: list[st
 def check_snapshot_reset(status: str) -> None:
     if status in SNAPSHOT_REFUSED:
         raise ResetRefused(f"Cannot reset-state to {status}: {SNAPSHOT_REFUSED[status]}.")
-
-
-def needs_driver(reset: VolumeReset, attachment_ids: list[str]) -> bool:
-    """The backend must change first: connections to terminate before the rows go."""
-    return reset.attach_status == "detached" and bool(attachment_ids)

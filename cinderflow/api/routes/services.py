@@ -81,7 +81,7 @@ def service_view(req: ApiRequest, row: Service, down_after: timedelta) -> dict[s
         "updated_at": timestamp(row.updated_at),
         "disabled_reason": row.disabled_reason,
     }
-    if req.at_least("3.7"):
+    if req.at_least(mv.CLUSTER_SUPPORT):
         view["cluster"] = None
     if row.binary == VOLUME_BINARY:
         view.update(replication_status="disabled", active_backend_id=None, frozen=False)

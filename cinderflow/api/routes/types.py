@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from cinderflow.api import microversions as mv
 from cinderflow.api import policy
 from cinderflow.api.errors import ApiError, BadRequest, Conflict, NotFound
 from cinderflow.api.params import dict_param
@@ -107,7 +108,7 @@ async def index(req: ApiRequest) -> Response:
     ctx = req.ctx
     policy.authorize(ctx, "volume_extension:type_get_all")
     unknown = sorted(set(req.query) - LIST_FILTERS)
-    if unknown and not ctx.is_admin and req.at_least("3.52"):
+    if unknown and not ctx.is_admin and req.at_least(mv.SUPPORT_VOLUME_TYPE_FILTER):
         raise BadRequest(f"Invalid filters {','.join(unknown)} are found in query options.")
     is_public: bool | None = True
     raw = req.query.get("is_public")

@@ -7,13 +7,18 @@ from typing import Any
 
 from sqlmodel import Session
 
+from cinderflow.api import microversions as mv
 from cinderflow.api import policy
 from cinderflow.api.routing import ApiRequest
 from cinderflow.api.views import Gate, gated, timestamp
 from cinderflow.db.metadata import SNAPSHOTS, metadata_of
 from cinderflow.db.models import Snapshot
 
-GATES = (Gate("group_snapshot_id", "3.14"), Gate("user_id", "3.41"), Gate("consumes_quota", "3.65"))
+GATES = (
+    Gate("group_snapshot_id", mv.GROUP_SNAPSHOTS),
+    Gate("user_id", mv.SNAPSHOT_LIST_USER_ID),
+    Gate("consumes_quota", mv.USE_QUOTA),
+)
 
 
 def metadata(session: Session, snapshots: list[Snapshot]) -> dict[str, dict[str, str]]:
