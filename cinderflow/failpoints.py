@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 POLL_S = 0.05
@@ -28,3 +29,14 @@ class Failpoints:
         (self.directory / f"{name}.reached").write_text(str(os.getpid()))
         while hold.exists():
             await asyncio.sleep(POLL_S)
+
+    def reach_blocking(self, name: str) -> None:
+        """The same, for a thread (a driver call's progress report)."""
+        if self.directory is None:
+            return
+        hold = self.directory / f"{name}.hold"
+        if not hold.exists():
+            return
+        (self.directory / f"{name}.reached").write_text(str(os.getpid()))
+        while hold.exists():
+            time.sleep(POLL_S)

@@ -1,8 +1,11 @@
 """Driver calls, registered once per backend on that backend's task queue.
 
-The driver runs in a thread while the activity heartbeats, so a dead worker is noticed after the
-heartbeat timeout and the call is retried elsewhere (drivers are idempotent). Driver errors end
-the operation (non-retryable); anything else (a crash, a transient error) is retried.
+The driver runs in a thread with its call context (drivers/call.py) while the activity
+heartbeats, carrying the call's latest progress as heartbeat details; so a dead worker is
+noticed after the heartbeat timeout, the call is retried elsewhere (drivers are idempotent) and
+the retry sees how far the last attempt got. What the driver raises decides what happens next
+(drivers/base.py): VolumeDriverError and NotImplementedError end the operation's call
+(non-retryable), BackendTemporarilyUnavailable and anything else are retried.
 """
 
 from __future__ import annotations
@@ -15,7 +18,17 @@ from typing import Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from cinderflow.drivers.base import SnapshotRef, VolumeDriver, VolumeDriverError, VolumeRef
+from cinderflow.activities.group import ActivityGroup
+from cinderflow.drivers.base import (
+    BackendTemporarilyUnavailable,
+    ModelUpdate,
+    SnapshotRef,
+    SupportsReset,
+    VolumeDriver,
+    VolumeDriverError,
+    VolumeRef,
+)
+from cinderflow.drivers.call import DriverCall
 from cinderflow.failpoints import Failpoints
 from cinderflow.payloads import (
     Connection,
@@ -27,32 +40,49 @@ from cinderflow.payloads import (
 from cinderflow.threads import run_blocking
 
 MIN_HEARTBEAT_INTERVAL_S = 0.2
+RESET_NOT_IMPLEMENTED = "not_implemented"
 
 T = TypeVar("T")
 
 
-async def heartbeating(work: Awaitable[T]) -> T:
-    """Await `work`, heartbeating at a third of the heartbeat timeout until it is done."""
+async def heartbeating(work: Awaitable[T], call: DriverCall | None = None) -> T:
+    """Await `work`, heartbeating (with the call's progress) at a third of the heartbeat
+    timeout until it is done. A cancellation reaches the call (`cancelled()` turns true)
+    and ends the activity at once: the thread cannot be interrupted, it is abandoned."""
     timeout = activity.info().heartbeat_timeout
     interval = max(timeout.total_seconds() / 3, MIN_HEARTBEAT_INTERVAL_S) if timeout else 10.0
     task = asyncio.ensure_future(work)
     try:
         while not task.done():
-            activity.heartbeat()
+            details = call.details() if call is not None else None
+            activity.heartbeat(*([details] if details else []))
             await asyncio.wait({task}, timeout=interval)
         return task.result()
+    except asyncio.CancelledError:
+        if call is not None:
+            call.cancel()
+        raise
     finally:
         task.cancel()
 
 
 def as_activity_error(error: Exception) -> ApplicationError:
+    """A driver's failure as Temporal should treat it: transient ones are retried."""
     message = str(error) or type(error).__name__
+    if isinstance(error, BackendTemporarilyUnavailable):
+        return ApplicationError(message, type=type(error).__name__, non_retryable=False)
     if isinstance(error, NotImplementedError):
         message = str(error) or "not supported by this driver"
     return ApplicationError(message, type=type(error).__name__, non_retryable=True)
 
 
-class DriverActivities:
+def _resumed() -> dict[str, Any] | None:
+    """The progress the previous attempt of this activity reported last, if any."""
+    details = activity.info().heartbeat_details
+    return details[0] if details and isinstance(details[0], dict) else None
+
+
+class DriverActivities(ActivityGroup):
     def __init__(
         self, driver: VolumeDriver, failpoints: Failpoints, executor: Executor | None = None
     ) -> None:
@@ -60,17 +90,23 @@ class DriverActivities:
         self.failpoints = failpoints
         self.executor = executor
 
-    async def _call(self, name: str, call: Callable[[], T]) -> T:
+    async def _call(self, name: str, fn: Callable[[], T]) -> T:
+        call = DriverCall(
+            attempt=activity.info().attempt,
+            resumed=_resumed(),
+            checkpoint=lambda point: self.failpoints.reach_blocking(f"driver.{name}.{point}"),
+        )
+
         async def guarded() -> T:
             await self.failpoints.reach(f"driver.{name}.before")
             try:
-                result = await run_blocking(self.executor, call)
-            except (VolumeDriverError, NotImplementedError) as error:
-                raise as_activity_error(error) from error
+                result = await run_blocking(self.executor, call.run, fn)
+            except (VolumeDriverError, NotImplementedError, BackendTemporarilyUnavailable) as e:
+                raise as_activity_error(e) from e
             await self.failpoints.reach(f"driver.{name}.after")
             return result
 
-        return await heartbeating(guarded())
+        return await heartbeating(guarded(), call)
 
     @activity.defn(name="driver.create_volume")
     async def create_volume(self, volume: VolumeRef) -> dict[str, Any]:
@@ -92,14 +128,14 @@ class DriverActivities:
 
     @activity.defn(name="driver.create_volume_from_snapshot")
     async def create_volume_from_snapshot(self, request: VolumeFromSnapshot) -> dict[str, Any]:
-        def call() -> dict[str, Any] | None:
+        def call() -> ModelUpdate:
             return self.driver.create_volume_from_snapshot(request.volume, request.snapshot)
 
         return await self._call("create_volume_from_snapshot", call) or {}
 
     @activity.defn(name="driver.create_cloned_volume")
     async def create_cloned_volume(self, request: VolumeClone) -> dict[str, Any]:
-        def call() -> dict[str, Any] | None:
+        def call() -> ModelUpdate:
             return self.driver.create_cloned_volume(request.volume, request.source)
 
         return await self._call("create_cloned_volume", call) or {}
@@ -140,27 +176,12 @@ class DriverActivities:
     @activity.defn(name="driver.reset_state")
     async def reset_state(self, reset: DriverReset) -> str:
         """Make the backend match a reset: `done`, or `not_implemented` by this driver."""
+        driver = self.driver
+        if not isinstance(driver, SupportsReset):
+            return RESET_NOT_IMPLEMENTED
 
         def call() -> str:
-            try:
-                self.driver.reset_state(reset.volume, reset.status, reset.attach_status)
-            except NotImplementedError:
-                return "not_implemented"
+            driver.reset_state(reset.volume, reset.status, reset.attach_status)
             return "done"
 
         return await self._call("reset_state", call)
-
-    def all(self) -> list[Any]:
-        """Every driver activity, for registration on the backend's worker."""
-        return [
-            self.create_volume,
-            self.delete_volume,
-            self.create_snapshot,
-            self.delete_snapshot,
-            self.create_volume_from_snapshot,
-            self.create_cloned_volume,
-            self.initialize_connection,
-            self.terminate_connection,
-            self.extend_volume,
-            self.reset_state,
-        ]

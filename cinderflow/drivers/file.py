@@ -21,29 +21,34 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 from cinderflow.drivers import qemu_img
 from cinderflow.drivers.base import (
     ExtendOutcome,
+    ModelUpdate,
+    Passphrases,
     SnapshotRef,
+    SupportsReset,
     VolumeDriver,
     VolumeDriverError,
     VolumeRef,
 )
+from cinderflow.drivers.call import current_call
 
 GIB = 1024**3
 
 log = logging.getLogger(__name__)
 
 
-class FileDriver(VolumeDriver):
+class FileDriver(VolumeDriver, SupportsReset):
     storage_protocol = "local"
 
-    def __init__(self, backend_name: str, options: dict[str, Any]) -> None:
-        super().__init__(backend_name, options)
+    def __init__(
+        self, backend_name: str, options: dict[str, Any], keys: Passphrases | None = None
+    ) -> None:
+        super().__init__(backend_name, options, keys)
         if "path" not in options:
             raise ValueError(f"backend {backend_name}: the file driver needs option 'path'")
         self.root = Path(options["path"])
@@ -122,7 +127,7 @@ class FileDriver(VolumeDriver):
 
     # Volumes -------------------------------------------------------------------------------
 
-    def create_volume(self, volume: VolumeRef) -> dict[str, Any] | None:
+    def create_volume(self, volume: VolumeRef) -> ModelUpdate:
         """Exclusive create, then grow to size: retries never truncate a file that exists.
 
         This is what `qemu-img create -f raw` does (a sparse truncate), minus its O_TRUNC, which
@@ -231,14 +236,14 @@ class FileDriver(VolumeDriver):
     def snapshot_path(self, snapshot: SnapshotRef) -> Path:
         return self.root / snapshot.name
 
-    def create_snapshot(self, snapshot: SnapshotRef) -> dict[str, Any] | None:
+    def create_snapshot(self, snapshot: SnapshotRef) -> ModelUpdate:
         """A full copy of the volume file (crash-consistent if the volume is in use)."""
         self._require_up()
         source = self.root / f"volume-{snapshot.volume_id}"
         if not source.is_file():
             raise VolumeDriverError(f"volume file {source} does not exist")
         target = self.snapshot_path(snapshot)
-        self._publish(target, lambda partial: qemu_img.copy(source, partial))
+        self._publish(target, lambda partial: self._copy(source, partial))
         return {"provider_location": str(target)}
 
     def delete_snapshot(self, snapshot: SnapshotRef) -> None:
@@ -247,15 +252,13 @@ class FileDriver(VolumeDriver):
         self.snapshot_path(snapshot).unlink(missing_ok=True)
         self._remove_partial_copies(self.snapshot_path(snapshot))
 
-    def create_volume_from_snapshot(
-        self, volume: VolumeRef, snapshot: SnapshotRef
-    ) -> dict[str, Any] | None:
+    def create_volume_from_snapshot(self, volume: VolumeRef, snapshot: SnapshotRef) -> ModelUpdate:
         source = self.snapshot_path(snapshot)
         if not source.is_file():
             raise VolumeDriverError(f"snapshot file {source} does not exist")
         return self._volume_from_copy(volume, source)
 
-    def create_cloned_volume(self, volume: VolumeRef, src_vref: VolumeRef) -> dict[str, Any] | None:
+    def create_cloned_volume(self, volume: VolumeRef, src_vref: VolumeRef) -> ModelUpdate:
         return self._volume_from_copy(volume, self._existing(src_vref))
 
     def _volume_from_copy(self, volume: VolumeRef, source: Path) -> dict[str, Any]:
@@ -263,7 +266,7 @@ class FileDriver(VolumeDriver):
         to the requested size, never shrink."""
         self._require_up()
         target = self.path(volume)
-        self._publish(target, lambda partial: qemu_img.copy(source, partial))
+        self._publish(target, lambda partial: self._copy(source, partial))
         if volume.encryption is not None:
             if qemu_img.info(target, "luks")["virtual-size"] < volume.size * GIB:
                 qemu_img.resize_luks(target, volume.size, self._luks(volume)[0])
@@ -273,10 +276,16 @@ class FileDriver(VolumeDriver):
 
     def _publish(self, target: Path, make: Any) -> None:
         """Make the file privately (`make(partial_path)`), then link it into place exclusively:
-        an overlapping or late attempt can never overwrite a file that is already published."""
+        an overlapping or late attempt can never overwrite a file that is already published.
+
+        The private file is named after the call's attempt, and each attempt first removes
+        what earlier attempts left (a worker killed mid-copy leaves its partial file): an
+        earlier attempt still running then fails to publish, and never publishes a file this
+        attempt is writing."""
+        self._remove_partial_copies(target)
         if target.exists():
             return
-        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        partial = target.with_name(f".{target.name}.{current_call().attempt}.partial")
         try:
             make(partial)
             with contextlib.suppress(FileExistsError):
@@ -288,13 +297,17 @@ class FileDriver(VolumeDriver):
         for leftover in self.root.glob(f".{target.name}.*.partial"):
             leftover.unlink(missing_ok=True)
 
-    # Not yet supported ----------------------------------------------------------------------
-
-    def copy_image_to_volume(self, volume: VolumeRef, image_path: str, image_format: str) -> None:
-        raise NotImplementedError("file driver: images are not supported yet")
-
-    def copy_volume_to_image(self, volume: VolumeRef, image_path: str, image_format: str) -> None:
-        raise NotImplementedError("file driver: images are not supported yet")
+    def _copy(self, source: Path, target: Path) -> None:
+        """qemu-img's sparse copy, reporting bytes copied to the call, stopped when the call
+        is cancelled."""
+        call = current_call()
+        total = source.stat().st_size
+        qemu_img.copy(
+            source,
+            target,
+            progress=lambda percent: call.progress(int(total * percent / 100), total),
+            stop=call.cancelled,
+        )
 
 
 def _connector_key(connector: dict[str, Any]) -> str:

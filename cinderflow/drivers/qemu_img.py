@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cinderflow.drivers.base import VolumeDriverError
+from cinderflow.drivers.base import BackendTemporarilyUnavailable, VolumeDriverError
 
 
 class QemuImgError(VolumeDriverError):
     """qemu-img exited non-zero; the message carries its stderr."""
+
+
+class QemuImgFlaky(BackendTemporarilyUnavailable):
+    """qemu-img failed in a way a later attempt does not (see PBKDF_FLAKE): retried."""
 
 
 def binary() -> str:
@@ -30,7 +36,8 @@ def binary() -> str:
 
 PBKDF_FLAKE = "Unable to get accurate CPU usage"
 """Debian 12's qemu 7.2 sometimes fails to time PBKDF when writing a LUKS header (a known,
-upstream-fixed bug); only that exact failure is retried."""
+upstream-fixed bug), more often under CPU load. Only that exact failure is retried: here a few
+times, then by the activity's retries (QemuImgFlaky), never ending the operation in error."""
 PBKDF_ATTEMPTS = 4
 
 
@@ -38,7 +45,7 @@ def run(*args: str, timeout: float | None = None, secret: bytes | None = None) -
     """Run qemu-img; `secret` is readable by it as `/dev/fd/N` (see `secret_object`), never
     in its arguments or in a file."""
     command = [binary(), *args]
-    for attempt in range(1, PBKDF_ATTEMPTS + 1):
+    for _attempt in range(PBKDF_ATTEMPTS):
         read_end = None
         if secret is not None:
             read_end, write_end = os.pipe()
@@ -59,9 +66,10 @@ def run(*args: str, timeout: float | None = None, secret: bytes | None = None) -
                 os.close(read_end)
         if proc.returncode == 0:
             return proc.stdout
-        if PBKDF_FLAKE not in proc.stderr or attempt == PBKDF_ATTEMPTS:
-            raise QemuImgError(f"qemu-img {args[0]} failed: {proc.stderr.strip()}")
-    raise AssertionError("unreachable")
+        failure = f"qemu-img {args[0]} failed: {proc.stderr.strip()}"
+        if PBKDF_FLAKE not in proc.stderr:
+            raise QemuImgError(failure)
+    raise QemuImgFlaky(f"{failure} ({PBKDF_ATTEMPTS} attempts)")
 
 
 SECRET_FD = "{secret_fd}"
@@ -150,10 +158,52 @@ def read_luks(path: Path, offset: int, length: int, secret: bytes) -> bytes:
             return handle.read()[offset % 512 : offset % 512 + length]
 
 
-def copy(source: Path, target: Path, fmt: str = "raw") -> None:
+PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+
+def copy(
+    source: Path,
+    target: Path,
+    fmt: str = "raw",
+    *,
+    progress: Callable[[float], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> None:
     """A sparse copy (runs of zeros are not written); the bytes are copied as they are, so a
-    LUKS volume copied as `raw` stays encrypted with the same key."""
-    run("convert", "-q", "-f", fmt, "-O", fmt, "-S", "4k", str(source), str(target))
+    LUKS volume copied as `raw` stays encrypted with the same key.
+
+    `progress(percent)` is called as qemu-img reports it (`-p`); when `stop()` turns true the
+    copy is killed and VolumeDriverError raised (the target is left to the caller)."""
+    command = [
+        binary(),
+        "convert",
+        "-p",
+        "-f",
+        fmt,
+        "-O",
+        fmt,
+        "-S",
+        "4k",
+        str(source),
+        str(target),
+    ]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
+        assert proc.stdout is not None
+        try:
+            while chunk := proc.stdout.read1(256):
+                if stop is not None and stop():
+                    proc.kill()
+                    raise VolumeDriverError("the copy was stopped: its operation ended")
+                reports = PROGRESS.findall(chunk)
+                if reports and progress is not None:
+                    progress(float(reports[-1]))
+        finally:
+            proc.stdout.close()
+            proc.wait()
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise QemuImgError(f"qemu-img convert failed: {errors.read().decode().strip()}")
 
 
 def info(path: Path, fmt: str = "raw") -> dict[str, Any]:

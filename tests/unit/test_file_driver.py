@@ -238,3 +238,27 @@ def test_other_providers_are_refused(keyed: FileDriver, provider: str) -> None:
     ):
         keyed.create_volume(encrypted(keyed, "x", provider=provider))
     assert not keyed.path(VolumeRef(id="x", size=1, project_id="p")).exists()
+
+
+def test_a_flaky_qemu_img_is_retried_not_final(tmp_path: Path, monkeypatch) -> None:
+    """qemu 7.2's PBKDF timing failure under load: retried a few times in place, then raised
+    as a transient failure, which the activity lets Temporal retry (not an `error` volume)."""
+    from cinderflow.activities.driver import as_activity_error
+
+    fake = tmp_path / "bin" / "qemu-img"
+    fake.parent.mkdir()
+    calls = tmp_path / "calls"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"echo x >> {calls}\n"
+        f"echo 'qemu-img: {qemu_img.PBKDF_FLAKE}: Invalid argument' >&2\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    with pytest.raises(qemu_img.QemuImgFlaky) as flaky:
+        qemu_img.create_luks(tmp_path / "x.luks", 1, b"secret", "key-secret=sec0")
+    assert len(calls.read_text().split()) == qemu_img.PBKDF_ATTEMPTS
+    assert b"secret" not in str(flaky.value).encode()
+    assert as_activity_error(flaky.value).non_retryable is False
+    assert as_activity_error(VolumeDriverError("refused")).non_retryable is True

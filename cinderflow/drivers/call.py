@@ -1,0 +1,86 @@
+"""The context of one driver call: how a long driver method reports progress, notices that
+its operation no longer wants it, and learns what an earlier attempt of the same call got to.
+
+A driver method runs in a worker thread while its activity heartbeats. It finds its context
+with `current_call()`:
+
+    call = current_call()
+    call.progress(copied, total)      # sent as the heartbeat's details
+    if call.cancelled(): ...          # the operation was stopped: clean up, raise
+    call.resumed                      # the last progress an earlier attempt reported, or None
+    call.attempt                      # 1 for the first attempt
+
+Outside an activity (unit tests, tools) `current_call()` is a detached context that reports
+nowhere. This module is imported by driver code only; it does no I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class DriverCall:
+    def __init__(
+        self,
+        *,
+        attempt: int = 1,
+        resumed: dict[str, Any] | None = None,
+        checkpoint: Callable[[str], None] | None = None,
+    ) -> None:
+        self.attempt = attempt
+        """Which attempt of this call this is (retries after a crash or a transient error)."""
+        self.resumed = resumed
+        """The last `progress` an earlier attempt reported (`{"done": .., "total": ..}`)."""
+        self._checkpoint = checkpoint
+        self._lock = threading.Lock()
+        self._details: dict[str, Any] | None = None
+        self._cancelled = threading.Event()
+
+    def progress(self, done: int, total: int) -> None:
+        """How far the call has got, in any unit (bytes copied of total). The latest value
+        goes out with the next heartbeat, and a retry of this call sees it as `resumed`."""
+        with self._lock:
+            self._details = {"done": int(done), "total": int(total)}
+        if self._checkpoint is not None:
+            self._checkpoint("progress")
+
+    def details(self) -> dict[str, Any] | None:
+        """The latest progress (the activity side sends it)."""
+        with self._lock:
+            return dict(self._details) if self._details else None
+
+    def percent(self) -> int | None:
+        details = self.details()
+        if not details or not details["total"]:
+            return None
+        return min(100, details["done"] * 100 // details["total"])
+
+    def cancelled(self) -> bool:
+        """The operation stopped waiting for this call (a reset or cancel): a driver that can
+        should stop, remove what it half-made, and raise."""
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Called by the activity when Temporal cancels it."""
+        self._cancelled.set()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run `fn` with this as the current call (in the thread that runs the driver)."""
+        token = _CURRENT.set(self)
+        try:
+            return fn()
+        finally:
+            _CURRENT.reset(token)
+
+
+_CURRENT: ContextVar[DriverCall | None] = ContextVar("driver_call", default=None)
+
+
+def current_call() -> DriverCall:
+    """The call the running driver method belongs to (a detached one outside activities)."""
+    return _CURRENT.get() or DriverCall()

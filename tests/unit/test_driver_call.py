@@ -1,0 +1,102 @@
+"""The driver call context through the real activity wrapper (activities/driver.py): progress
+goes out as heartbeat details, a retry sees the last ones as `resumed`, a cancel reaches the
+driver's thread; and the file driver reports a real copy's progress."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.testing import ActivityEnvironment
+
+from cinderflow.activities.driver import DriverActivities
+from cinderflow.drivers.base import VolumeRef
+from cinderflow.drivers.call import DriverCall, current_call
+from cinderflow.drivers.file import FileDriver
+from cinderflow.failpoints import Failpoints
+from cinderflow.payloads import VolumeClone
+from tests.helpers import poll
+
+
+def environment(**info: Any) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(seconds=0.6), **info)
+    return env
+
+
+def activities(tmp_path: Path) -> DriverActivities:
+    driver = FileDriver("files", {"path": str(tmp_path / "volumes")})
+    driver.do_setup()
+    (tmp_path / "failpoints").mkdir(exist_ok=True)
+    return DriverActivities(driver, Failpoints(tmp_path / "failpoints"))
+
+
+def test_a_copy_reports_progress_as_heartbeat_details(tmp_path: Path) -> None:
+    calls = activities(tmp_path)
+    root = tmp_path / "volumes"
+    source = VolumeRef(id="src", size=1, project_id="p")
+    calls.driver.create_volume(source)
+    with open(root / "volume-src", "r+b") as handle:
+        handle.write(os.urandom(16 << 20))
+    hold = tmp_path / "failpoints" / "driver.create_cloned_volume.progress.hold"
+    hold.touch()
+    beats: list[tuple[Any, ...]] = []
+    env = environment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    clone = VolumeClone(volume=VolumeRef(id="dst", size=1, project_id="p"), source=source)
+    done = threading.Thread(
+        target=lambda: asyncio.run(env.run(calls.create_cloned_volume, clone)), daemon=True
+    )
+    done.start()
+    poll(lambda: [b for b in beats if b], what="a heartbeat with the copy's progress")
+    hold.unlink()
+    done.join(30)
+    (details,) = next(b for b in beats if b)
+    assert details["total"] == 1 << 30 and 0 <= details["done"] <= details["total"]
+    assert (root / "volume-dst").read_bytes()[: 16 << 20] == (root / "volume-src").read_bytes()[
+        : 16 << 20
+    ]
+
+
+async def test_a_retry_resumes_from_the_last_progress(tmp_path: Path) -> None:
+    calls = activities(tmp_path)
+    seen: list[DriverCall] = []
+    env = environment(attempt=2, heartbeat_details=[{"done": 5, "total": 10}])
+    await env.run(calls._call, "probe", lambda: seen.append(current_call()))
+    (call,) = seen
+    assert (call.attempt, call.resumed) == (2, {"done": 5, "total": 10})
+
+
+def test_a_cancel_reaches_the_drivers_thread(tmp_path: Path) -> None:
+    calls = activities(tmp_path)
+    started, noticed = threading.Event(), threading.Event()
+
+    def driver_method() -> None:
+        started.set()
+        deadline = time.monotonic() + 30
+        while not current_call().cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if current_call().cancelled():
+            noticed.set()
+
+    env = environment()
+
+    async def run_and_cancel() -> None:
+        task = asyncio.ensure_future(env.run(calls._call, "probe", driver_method))
+        deadline = time.monotonic() + 10
+        while not started.is_set():
+            assert time.monotonic() < deadline, "the driver call did not start"
+            await asyncio.sleep(0.01)
+        env.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_and_cancel())
+    assert noticed.wait(10)
