@@ -4,8 +4,9 @@ The API refuses resets that cannot be true and routes the rest through the drive
 the operation in flight. An operator who knows better can write the database directly:
 `--force` skips the refusal tables and terminates an operation that owns the volume (its
 Temporal workflow, with the reason recorded in its history) instead of asking it to stop. The
-driver is not called. Every use is logged, and reservations and extend keys are cleared as
-by any reset.
+driver is not called. Every use is logged. The write is the operations' own final write
+(db/final_write.py), unfenced: reservations, admin metadata, holds and owned snapshots are
+released as by any end of an operation.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func
+from sqlmodel import select
 from temporalio.service import RPCError
 
-from cinderflow import quota, reset_rules
-from cinderflow.db import admin_metadata
+from cinderflow import reset_rules
+from cinderflow.db import admin_metadata, final_write
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db.engine import Database
-from cinderflow.db.models import OutboxEntry, Volume, utcnow
+from cinderflow.db.models import OutboxEntry, Reservation, Volume
+from cinderflow.payloads import FinalWrite
 from cinderflow.settings import Settings
 from cinderflow.temporal.client import connect
 
@@ -93,27 +96,30 @@ def _write(db: Database, volume_id: str, reset: reset_rules.VolumeReset, owner: 
         volume = session.get(Volume, volume_id, with_for_update=True)
         if volume is None:
             raise ManageError(f"Volume {volume_id} could not be found.")
-        before = volume.status
-        volume.status = reset_rules.target_status(volume.status, reset)
-        attachment_db.reset(session, volume, reset.attach_status)
-        if reset.migration_status is not None:
-            volume.migration_status = (
-                None if reset.migration_status == "none" else reset.migration_status
-            )
-        released = quota.release(session, volume.id)
-        admin_metadata.remove(
-            session, volume.id, (admin_metadata.EXTEND_NEW_SIZE, admin_metadata.EXTEND_RESERVATIONS)
+        before, after = volume.status, reset_rules.target_status(volume.status, reset)
+        held = session.exec(
+            select(func.count()).select_from(Reservation).where(Reservation.volume_id == volume_id)
+        ).one()
+        final_write.apply(
+            session,
+            FinalWrite(
+                resource_id=volume_id,
+                status=after,
+                attach_status=reset.attach_status,
+                migration_status=reset.migration_status,
+                admin_metadata=list(admin_metadata.OPERATION_KEYS),
+                reason="cinderflow manage volume reset-state",
+            ),
+            owner,
+            message_ttl=0,
+            fenced=False,
         )
-        if volume.workflow_id is not None:
-            volume.last_workflow_id = volume.workflow_id
-        volume.workflow_id = None
-        volume.updated_at = utcnow()
-        session.exec(delete(OutboxEntry).where(OutboxEntry.volume_id == volume.id))  # type: ignore[call-overload]
-        parts = [f"volume {volume_id}: {before} -> {volume.status}"]
+        session.exec(delete(OutboxEntry).where(OutboxEntry.volume_id == volume_id))  # type: ignore[call-overload]
+        parts = [f"volume {volume_id}: {before} -> {after}"]
         if reset.attach_status:
             parts.append(f"attach_status {reset.attach_status}")
         if owner:
             parts.append(f"terminated workflow {owner}")
-        if released:
-            parts.append(f"released {released} reservation(s)")
+        if held:
+            parts.append(f"released {held} reservation(s)")
         return ", ".join(parts)

@@ -1,7 +1,8 @@
 """Pydantic payloads exchanged by the API, workflows and activities (Temporal's pydantic converter).
 
-One model per workflow input and per activity input/output, so fields can be added compatibly.
-Nothing here does I/O or builds values from the clock: workflow code imports it.
+One model per activity input/output and per message (update, query), so fields can be added
+compatibly. An operation's own input lives in its workflow module. Nothing here does I/O or
+builds values from the clock: workflow code imports it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from cinderflow.drivers.base import SnapshotRef, VolumeRef
+from cinderflow.status import ResourceKind
 
 
 class OperationPolicy(BaseModel):
@@ -22,35 +24,102 @@ class OperationPolicy(BaseModel):
     driver_queue_timeout_s: float = 3600.0
 
 
-class CreateVolumeInput(BaseModel):
-    volume_id: str
-    policy: OperationPolicy = Field(default_factory=OperationPolicy)
-    request_id: str | None = None
-    """The API request that asked for it, carried into user messages."""
-
-
-class DeleteVolumeInput(BaseModel):
-    volume_id: str
-    policy: OperationPolicy = Field(default_factory=OperationPolicy)
-    request_id: str | None = None
-    cascade: bool = False
-    """Delete the volume's snapshots first (the API gave them to this workflow)."""
-
-
-class SnapshotInput(BaseModel):
-    """Input of CreateSnapshot and DeleteSnapshot."""
-
-    snapshot_id: str
-    policy: OperationPolicy = Field(default_factory=OperationPolicy)
-    request_id: str | None = None
-
-
 class OperationOutcome(BaseModel):
-    """What a volume workflow returns: the final status it wrote and why."""
+    """What an operation's workflow returns: the status it ended its resource in, and why."""
 
-    volume_id: str
+    resource_id: str
     status: str
     detail: str | None = None
+    done: bool = True
+    """False: the operation was refused and changed nothing (a reset the driver refused)."""
+
+
+class UserMessageSpec(BaseModel):
+    """A user message to record (Cinder's action and detail codes, see user_messages.py)."""
+
+    action: str
+    detail: str
+    resource_type: str = "VOLUME"
+    request_id: str | None = None
+
+
+class FinalWrite(BaseModel):
+    """The one write that ends an operation on its resource, in one fenced transaction.
+
+    It sets the final status and field changes (or removes the row), releases the volume's
+    reservations, removes the operation's admin metadata, ends the reads it held, returns
+    the snapshots it still owns, records a user message, and gives up ownership. A reset's
+    attach and migration status ride along.
+    """
+
+    resource: ResourceKind = ResourceKind.VOLUME
+    resource_id: str
+    status: str | None = None
+    """The final status; None (volumes): what the volume's attachments imply."""
+    previous: bool = False
+    """End in the status the resource had before the operation (a cancel); error if none."""
+    values: dict[str, Any] = Field(default_factory=dict)
+    """Field changes committed with the status (the driver's model update, a new size)."""
+    remove: bool = False
+    """The operation deleted the resource: remove its row instead."""
+    attach_status: str | None = None
+    """A reset's attach status: `detached` removes the attachments, `attached` relabels."""
+    migration_status: str | None = None
+    """A reset's migration status (`none` clears it)."""
+    admin_metadata: list[str] = Field(default_factory=list)
+    """The operation's admin metadata keys, removed."""
+    snapshots: dict[str, str] = Field(default_factory=dict)
+    """Statuses for snapshots this operation still owns; the rest get their previous status."""
+    reason: str | None = None
+    """Why it ended so (kept in the workflow's result)."""
+    message: UserMessageSpec | None = None
+
+
+class ResetRequest(BaseModel):
+    """An admin's os-reset_status (validated by the API): what the resource should become."""
+
+    resource: ResourceKind = ResourceKind.VOLUME
+    resource_id: str
+    current_status: str
+    """The status before the reset (kept if the reset is refused)."""
+    status: str
+    """The status to end in (already derived when only attach_status was given)."""
+    attach_status: str | None = None
+    migration_status: str | None = None
+    force: bool = False
+    """Reset even if the driver fails (its error is only reported)."""
+    request_id: str | None = None
+    policy: OperationPolicy = Field(default_factory=OperationPolicy)
+
+
+class ResetOutcome(BaseModel):
+    """What a reset did: `done`, or refused with the driver's error (or why not now)."""
+
+    done: bool
+    detail: str = ""
+    ended: bool = False
+    """The operation ended another way before the reset could apply: nothing was reset, the
+    resource has a new owner or none (the API then tries again)."""
+
+
+class OperationProgress(BaseModel):
+    """What an operation is doing now (its `progress` query; also its current details)."""
+
+    operation: str
+    resource_id: str | None = None
+    phase: str = ""
+    """In words: what the operation is doing or waiting for."""
+    percent: int | None = None
+    """How far, where the operation can tell."""
+    critical: str | None = None
+    """A step running that a reset or cancel must wait for (it cannot be cut short)."""
+    reset: str | None = None
+    """A reset in progress: waiting for the critical step, at the backend, or taking over."""
+    finishing: bool = False
+    """The final write has begun; resets are refused."""
+
+
+# Activity payloads ------------------------------------------------------------------------------
 
 
 class Placement(BaseModel):
@@ -71,23 +140,6 @@ class VolumeFromSnapshot(BaseModel):
 class VolumeClone(BaseModel):
     volume: VolumeRef
     source: VolumeRef
-
-
-class UserMessageSpec(BaseModel):
-    """A user message to record (Cinder's action and detail codes, see user_messages.py)."""
-
-    action: str
-    detail: str
-    resource_type: str = "VOLUME"
-    request_id: str | None = None
-
-
-class AttachmentInput(BaseModel):
-    """Input of ConnectAttachment and DisconnectAttachment."""
-
-    attachment_id: str
-    policy: OperationPolicy = Field(default_factory=OperationPolicy)
-    request_id: str | None = None
 
 
 class Connection(BaseModel):
@@ -111,16 +163,6 @@ class AttachmentFailure(BaseModel):
     message: UserMessageSpec
 
 
-class ExtendInput(BaseModel):
-    volume_id: str
-    new_size: int
-    previous_status: str
-    """available (offline extend) or in-use (online); where a refused placement returns."""
-    policy: OperationPolicy = Field(default_factory=OperationPolicy)
-    request_id: str | None = None
-    completion_timeout_s: float = 600.0
-
-
 class ExtendRequest(BaseModel):
     volume: VolumeRef
     new_size: int
@@ -130,17 +172,6 @@ class ExtendCheck(BaseModel):
     volume_id: str
     new_size: int
     online: bool
-
-
-class ExtendFinish(BaseModel):
-    """End an extend: commit (`new_size`) or roll back (None) the reservation, drop the
-    completion keys, and set the status (None: derive it from the attachments)."""
-
-    volume_id: str
-    new_size: int | None = None
-    status: str | None = None
-    reason: str | None = None
-    message: UserMessageSpec | None = None
 
 
 class ExtendCompletion(BaseModel):
@@ -164,50 +195,7 @@ class ComputeEvent(BaseModel):
     microversion, so a compute without that support refuses the event)."""
 
 
-class Finish(BaseModel):
-    """Release ownership of a volume or snapshot with a final status (and the driver's model
-    update), recording a user message in the same transaction when the operation failed."""
-
-    resource_id: str
-    status: str
-    model_update: dict[str, Any] = Field(default_factory=dict)
-    reason: str | None = None
-    message: UserMessageSpec | None = None
-
-
-class ResetRequest(BaseModel):
-    """An admin's os-reset_status (validated by the API): what the volume should become."""
-
-    volume_id: str
-    current_status: str
-    """The status before the reset (kept if the reset is refused)."""
-    status: str
-    """The status to end in (already derived when only attach_status was given)."""
-    attach_status: str | None = None
-    migration_status: str | None = None
-    force: bool = False
-    """Reset even if the driver fails (its error is only reported)."""
-    request_id: str | None = None
-    policy: OperationPolicy = Field(default_factory=OperationPolicy)
-
-
-class ResetOutcome(BaseModel):
-    """What a reset did: `done`, or refused with the driver's error."""
-
-    done: bool
-    detail: str = ""
-
-
 class DriverReset(BaseModel):
     volume: VolumeRef
     status: str
     attach_status: str | None = None
-
-
-class ResetApply(BaseModel):
-    """The database half of a reset, written by the volume's owner in one transaction."""
-
-    request: ResetRequest
-    reason: str | None = None
-    """What the reset did or overrode (recorded as the volume's last outcome)."""
-    message: UserMessageSpec | None = None

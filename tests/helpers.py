@@ -82,6 +82,38 @@ def temporal_cli(address: str, *args: str) -> str:
     return done.stdout
 
 
+HISTORIES = Path(__file__).parent / "histories"
+RECORD_HISTORIES = os.environ.get("CINDERFLOW_RECORD_HISTORIES") == "1"
+"""Set to 1 to (re)write tests/histories/ from the end-to-end tests that save a history."""
+
+
+def workflows_of(address: str, volume_id: str, operation: str | None = None) -> list[str]:
+    """Ids of the workflows that ran (or run) on a volume, oldest first."""
+    query = f"VolumeId='{volume_id}'" + (f" AND Operation='{operation}'" if operation else "")
+    listed = temporal_cli(address, "workflow", "list", "-o", "json", "--query", query)
+    found = json.loads(listed or "[]")
+    return [w["execution"]["workflowId"] for w in sorted(found, key=lambda w: w["startTime"])]
+
+
+def save_history(address: str, volume_id: str, operation: str, name: str) -> None:
+    """Record the history of the volume's (last) `operation` workflow as
+    tests/histories/<name>.json, for the replay test, when CINDERFLOW_RECORD_HISTORIES=1."""
+    if not RECORD_HISTORIES:
+        return
+    workflow_id = poll(lambda: workflows_of(address, volume_id, operation), what=operation)[-1]
+
+    def closed() -> bool:
+        shown = temporal_cli(address, "workflow", "describe", "-w", workflow_id, "-o", "json")
+        return json.loads(shown)["workflowExecutionInfo"]["status"] != (
+            "WORKFLOW_EXECUTION_STATUS_RUNNING"
+        )
+
+    poll(closed, what=f"{workflow_id} closed")
+    HISTORIES.mkdir(exist_ok=True)
+    shown = temporal_cli(address, "workflow", "show", "-w", workflow_id, "-o", "json")
+    (HISTORIES / f"{name}.json").write_text(shown)
+
+
 def new_project() -> str:
     return uuid.uuid4().hex
 

@@ -4,21 +4,25 @@ volume's status is then derived from its attachments (db/attachments.py)."""
 from __future__ import annotations
 
 from concurrent.futures import Executor
+from typing import Any
 
-from sqlalchemy import delete
+from sqlmodel import Session
 from temporalio import activity
 
 from cinderflow import user_messages
 from cinderflow.activities import fencing
+from cinderflow.activities.group import ActivityGroup
 from cinderflow.db import attachments as attachment_db
+from cinderflow.db import ownership
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Attachment, Volume
 from cinderflow.payloads import AttachmentFailure, Connected, Connection
+from cinderflow.status import AttachStatus
 from cinderflow.threads import run_blocking
 
 
-class AttachmentActivities:
+class AttachmentActivities(ActivityGroup):
     def __init__(
         self, db: Database, executor: Executor | None = None, message_ttl: float = 2592000.0
     ) -> None:
@@ -56,17 +60,15 @@ class AttachmentActivities:
         with self.db.transaction() as session:
             attachment = session.get(Attachment, result.attachment_id)
             connector = (attachment.connector if attachment else None) or {}
-            released = attachment_db.release(
+            released = self._release(
                 session,
                 result.attachment_id,
-                workflow_id=workflow_id,
+                workflow_id,
                 connection_info=result.connection_info,
-                attach_status="attaching",
+                attach_status=AttachStatus.ATTACHING,
                 attached_host=connector.get("host"),
                 mountpoint=connector.get("mountpoint"),
             )
-            if released is None:
-                raise fencing.lost_ownership(result.attachment_id, workflow_id)
             attachment_db.settle_volume(session, released.volume_id)
 
     @activity.defn(name="attachment.failed")
@@ -76,14 +78,9 @@ class AttachmentActivities:
 
     def _failed(self, failure: AttachmentFailure, workflow_id: str) -> None:
         with self.db.transaction() as session:
-            released = attachment_db.release(
-                session,
-                failure.attachment_id,
-                workflow_id=workflow_id,
-                attach_status=failure.status,
+            released = self._release(
+                session, failure.attachment_id, workflow_id, attach_status=failure.status
             )
-            if released is None:
-                raise fencing.lost_ownership(failure.attachment_id, workflow_id)
             spec = failure.message
             user_messages.record(
                 session,
@@ -97,6 +94,15 @@ class AttachmentActivities:
             )
             attachment_db.settle_volume(session, released.volume_id)
 
+    @staticmethod
+    def _release(session: Session, attachment_id: str, workflow_id: str, **values: Any) -> Any:
+        """Apply `values` and give up the attachment (ownership.release), or LostOwnership."""
+        if not ownership.release(
+            session, Attachment, attachment_id, workflow_id=workflow_id, values=values
+        ):
+            raise fencing.lost_ownership(attachment_id, workflow_id)
+        return session.get(Attachment, attachment_id)
+
     @activity.defn(name="attachment.remove")
     async def remove(self, attachment_id: str) -> None:
         """Forget a disconnected attachment and derive the volume's status from the rest."""
@@ -107,8 +113,7 @@ class AttachmentActivities:
             attachment = session.get(Attachment, attachment_id)
             if attachment is None:
                 return  # a retry after the removal committed
-            if attachment.workflow_id != workflow_id:
-                raise fencing.lost_ownership(attachment_id, workflow_id)
             volume_id = attachment.volume_id
-            session.exec(delete(Attachment).where(Attachment.id == attachment_id))
+            if not ownership.remove(session, Attachment, attachment_id, workflow_id=workflow_id):
+                raise fencing.lost_ownership(attachment_id, workflow_id)
             attachment_db.settle_volume(session, volume_id)

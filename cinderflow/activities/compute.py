@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from cinderflow.activities.group import ActivityGroup
 from cinderflow.compute import ComputeClient, ComputeError
 from cinderflow.payloads import ComputeEvent
 from cinderflow.settings import Settings
@@ -13,7 +14,7 @@ NO_COMPUTE = "NoComputeConfigured"
 COMPUTE_FAILED = "ComputeEventFailed"
 
 
-class ComputeActivities:
+class ComputeActivities(ActivityGroup):
     def __init__(self, settings: Settings) -> None:
         self.client = ComputeClient.from_settings(settings)
 

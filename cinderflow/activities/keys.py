@@ -1,8 +1,11 @@
 """Control-queue steps for volume encryption keys (key manager calls are I/O: they live here).
 
 A key is created (or cloned from the volume's source) before the driver creates the volume,
-and recorded on the volume row by compare-and-swap; a retry finds it recorded. A crash between
-creating a key and recording it leaves an unused key in the store, never a volume without one.
+and recorded on the volume row by compare-and-swap; a retry finds it recorded. Two overlapping
+attempts may both create one: the one that loses the compare-and-swap deletes its own key after
+its transaction has ended (the key manager may write the same database, and on SQLite a second
+write transaction would wait for the first for ever). A crash between creating a key and
+recording it leaves an unused key in the store, never a volume without one.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from concurrent.futures import Executor
 from temporalio import activity
 
 from cinderflow.activities import fencing
+from cinderflow.activities.group import ActivityGroup
+from cinderflow.db import ownership
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
@@ -21,7 +26,7 @@ from cinderflow.keys.service import KeyService
 from cinderflow.threads import run_blocking
 
 
-class KeyActivities:
+class KeyActivities(ActivityGroup):
     def __init__(self, db: Database, keys: KeyService, executor: Executor | None = None) -> None:
         self.db = db
         self.keys = keys
@@ -53,10 +58,17 @@ class KeyActivities:
                 expected={"workflow_id": workflow_id, "encryption_key_id": None},
                 values={"encryption_key_id": key_id},
             )
-            volume = fencing.owned(session, Volume, volume_id, workflow_id)
-            if not recorded:
-                self.keys.delete(project, key_id)  # an overlapping attempt recorded its own
-            return volume_db.volume_ref(session, volume)
+            volume = session.get(Volume, volume_id)
+            ref = (
+                volume_db.volume_ref(session, volume)
+                if ownership.owns(volume, workflow_id)
+                else None
+            )
+        if not recorded:  # an overlapping attempt recorded its own, or the volume was taken
+            self.keys.delete(project, key_id)
+        if ref is None:
+            raise fencing.lost_ownership(volume_id, workflow_id)
+        return ref
 
     @staticmethod
     def _source_key(session, volume: Volume) -> str | None:

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from temporalio import activity
 
 from cinderflow.activities import fencing
+from cinderflow.activities.group import ActivityGroup
 from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
@@ -53,7 +54,7 @@ def candidates(session: Session) -> list[Candidate]:
     return result
 
 
-class SchedulerActivities:
+class SchedulerActivities(ActivityGroup):
     def __init__(self, db: Database, settings: Settings, executor: Executor | None = None) -> None:
         self.db = db
         self.executor = executor

@@ -1,4 +1,4 @@
-"""Control-queue steps for snapshot rows, fenced on ownership like the volume steps."""
+"""Control-queue steps that read snapshot rows, fenced on ownership like the volume steps."""
 
 from __future__ import annotations
 
@@ -8,21 +8,18 @@ from sqlmodel import select
 from temporalio import activity
 
 from cinderflow.activities import fencing
+from cinderflow.activities.group import ActivityGroup
 from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Snapshot
 from cinderflow.drivers.base import SnapshotRef
-from cinderflow.payloads import Finish
 from cinderflow.threads import run_blocking
 
 
-class SnapshotActivities:
-    def __init__(
-        self, db: Database, executor: Executor | None = None, message_ttl: float = 2592000.0
-    ) -> None:
+class SnapshotActivities(ActivityGroup):
+    def __init__(self, db: Database, executor: Executor | None = None) -> None:
         self.db = db
         self.executor = executor
-        self.message_ttl = message_ttl
 
     @activity.defn(name="snapshot.load")
     async def load(self, snapshot_id: str) -> SnapshotRef:
@@ -46,24 +43,8 @@ class SnapshotActivities:
     def _owned_of_volume(self, volume_id: str, workflow_id: str) -> list[SnapshotRef]:
         with self.db.read() as session:
             rows = session.exec(
-                select(Snapshot).where(
-                    Snapshot.volume_id == volume_id, Snapshot.workflow_id == workflow_id
-                )
+                select(Snapshot)
+                .where(Snapshot.volume_id == volume_id, Snapshot.workflow_id == workflow_id)
+                .order_by(Snapshot.created_at, Snapshot.id)
             )
             return [snapshot_db.snapshot_ref(session, row) for row in rows]
-
-    @activity.defn(name="snapshot.finish")
-    async def finish(self, request: Finish) -> None:
-        await run_blocking(self.executor, self._finish, request, activity.info().workflow_id)
-
-    def _finish(self, request: Finish, workflow_id: str) -> None:
-        with self.db.transaction() as session:
-            fencing.finish(session, Snapshot, request, workflow_id, self.message_ttl)
-
-    @activity.defn(name="snapshot.destroy")
-    async def destroy(self, snapshot_id: str) -> None:
-        await run_blocking(self.executor, self._destroy, snapshot_id, activity.info().workflow_id)
-
-    def _destroy(self, snapshot_id: str, workflow_id: str) -> None:
-        with self.db.transaction() as session:
-            fencing.remove(session, Snapshot, snapshot_id, workflow_id)

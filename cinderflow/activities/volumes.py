@@ -1,8 +1,8 @@
-"""Control-queue steps that read and write volume rows.
+"""Control-queue steps that read volume rows (and publish an online extend's target size).
 
-Every write is fenced on ownership (db/ownership.py): it applies only while the row names the
-calling workflow, read from the activity context so callers cannot get it wrong. Each step is
-idempotent: a retry after a step that committed succeeds without writing again.
+Reads of an owned volume are fenced on ownership: they answer only the workflow that owns the
+volume, read from the activity context so callers cannot get it wrong. The operation's end is
+`operation.finish` (activities/operation.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from concurrent.futures import Executor
 from sqlmodel import select
 from temporalio import activity
 
-from cinderflow import quota, user_messages
 from cinderflow.activities import fencing
+from cinderflow.activities.group import ActivityGroup
 from cinderflow.db import admin_metadata
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db import volumes as volume_db
@@ -22,24 +22,14 @@ from cinderflow.db.admin_metadata import EXTEND_NEW_SIZE, EXTEND_RESERVATIONS
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Reservation, Volume
 from cinderflow.drivers.base import VolumeRef
-from cinderflow.payloads import (
-    Connection,
-    ExtendFinish,
-    ExtendRequest,
-    Finish,
-    ResetApply,
-    VolumeMessage,
-)
+from cinderflow.payloads import Connection, ExtendRequest
 from cinderflow.threads import run_blocking
 
 
-class VolumeActivities:
-    def __init__(
-        self, db: Database, executor: Executor | None = None, message_ttl: float = 2592000.0
-    ) -> None:
+class VolumeActivities(ActivityGroup):
+    def __init__(self, db: Database, executor: Executor | None = None) -> None:
         self.db = db
         self.executor = executor
-        self.message_ttl = message_ttl
 
     @activity.defn(name="volume.load")
     async def load(self, volume_id: str) -> VolumeRef:
@@ -50,27 +40,6 @@ class VolumeActivities:
         with self.db.read() as session:
             volume = fencing.owned(session, Volume, volume_id, workflow_id)
             return volume_db.volume_ref(session, volume)
-
-    @activity.defn(name="volume.finish")
-    async def finish(self, request: Finish) -> None:
-        """Write the final status (and a failure's user message) and release ownership."""
-        await run_blocking(self.executor, self._finish, request, activity.info().workflow_id)
-
-    def _finish(self, request: Finish, workflow_id: str) -> None:
-        with self.db.transaction() as session:
-            fencing.finish(session, Volume, request, workflow_id, self.message_ttl)
-
-    @activity.defn(name="volume.destroy")
-    async def destroy(self, volume_id: str) -> None:
-        """Remove the row (and, by cascade, its metadata) of a volume deleted on its backend."""
-        await run_blocking(self.executor, self._destroy, volume_id, activity.info().workflow_id)
-
-    def _destroy(self, volume_id: str, workflow_id: str) -> None:
-        with self.db.transaction() as session:
-            quota.release(session, volume_id)
-            fencing.remove(session, Volume, volume_id, workflow_id)
-
-    # Extend --------------------------------------------------------------------------------
 
     @activity.defn(name="volume.servers")
     async def servers(self, volume_id: str) -> list[str]:
@@ -105,54 +74,6 @@ class VolumeActivities:
                 },
             )
 
-    @activity.defn(name="volume.finish_extend")
-    async def finish_extend(self, request: ExtendFinish) -> None:
-        await run_blocking(self.executor, self._finish_extend, request, activity.info().workflow_id)
-
-    def _finish_extend(self, request: ExtendFinish, workflow_id: str) -> None:
-        with self.db.transaction() as session:
-            volume = session.get(Volume, request.volume_id, with_for_update=True)
-            status = request.status
-            if status is None:
-                status, _ = attachment_db.statuses(attachment_db.live(session, request.volume_id))
-            if volume is not None and volume.workflow_id == workflow_id:
-                if request.new_size is not None:
-                    volume.size = request.new_size  # committed with the reservation's release
-                quota.release(session, volume.id)
-                admin_metadata.remove(session, volume.id, (EXTEND_NEW_SIZE, EXTEND_RESERVATIONS))
-            finish = Finish(
-                resource_id=request.volume_id,
-                status=status,
-                reason=request.reason,
-                message=request.message,
-            )
-            fencing.finish(session, Volume, finish, workflow_id, self.message_ttl)
-
-    @activity.defn(name="volume.record_message")
-    async def record_message(self, request: VolumeMessage) -> None:
-        await run_blocking(
-            self.executor, self._record_message, request, activity.info().workflow_id
-        )
-
-    def _record_message(self, request: VolumeMessage, workflow_id: str) -> None:
-        with self.db.transaction() as session:
-            volume = session.get(Volume, request.volume_id)
-            if volume is None:
-                return
-            spec = request.message
-            user_messages.record(
-                session,
-                message_id=user_messages.message_id_for(workflow_id, f"note-{spec.detail}"),
-                project_id=volume.project_id,
-                action=spec.action,
-                detail=spec.detail,
-                resource_uuid=volume.id,
-                request_id=spec.request_id,
-                ttl=self.message_ttl,
-            )
-
-    # Reset ---------------------------------------------------------------------------------
-
     @activity.defn(name="volume.connections")
     async def connections(self, volume_id: str) -> list[Connection]:
         """The volume's attachments as driver connections (a reset to detached ends them)."""
@@ -168,29 +89,3 @@ class VolumeActivities:
                 Connection(attachment_id=a.id, volume=ref, connector=a.connector or {})
                 for a in attachment_db.live(session, volume_id)
             ]
-
-    @activity.defn(name="volume.apply_reset")
-    async def apply_reset(self, apply: ResetApply) -> None:
-        """Write the reset (status, attach and migration status), drop the attachments when
-        detached, release every reservation and the extend keys, and give up ownership: one
-        transaction, so quota usage equals a recount afterwards."""
-        await run_blocking(self.executor, self._apply_reset, apply, activity.info().workflow_id)
-
-    def _apply_reset(self, apply: ResetApply, workflow_id: str) -> None:
-        request = apply.request
-        with self.db.transaction() as session:
-            volume = session.get(Volume, request.volume_id, with_for_update=True)
-            if volume is not None and volume.workflow_id == workflow_id:
-                attachment_db.reset(session, volume, request.attach_status)
-                if request.migration_status is not None:
-                    status = request.migration_status
-                    volume.migration_status = None if status == "none" else status
-                quota.release(session, volume.id)
-                admin_metadata.remove(session, volume.id, (EXTEND_NEW_SIZE, EXTEND_RESERVATIONS))
-            finish = Finish(
-                resource_id=request.volume_id,
-                status=request.status,
-                reason=apply.reason,
-                message=apply.message,
-            )
-            fencing.finish(session, Volume, finish, workflow_id, self.message_ttl)

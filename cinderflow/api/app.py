@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,10 +14,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from cinderflow import heartbeat
 from cinderflow.api import openapi, versions
-from cinderflow.api.errors import NOT_FOUND, ApiError, OverLimit, fault_body
+from cinderflow.api.errors import (
+    NOT_FOUND,
+    ApiError,
+    Conflict,
+    OverLimit,
+    ServiceUnavailable,
+    fault_body,
+)
 from cinderflow.api.middleware import CinderMiddleware
 from cinderflow.api.routes import (
     attachments,
@@ -38,7 +46,8 @@ from cinderflow.failpoints import Failpoints
 from cinderflow.quota import QuotaExceeded
 from cinderflow.settings import Settings
 from cinderflow.temporal.client import connect
-from cinderflow.temporal.outbox import Outbox
+from cinderflow.temporal.outbox import Outbox, TemporalUnavailable
+from cinderflow.temporal.owner import OwnerClient, OwnerGone, UpdateRefused
 
 HTTP_MESSAGES = {404: NOT_FOUND, 405: "The method is not allowed for the requested URL."}
 
@@ -52,6 +61,11 @@ class ApiServices:
     outbox: Outbox
     failpoints: Failpoints
     temporal: Client
+    owners: OwnerClient
+    """Updates and queries to the workflow that owns a resource."""
+    resets_in_flight: set[str] = field(default_factory=set)
+    """Volumes this process is resetting now: a second reset is refused at once (the owner
+    would refuse it too), so a storm of resets does not queue up at one workflow."""
 
 
 def api_router() -> Router:
@@ -94,6 +108,7 @@ def create_app(
             Outbox(database, temporal),
             Failpoints(settings.failpoint_dir),
             temporal,
+            OwnerClient(temporal),
         )
         alive = asyncio.create_task(
             heartbeat.beat(
@@ -127,6 +142,10 @@ def create_app(
             ApiError: _api_error,
             HTTPException: _http_error,
             QuotaExceeded: _over_quota,
+            TemporalUnavailable: _temporal_unavailable,
+            RPCError: _temporal_unavailable,
+            OwnerGone: _owner_conflict,
+            UpdateRefused: _owner_conflict,
         },
         lifespan=lifespan,
     )
@@ -142,6 +161,19 @@ async def _api_error(request: Request, error: Exception) -> JSONResponse:
 async def _over_quota(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, QuotaExceeded)
     return await _api_error(request, OverLimit(error.message, kind=error.kind))
+
+
+async def _temporal_unavailable(request: Request, error: Exception) -> JSONResponse:
+    """Temporal unreachable (or no worker answering): the client may retry; never a 500."""
+    message = getattr(error, "message", None) or str(error)
+    return await _api_error(
+        request, ServiceUnavailable(f"The workflow service is unavailable now: {message}")
+    )
+
+
+async def _owner_conflict(request: Request, error: Exception) -> JSONResponse:
+    """The resource's operation refused or ended while we talked to it: a lost race."""
+    return await _api_error(request, Conflict(f"The operation in progress refused: {error}"))
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlmodel import Session, select
 
 from cinderflow.db.models import Attachment, Volume, utcnow
+from cinderflow.status import AttachStatus, VolumeStatus
 
-VOLUME_STATUS = {"attached": "in-use", "detached": "available"}
+VOLUME_STATUS = {
+    AttachStatus.ATTACHED: VolumeStatus.IN_USE,
+    AttachStatus.DETACHED: VolumeStatus.AVAILABLE,
+}
 """Attachment status -> volume status; others (attaching, detaching, reserved) are the same."""
 
 
@@ -22,7 +24,7 @@ def statuses(attachments: list[Attachment]) -> tuple[str, str]:
     healthy = sorted(
         a.attach_status for a in attachments if not a.attach_status.startswith("error_")
     )
-    attach_status = healthy[0] if healthy else "detached"
+    attach_status = healthy[0] if healthy else AttachStatus.DETACHED
     return VOLUME_STATUS.get(attach_status, attach_status), attach_status
 
 
@@ -36,27 +38,6 @@ def settle_volume(session: Session, volume_id: str) -> bool:
     volume.updated_at = utcnow()
     session.flush()
     return True
-
-
-def release(
-    session: Session, attachment_id: str, *, workflow_id: str, **values: Any
-) -> Attachment | None:
-    """Apply `values` and give up ownership; None if the attachment is not ours (or gone)."""
-    attachment = session.get(Attachment, attachment_id, with_for_update=True)
-    if attachment is None:
-        return None
-    if attachment.workflow_id != workflow_id:
-        done = attachment.last_workflow_id == workflow_id and all(
-            getattr(attachment, k) == v for k, v in values.items()
-        )
-        return attachment if done else None
-    for key, value in values.items():
-        setattr(attachment, key, value)
-    attachment.workflow_id = None
-    attachment.last_workflow_id = workflow_id
-    attachment.updated_at = utcnow()
-    session.flush()
-    return attachment
 
 
 def attached_to(session: Session, volume_ids: list[str]) -> dict[str, list[Attachment]]:
@@ -76,7 +57,7 @@ def attached_to(session: Session, volume_ids: list[str]) -> dict[str, list[Attac
 def reset(session: Session, volume: Volume, attach_status: str | None) -> None:
     """A reset's attach status: `detached` removes every attachment (their connections were
     terminated first); `attached` only relabels, as Cinder does."""
-    if attach_status == "detached":
+    if attach_status == AttachStatus.DETACHED:
         for attachment in live(session, volume.id):
             session.delete(attachment)
     if attach_status is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import ColumnElement, inspect, update
 from sqlmodel import Session, SQLModel
 
 from cinderflow.db.models import utcnow
@@ -38,11 +38,20 @@ def compare_and_swap(
     values: Mapping[str, Any],
     where: Iterable[ColumnElement[bool]] = (),
 ) -> bool:
-    """Apply `values` to row `ident` only if it matches `expected` and `where`; True if it did."""
+    """Apply `values` to row `ident` only if it matches `expected` and `where`; True if it did.
+
+    Pending changes are flushed first, and a swapped row already loaded in the session is
+    expired, so reads later in the transaction see what the swap wrote."""
+    session.flush()
     statement = (
         update(model)
         .where(model.id == ident, *expectation(model, expected), *where)  # type: ignore[attr-defined]
         .values(**values, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return session.execute(statement).rowcount == 1
+    if session.execute(statement).rowcount != 1:
+        return False
+    loaded = session.identity_map.get(inspect(model).identity_key_from_primary_key([ident]))
+    if loaded is not None:
+        session.expire(loaded)
+    return True

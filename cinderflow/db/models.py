@@ -52,6 +52,7 @@ class Volume(SQLModel, table=True):
     attach_status: str = Field(default="detached", max_length=32)
     migration_status: str | None = Field(default=None, max_length=255)
     previous_status: str | None = Field(default=None, max_length=32)
+    """The status before the operation that owns the volume began (what a stop returns to)."""
     availability_zone: str = Field(max_length=255)
     volume_type_id: str = Field(foreign_key="volume_types.id", max_length=36)
     host: str | None = Field(default=None, max_length=255)
@@ -176,6 +177,8 @@ class Snapshot(SQLModel, table=True):
     name: str | None = Field(default=None, max_length=255)
     description: str | None = Field(default=None, max_length=255)
     status: str = Field(max_length=32)
+    previous_status: str | None = Field(default=None, max_length=32)
+    """The status before the operation that owns the snapshot began (what a stop returns to)."""
     progress: str | None = Field(default=None, max_length=255)
     volume_size: int
     """Size of the volume when the snapshot was taken (GiB); what quotas count."""
@@ -291,4 +294,22 @@ class KeyRecord(SQLModel, table=True):
     name: str | None = Field(default=None, max_length=255)
     nonce: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Hold(SQLModel, table=True):
+    """An operation reading a resource (a snapshot's volume, a clone's source): while the
+    hold exists, operations that would change the resource (extend, delete, retype,
+    transfer) are refused. Written with the reader's hand-over, removed by its final write."""
+
+    __tablename__ = "holds"
+
+    resource_id: str = Field(primary_key=True, max_length=36)
+    workflow_id: str = Field(primary_key=True, max_length=255)
+    """The reading operation's workflow."""
+    resource_type: str = Field(max_length=32)
+    """volume or snapshot."""
+    holder_id: str = Field(max_length=36)
+    """What the reader makes from it (the snapshot, the clone), named in refusals."""
+    operation: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow)

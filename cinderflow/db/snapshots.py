@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import ColumnElement
+from sqlmodel import Session
 
-from cinderflow.db.cas import compare_and_swap
+from cinderflow.db import ownership
 from cinderflow.db.models import Snapshot, Volume
 from cinderflow.drivers.base import SnapshotRef
+from cinderflow.status import SnapshotStatus
 
 
 def snapshot_ref(session: Session, snapshot: Snapshot) -> SnapshotRef:
@@ -23,31 +25,25 @@ def snapshot_ref(session: Session, snapshot: Snapshot) -> SnapshotRef:
     )
 
 
-DELETABLE = ("available", "error")
+DELETABLE = (SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR)
 
 
-def being_copied():
-    """Condition: a volume is being created from the snapshot."""
-    return (
-        select(Volume.id)
-        .where(Volume.snapshot_id == Snapshot.id, Volume.status == "creating")
-        .exists()
-    )
+def deletable(force: bool = False) -> tuple[dict[str, Any], list[ColumnElement[bool]]]:
+    """The compare-and-swap condition (expected values, where clauses) for deleting a
+    snapshot: available or error unless forced, and nobody reading it (a volume being
+    created from it)."""
+    return ({} if force else {"status": DELETABLE}), [ownership.not_held(Snapshot.id)]
 
 
-def mark_deleting(
-    session: Session, snapshot_id: str, workflow_id: str, *, force: bool = False
-) -> bool:
-    """Hand the snapshot to a deleting workflow, unless an operation owns it or volumes are
-    being created from it (also used by the cascading volume delete)."""
-    expected: dict[str, Any] = {"workflow_id": None}
-    if not force:
-        expected["status"] = DELETABLE
-    return compare_and_swap(
+def take_for_deletion(session: Session, snapshot: Snapshot, workflow_id: str) -> bool:
+    """Give the snapshot to a cascading volume delete, if it may be deleted."""
+    expected, where = deletable()
+    return ownership.take(
         session,
         Snapshot,
-        snapshot_id,
+        snapshot.id,
+        workflow_id=workflow_id,
         expected=expected,
-        where=[~being_copied()],
-        values={"status": "deleting", "workflow_id": workflow_id},
+        values={"status": SnapshotStatus.DELETING, "previous_status": snapshot.status},
+        where=where,
     )

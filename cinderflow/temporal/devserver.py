@@ -139,6 +139,12 @@ class DevServer:
         self.stop()
         raise TimeoutError(f"temporal dev server not listening on {self.address} after {timeout}s")
 
+    def kill(self) -> None:
+        """SIGKILL (crash tests): no shutdown, as when the machine dies."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def stop(self, timeout: float = 15.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return

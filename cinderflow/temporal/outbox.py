@@ -67,7 +67,8 @@ def new_entry(
 
 
 class TemporalUnavailable(Exception):
-    """A workflow could not be started now; the outbox keeps it for the sweeper."""
+    """Temporal cannot be reached now, or no worker answered in time (the API's 503). A
+    workflow that could not be started stays in the outbox for the sweeper."""
 
 
 class Outbox:
@@ -130,13 +131,20 @@ class Outbox:
     async def start_and_wait(self, entry: OutboxEntry, timeout: float) -> Any:
         """Start the entry's workflow and wait for its result, for APIs that answer with it.
 
-        Raises TemporalUnavailable if it could not be started (it will be, by the sweeper),
-        TimeoutError past `timeout` (it goes on), or WorkflowFailureError if it failed.
+        Raises TemporalUnavailable if it could not be started (it will be, by the sweeper) or
+        Temporal went away while we waited (it goes on), TimeoutError past `timeout` (it goes
+        on), or WorkflowFailureError if it failed.
         """
         if not await self.start(entry):
             raise TemporalUnavailable(entry.workflow_id)
         handle = self.client.get_workflow_handle(entry.workflow_id)
-        return await asyncio.wait_for(handle.result(), timeout)
+        try:
+            return await asyncio.wait_for(handle.result(), timeout)
+        except RPCError as error:
+            raise TemporalUnavailable(
+                f"workflow {entry.workflow_id} was started, but the workflow service went "
+                f"away while we waited for it ({error.message})"
+            ) from None
 
     async def sweep(self, grace: timedelta) -> int:
         """Start every entry older than `grace`; returns how many were started."""

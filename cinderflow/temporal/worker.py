@@ -24,6 +24,7 @@ from cinderflow.activities.attachments import AttachmentActivities
 from cinderflow.activities.compute import ComputeActivities
 from cinderflow.activities.driver import DriverActivities
 from cinderflow.activities.keys import KeyActivities
+from cinderflow.activities.operation import OperationActivities
 from cinderflow.activities.scheduler import VOLUME_BINARY, SchedulerActivities
 from cinderflow.activities.snapshots import SnapshotActivities
 from cinderflow.activities.volumes import VolumeActivities
@@ -33,7 +34,7 @@ from cinderflow.db.models import Message, utcnow
 from cinderflow.drivers.base import VolumeDriver
 from cinderflow.drivers.registry import load_driver
 from cinderflow.failpoints import Failpoints
-from cinderflow.keys.service import key_service
+from cinderflow.keys.service import KeyService, key_service
 from cinderflow.settings import BackendConfig, Settings
 from cinderflow.temporal import search_attributes
 from cinderflow.temporal.outbox import Outbox
@@ -58,8 +59,8 @@ class Backend:
     """The periodic stats report: never queued behind slow driver calls."""
 
 
-def setup_backend(settings: Settings, config: BackendConfig) -> Backend:
-    driver = load_driver(config)
+def setup_backend(settings: Settings, config: BackendConfig, keys: KeyService) -> Backend:
+    driver = load_driver(config, keys)
     driver.do_setup()
     driver.check_for_setup_error()
     return Backend(
@@ -87,52 +88,31 @@ class WorkerService:
         configs = settings.backends
         if backend_names:
             configs = [settings.backend(name) for name in backend_names]
-        self.backends = [setup_backend(settings, config) for config in configs]
+        self.keys = key_service(settings, db)
+        self.backends = [setup_backend(settings, config, self.keys) for config in configs]
         self.failpoints = Failpoints(settings.failpoint_dir)
         self.db_pool = pool(settings.db_concurrency, "db")
-        self.keys = key_service(settings, db)
-        for backend in self.backends:
-            backend.driver.keys = self.keys
 
     def workers(self) -> list[Worker]:
         workers = []
         if self.control:
-            volumes = VolumeActivities(self.db, self.db_pool, self.settings.message_ttl)
-            snapshots = SnapshotActivities(self.db, self.db_pool, self.settings.message_ttl)
-            attachments = AttachmentActivities(self.db, self.db_pool, self.settings.message_ttl)
-            keys = KeyActivities(self.db, self.keys, self.db_pool)
-            compute = ComputeActivities(self.settings)
-            scheduler = SchedulerActivities(self.db, self.settings, self.db_pool)
+            settings, db, executor = self.settings, self.db, self.db_pool
+            groups = [
+                OperationActivities(db, executor, settings.message_ttl),
+                VolumeActivities(db, executor),
+                SnapshotActivities(db, executor),
+                AttachmentActivities(db, executor, settings.message_ttl),
+                KeyActivities(db, self.keys, executor),
+                SchedulerActivities(db, settings, executor),
+                ComputeActivities(settings),
+            ]
             workers.append(
                 Worker(
                     self.client,
-                    task_queue=self.settings.control_task_queue,
+                    task_queue=settings.control_task_queue,
                     workflows=WORKFLOWS,
-                    activities=[
-                        volumes.load,
-                        volumes.finish,
-                        volumes.destroy,
-                        snapshots.load,
-                        snapshots.owned_of_volume,
-                        snapshots.finish,
-                        snapshots.destroy,
-                        attachments.load,
-                        attachments.connected,
-                        attachments.failed,
-                        attachments.remove,
-                        keys.ensure_volume_key,
-                        keys.delete_volume_key,
-                        volumes.servers,
-                        volumes.await_compute,
-                        volumes.finish_extend,
-                        volumes.record_message,
-                        volumes.connections,
-                        volumes.apply_reset,
-                        compute.volume_extended,
-                        scheduler.check_extend,
-                        scheduler.place_volume,
-                    ],
-                    max_concurrent_activities=self.settings.db_concurrency,
+                    activities=[activity for group in groups for activity in group.all()],
+                    max_concurrent_activities=settings.db_concurrency,
                     graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 )
             )

@@ -1,6 +1,11 @@
 """Connect and disconnect an attachment: the driver (de)exports the volume on its backend,
 then the attachment and the volume status are recorded. The API waits for these short
-workflows to answer synchronously, as Cinder does."""
+workflows to answer synchronously, as Cinder does.
+
+They own the attachment row (db/ownership.py), not the volume, so they are not operations on
+the operation base: a volume reset never takes them over (the API refuses a `detached` reset
+while one runs), and they have nothing to compensate.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,15 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.attachments import AttachmentActivities
     from cinderflow.activities.driver import DriverActivities
-    from cinderflow.payloads import AttachmentFailure, AttachmentInput, Connected, UserMessageSpec
+    from cinderflow.payloads import AttachmentFailure, Connected, UserMessageSpec
+    from cinderflow.status import AttachStatus
     from cinderflow.user_messages import Action, Code, Detail
     from cinderflow.workflows import common
+    from cinderflow.workflows.operation import OperationInput
+
+
+class AttachmentInput(OperationInput):
+    """Input of ConnectAttachment and DisconnectAttachment: the attachment row says the rest."""
 
 
 async def _failed(
@@ -23,7 +34,7 @@ async def _failed(
     await workflow.execute_activity_method(
         AttachmentActivities.failed,
         AttachmentFailure(
-            attachment_id=request.attachment_id,
+            attachment_id=request.resource_id,
             status=status,
             message=UserMessageSpec(
                 action=Action.UPDATE_ATTACHMENT.id, detail=detail.id, request_id=request.request_id
@@ -41,7 +52,7 @@ class ConnectAttachment:
         """Returns the connection info; fails (the API answers 500, as Cinder) if the driver
         cannot export the volume."""
         connection = await workflow.execute_activity_method(
-            AttachmentActivities.load, request.attachment_id, **common.control("load attachment")
+            AttachmentActivities.load, request.resource_id, **common.control("load attachment")
         )
         host = connection.volume.host
         assert host is not None, "attachments are only created for placed volumes"
@@ -52,10 +63,12 @@ class ConnectAttachment:
                 **common.driver(host, request.policy, "driver initialize_connection"),
             )
         except ActivityError as error:
-            raise await _failed(request, "error_attaching", Detail.ATTACH_ERROR, error) from None
+            raise await _failed(
+                request, AttachStatus.ERROR_ATTACHING, Detail.ATTACH_ERROR, error
+            ) from None
         await workflow.execute_activity_method(
             AttachmentActivities.connected,
-            Connected(attachment_id=request.attachment_id, connection_info=info),
+            Connected(attachment_id=request.resource_id, connection_info=info),
             **common.control("record connection"),
         )
         return info
@@ -66,7 +79,7 @@ class DisconnectAttachment:
     @workflow.run
     async def run(self, request: AttachmentInput) -> None:
         connection = await workflow.execute_activity_method(
-            AttachmentActivities.load, request.attachment_id, **common.control("load attachment")
+            AttachmentActivities.load, request.resource_id, **common.control("load attachment")
         )
         host = connection.volume.host
         if host is not None and connection.connector:
@@ -78,10 +91,10 @@ class DisconnectAttachment:
                 )
             except ActivityError as error:
                 raise await _failed(
-                    request, "error_detaching", Detail.DETACH_ERROR, error
+                    request, AttachStatus.ERROR_DETACHING, Detail.DETACH_ERROR, error
                 ) from None
         await workflow.execute_activity_method(
             AttachmentActivities.remove,
-            request.attachment_id,
+            request.resource_id,
             **common.control("remove attachment"),
         )

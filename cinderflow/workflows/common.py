@@ -1,8 +1,7 @@
-"""Activity options and helpers shared by the volume workflows (deterministic, no I/O)."""
+"""Activity options and error helpers shared by the workflows (deterministic, no I/O)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -13,13 +12,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.fencing import LOST_OWNERSHIP
-    from cinderflow.activities.volumes import VolumeActivities
-    from cinderflow.payloads import (
-        Finish,
-        OperationOutcome,
-        OperationPolicy,
-        UserMessageSpec,
-    )
+    from cinderflow.payloads import OperationPolicy
     from cinderflow.temporal.queues import backend_queue
 
 CONTROL_RETRY = RetryPolicy(
@@ -69,34 +62,3 @@ def failure_message(error: ActivityError) -> str:
 
 def is_lost_ownership(error: ActivityError) -> bool:
     return isinstance(error.cause, ApplicationError) and error.cause.type == LOST_OWNERSHIP
-
-
-async def release(
-    resource_id: str,
-    status: str,
-    *,
-    model_update: dict[str, Any] | None = None,
-    reason: str | None = None,
-    message: UserMessageSpec | None = None,
-    finish: Callable[..., Any] = VolumeActivities.finish,
-) -> OperationOutcome:
-    """Write the final status (and the user message of a failure) and give up ownership of a
-    volume (or, with `finish=SnapshotActivities.finish`, a snapshot); if another party took
-    it over, stop without writing."""
-    try:
-        await workflow.execute_activity_method(
-            finish,
-            Finish(
-                resource_id=resource_id,
-                status=status,
-                model_update=model_update or {},
-                reason=reason,
-                message=message,
-            ),
-            **control(f"set status {status}"),
-        )
-    except ActivityError as error:
-        if not is_lost_ownership(error):
-            raise
-        return OperationOutcome(volume_id=resource_id, status="lost-ownership", detail=str(error))
-    return OperationOutcome(volume_id=resource_id, status=status, detail=reason)

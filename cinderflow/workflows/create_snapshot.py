@@ -1,4 +1,8 @@
-"""Create a snapshot: copy the volume on its backend, mark the snapshot available (or error)."""
+"""Create a snapshot: copy the volume on its backend, mark the snapshot available (or error).
+
+The API holds the volume for the copy (db/ownership.py holds): it cannot be extended or deleted
+until this operation's final write, so the snapshot's recorded size is the copied size.
+"""
 
 from __future__ import annotations
 
@@ -8,46 +12,58 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.driver import DriverActivities
     from cinderflow.activities.snapshots import SnapshotActivities
-    from cinderflow.payloads import OperationOutcome, SnapshotInput, UserMessageSpec
+    from cinderflow.payloads import FinalWrite, OperationOutcome
+    from cinderflow.status import ResourceKind, SnapshotStatus
     from cinderflow.user_messages import Action, Detail
     from cinderflow.workflows import common
+    from cinderflow.workflows.delete_snapshot import SnapshotInput
+    from cinderflow.workflows.operation import OperationWorkflow
 
 
 @workflow.defn(name="CreateSnapshot")
-class CreateSnapshot:
+class CreateSnapshot(OperationWorkflow):
+    operation = "create snapshot"
+    resource = ResourceKind.SNAPSHOT
+
     @workflow.run
     async def run(self, request: SnapshotInput) -> OperationOutcome:
-        snapshot = await workflow.execute_activity_method(
-            SnapshotActivities.load, request.snapshot_id, **common.control("load snapshot")
+        return await self.execute(request, self._create(request))
+
+    async def _create(self, request: SnapshotInput) -> OperationOutcome:
+        snapshot = await self.step(
+            workflow.execute_activity_method(
+                SnapshotActivities.load, request.resource_id, **common.control("load snapshot")
+            )
         )
         if snapshot.host is None:  # the API refuses this; a reset could still get here
-            return await self._failed(request, snapshot.id, "the volume has no backend")
-        workflow.set_current_details(f"Copying volume {snapshot.volume_id} on `{snapshot.host}`.")
+            return await self._failed(snapshot.id, "the volume has no backend")
+        self.report(f"Copying volume {snapshot.volume_id} on `{snapshot.host}`.")
         try:
-            update = await workflow.execute_activity_method(
-                DriverActivities.create_snapshot,
-                snapshot,
-                **common.driver(snapshot.host, request.policy, "driver create_snapshot"),
+            update = await self.step(
+                workflow.execute_activity_method(
+                    DriverActivities.create_snapshot,
+                    snapshot,
+                    **common.driver(snapshot.host, request.policy, "driver create_snapshot"),
+                )
             )
         except ActivityError as error:
-            return await self._failed(request, snapshot.id, common.failure_message(error))
-        return await common.release(
-            snapshot.id,
-            "available",
-            model_update={**update, "progress": "100%"},
-            finish=SnapshotActivities.finish,
+            return await self._failed(snapshot.id, common.failure_message(error))
+        return await self.finish(
+            FinalWrite(
+                resource=ResourceKind.SNAPSHOT,
+                resource_id=snapshot.id,
+                status=SnapshotStatus.AVAILABLE,
+                values={**update, "progress": "100%"},
+            )
         )
 
-    async def _failed(self, request: SnapshotInput, snapshot_id: str, why: str) -> OperationOutcome:
-        return await common.release(
-            snapshot_id,
-            "error",
-            reason=f"Volume driver failed: {why}",
-            message=UserMessageSpec(
-                action=Action.SNAPSHOT_CREATE.id,
-                detail=Detail.SNAPSHOT_CREATE_ERROR.id,
-                resource_type="VOLUME_SNAPSHOT",
-                request_id=request.request_id,
-            ),
-            finish=SnapshotActivities.finish,
+    async def _failed(self, snapshot_id: str, why: str) -> OperationOutcome:
+        return await self.fail(
+            FinalWrite(
+                resource=ResourceKind.SNAPSHOT,
+                resource_id=snapshot_id,
+                status=SnapshotStatus.ERROR,
+                reason=f"Volume driver failed: {why}",
+                message=self.message(Action.SNAPSHOT_CREATE, Detail.SNAPSHOT_CREATE_ERROR),
+            )
         )

@@ -1,5 +1,9 @@
 """Create a volume (empty, from a snapshot, or a clone): place it, create it on its backend,
-mark it available (or error)."""
+mark it available (or error).
+
+The API holds a snapshot or a source volume for the copy (db/ownership.py holds), so it cannot
+change size or vanish until this operation's final write ends the hold.
+"""
 
 from __future__ import annotations
 
@@ -13,85 +17,73 @@ with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.keys import KeyActivities
     from cinderflow.activities.scheduler import SchedulerActivities
     from cinderflow.payloads import (
-        CreateVolumeInput,
+        FinalWrite,
         OperationOutcome,
         Placement,
-        ResetOutcome,
-        ResetRequest,
-        UserMessageSpec,
         VolumeClone,
         VolumeFromSnapshot,
     )
-    from cinderflow.user_messages import Action, Code, Detail
+    from cinderflow.status import VolumeStatus
+    from cinderflow.user_messages import Action, Detail
     from cinderflow.workflows import common
-    from cinderflow.workflows.reset_volume import ResetGate, ResetInterrupted
+    from cinderflow.workflows.operation import OperationInput, OperationWorkflow
+
+
+class CreateVolumeInput(OperationInput):
+    """The volume row (`creating`) says what to create and from what."""
 
 
 @workflow.defn(name="CreateVolume")
-class CreateVolume:
-    def __init__(self) -> None:
-        self.resets = ResetGate()
-
-    @workflow.update
-    async def reset_status(self, request: ResetRequest) -> ResetOutcome:
-        """An admin's reset of a volume still being created (os-reset_status calls this):
-        the driver call is abandoned and the requested status written."""
-        return await self.resets.handle(request)
-
-    @reset_status.validator
-    def _reset_allowed(self, request: ResetRequest) -> None:
-        self.resets.validate()
+class CreateVolume(OperationWorkflow):
+    operation = "create"
 
     @workflow.run
     async def run(self, request: CreateVolumeInput) -> OperationOutcome:
-        try:
-            outcome = await self._create_volume(request)
-        except ResetInterrupted:
-            return await self.resets.take_over("create")
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return outcome
-
-    async def _release(self, volume_id: str, status: str, **kw: Any) -> OperationOutcome:
-        await self.resets.close()
-        return await common.release(volume_id, status, **kw)
+        return await self.execute(request, self._create_volume(request))
 
     async def _create_volume(self, request: CreateVolumeInput) -> OperationOutcome:
-        workflow.set_current_details("Choosing a backend.")
-        placement = await self.resets.guard(
+        self.report("Choosing a backend.")
+        placement = await self.step(
             workflow.execute_activity_method(
-                SchedulerActivities.place_volume, request.volume_id, **common.control("schedule")
+                SchedulerActivities.place_volume, request.resource_id, **common.control("schedule")
             )
         )
         volume = placement.volume
         if volume is None or volume.host is None:
-            return await self._release(
-                request.volume_id,
-                "error",
-                reason=placement.reason,
-                message=self._message(
-                    request, Action.SCHEDULE_ALLOCATE_VOLUME, Detail.NO_BACKEND_AVAILABLE
-                ),
+            return await self.fail(
+                FinalWrite(
+                    resource_id=request.resource_id,
+                    status=VolumeStatus.ERROR,
+                    reason=placement.reason,
+                    message=self.message(
+                        Action.SCHEDULE_ALLOCATE_VOLUME, Detail.NO_BACKEND_AVAILABLE
+                    ),
+                )
             )
         if volume.encryption is not None:
-            workflow.set_current_details("Creating the encryption key.")
-            placement.volume = volume = await self.resets.guard(
+            self.report("Creating the encryption key.")
+            placement.volume = volume = await self.step(
                 workflow.execute_activity_method(
                     KeyActivities.ensure_volume_key, volume.id, **common.control("encryption key")
                 )
             )
-        workflow.set_current_details(f"Creating {volume.size} GiB on backend `{volume.host}`.")
+        self.report(f"Creating {volume.size} GiB on backend `{volume.host}`.")
         try:
-            update = await self.resets.guard(self._create(placement, request))
+            update = await self.step(self._create(placement, request))
         except ActivityError as error:
-            return await self._release(
-                volume.id,
-                "error",
-                reason=f"Volume driver failed: {common.failure_message(error)}",
-                message=self._message(
-                    request, Action.CREATE_VOLUME_FROM_BACKEND, Detail.DRIVER_FAILED_CREATE
-                ),
+            return await self.fail(
+                FinalWrite(
+                    resource_id=volume.id,
+                    status=VolumeStatus.ERROR,
+                    reason=f"Volume driver failed: {common.failure_message(error)}",
+                    message=self.message(
+                        Action.CREATE_VOLUME_FROM_BACKEND, Detail.DRIVER_FAILED_CREATE
+                    ),
+                )
             )
-        return await self._release(volume.id, "available", model_update=update)
+        return await self.finish(
+            FinalWrite(resource_id=volume.id, status=VolumeStatus.AVAILABLE, values=update)
+        )
 
     async def _create(self, placement: Placement, request: CreateVolumeInput) -> dict[str, Any]:
         volume = placement.volume
@@ -112,7 +104,3 @@ class CreateVolume:
         return await workflow.execute_activity_method(
             DriverActivities.create_volume, volume, **{**options, "summary": "driver create_volume"}
         )
-
-    @staticmethod
-    def _message(request: CreateVolumeInput, action: Code, detail: Code) -> UserMessageSpec:
-        return UserMessageSpec(action=action.id, detail=detail.id, request_id=request.request_id)

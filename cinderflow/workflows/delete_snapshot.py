@@ -9,52 +9,69 @@ with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.driver import DriverActivities
     from cinderflow.activities.snapshots import SnapshotActivities
     from cinderflow.drivers.base import SnapshotRef
-    from cinderflow.payloads import (
-        OperationOutcome,
-        OperationPolicy,
-        SnapshotInput,
-        UserMessageSpec,
-    )
+    from cinderflow.payloads import FinalWrite, OperationOutcome, OperationPolicy
+    from cinderflow.status import ResourceKind, SnapshotStatus
     from cinderflow.user_messages import Action, Detail
     from cinderflow.workflows import common
+    from cinderflow.workflows.operation import OperationInput, OperationWorkflow
 
 
-async def remove_snapshot(
-    snapshot: SnapshotRef, policy: OperationPolicy, request_id: str | None
-) -> OperationOutcome:
-    """Delete one owned snapshot everywhere; shared with the cascading volume delete."""
-    if snapshot.host is not None:
-        try:
-            await workflow.execute_activity_method(
+class SnapshotInput(OperationInput):
+    """Input of CreateSnapshot and DeleteSnapshot: the snapshot row says the rest."""
+
+
+async def remove_from_backend(
+    op: OperationWorkflow, snapshot: SnapshotRef, policy: OperationPolicy
+) -> str | None:
+    """Delete one owned snapshot on its backend; the driver's failure, or None. A reset or
+    cancel cuts it (Stopped), which is not a failure. Shared with the cascading volume delete."""
+    if snapshot.host is None:
+        return None
+    try:
+        await op.step(
+            workflow.execute_activity_method(
                 DriverActivities.delete_snapshot,
                 snapshot,
                 **common.driver(snapshot.host, policy, "driver delete_snapshot"),
             )
-        except ActivityError as error:
-            return await common.release(
-                snapshot.id,
-                "error_deleting",
-                reason=f"Volume driver failed: {common.failure_message(error)}",
-                message=UserMessageSpec(
-                    action=Action.SNAPSHOT_DELETE.id,
-                    detail=Detail.SNAPSHOT_DELETE_ERROR.id,
-                    resource_type="VOLUME_SNAPSHOT",
-                    request_id=request_id,
-                ),
-                finish=SnapshotActivities.finish,
-            )
-    await workflow.execute_activity_method(
-        SnapshotActivities.destroy, snapshot.id, **common.control("remove snapshot record")
+        )
+    except ActivityError as error:
+        return f"Volume driver failed: {common.failure_message(error)}"
+    return None
+
+
+def snapshot_failed(op: OperationWorkflow, snapshot_id: str, reason: str) -> FinalWrite:
+    """The end of a snapshot its backend would not delete."""
+    return FinalWrite(
+        resource=ResourceKind.SNAPSHOT,
+        resource_id=snapshot_id,
+        status=SnapshotStatus.ERROR_DELETING,
+        reason=reason,
+        message=op.message(Action.SNAPSHOT_DELETE, Detail.SNAPSHOT_DELETE_ERROR).model_copy(
+            update={"resource_type": "VOLUME_SNAPSHOT"}
+        ),
     )
-    return OperationOutcome(volume_id=snapshot.id, status="deleted")
 
 
 @workflow.defn(name="DeleteSnapshot")
-class DeleteSnapshot:
+class DeleteSnapshot(OperationWorkflow):
+    operation = "delete snapshot"
+    resource = ResourceKind.SNAPSHOT
+
     @workflow.run
     async def run(self, request: SnapshotInput) -> OperationOutcome:
-        snapshot = await workflow.execute_activity_method(
-            SnapshotActivities.load, request.snapshot_id, **common.control("load snapshot")
+        return await self.execute(request, self._delete(request))
+
+    async def _delete(self, request: SnapshotInput) -> OperationOutcome:
+        snapshot = await self.step(
+            workflow.execute_activity_method(
+                SnapshotActivities.load, request.resource_id, **common.control("load snapshot")
+            )
         )
-        workflow.set_current_details(f"Deleting from backend `{snapshot.host}`.")
-        return await remove_snapshot(snapshot, request.policy, request.request_id)
+        self.report(f"Deleting from backend `{snapshot.host}`.")
+        failure = await remove_from_backend(self, snapshot, request.policy)
+        if failure:
+            return await self.fail(snapshot_failed(self, snapshot.id, failure))
+        return await self.finish(
+            FinalWrite(resource=ResourceKind.SNAPSHOT, resource_id=snapshot.id, remove=True)
+        )

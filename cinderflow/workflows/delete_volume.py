@@ -1,5 +1,11 @@
-"""Delete a volume: its snapshots first when cascading, then the volume on its backend, then
-its row (or mark it error_deleting)."""
+"""Delete a volume: its snapshots first when cascading, then the volume on its backend, its
+key, then its row (or mark it error_deleting).
+
+A reset or cancel may stop it anywhere before the volume's own backend object is gone. The
+snapshots it has not deleted return to their previous status, the one whose deletion was cut
+short becomes `error` (its backend object may be half gone), and nothing is reported as a
+failure that was only a stop.
+"""
 
 from __future__ import annotations
 
@@ -11,67 +17,71 @@ with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.keys import KeyActivities
     from cinderflow.activities.snapshots import SnapshotActivities
     from cinderflow.activities.volumes import VolumeActivities
-    from cinderflow.payloads import (
-        DeleteVolumeInput,
-        OperationOutcome,
-        ResetOutcome,
-        ResetRequest,
-    )
+    from cinderflow.payloads import FinalWrite, OperationOutcome
+    from cinderflow.status import ResourceKind, SnapshotStatus, VolumeStatus
     from cinderflow.workflows import common
-    from cinderflow.workflows.delete_snapshot import remove_snapshot
-    from cinderflow.workflows.reset_volume import ResetGate, ResetInterrupted
+    from cinderflow.workflows.delete_snapshot import remove_from_backend, snapshot_failed
+    from cinderflow.workflows.operation import OperationInput, OperationWorkflow
+
+
+class DeleteVolumeInput(OperationInput):
+    cascade: bool = False
+    """Delete the volume's snapshots first (the API gave them to this workflow)."""
 
 
 @workflow.defn(name="DeleteVolume")
-class DeleteVolume:
+class DeleteVolume(OperationWorkflow):
+    operation = "delete"
+
     def __init__(self) -> None:
-        self.resets = ResetGate()
-
-    @workflow.update
-    async def reset_status(self, request: ResetRequest) -> ResetOutcome:
-        """An admin's reset of a volume stuck in deleting (os-reset_status calls this): the
-        driver call is abandoned and the requested status written; the volume stays."""
-        return await self.resets.handle(request)
-
-    @reset_status.validator
-    def _reset_allowed(self, request: ResetRequest) -> None:
-        self.resets.validate()
+        super().__init__()
+        self.deleting_snapshot: str | None = None
 
     @workflow.run
     async def run(self, request: DeleteVolumeInput) -> OperationOutcome:
-        try:
-            outcome = await self._delete(request)
-        except ResetInterrupted:
-            return await self.resets.take_over("delete")
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return outcome
+        return await self.execute(request, self._delete(request))
+
+    def stopped_write(self, write: FinalWrite) -> FinalWrite:
+        if self.deleting_snapshot is not None:
+            write.snapshots[self.deleting_snapshot] = SnapshotStatus.ERROR
+        return write
 
     async def _delete(self, request: DeleteVolumeInput) -> OperationOutcome:
-        volume = await self.resets.guard(
+        volume = await self.step(
             workflow.execute_activity_method(
-                VolumeActivities.load, request.volume_id, **common.control("load volume")
+                VolumeActivities.load, request.resource_id, **common.control("load volume")
             )
         )
         if request.cascade:
-            snapshots = await workflow.execute_activity_method(
-                SnapshotActivities.owned_of_volume, volume.id, **common.control("list snapshots")
-            )
-            for snapshot in snapshots:
-                workflow.set_current_details(f"Deleting snapshot {snapshot.id} first.")
-                outcome = await self.resets.guard(
-                    remove_snapshot(snapshot, request.policy, request.request_id)
+            snapshots = await self.step(
+                workflow.execute_activity_method(
+                    SnapshotActivities.owned_of_volume,
+                    volume.id,
+                    **common.control("list snapshots"),
                 )
-                if outcome.status != "deleted":
-                    await self.resets.close()
-                    return await common.release(
-                        volume.id,
-                        "error_deleting",
-                        reason=f"snapshot {snapshot.id} could not be deleted: {outcome.detail}",
+            )
+            for number, snapshot in enumerate(snapshots, 1):
+                self.report(f"Deleting snapshot {snapshot.id} first ({number}/{len(snapshots)}).")
+                self.deleting_snapshot = snapshot.id
+                failure = await remove_from_backend(self, snapshot, request.policy)
+                if failure:
+                    await self.write_part(snapshot_failed(self, snapshot.id, failure))
+                    self.deleting_snapshot = None
+                    return await self.fail(
+                        FinalWrite(
+                            resource_id=volume.id,
+                            status=VolumeStatus.ERROR_DELETING,
+                            reason=f"snapshot {snapshot.id} could not be deleted: {failure}",
+                        )
                     )
+                await self.write_part(
+                    FinalWrite(resource=ResourceKind.SNAPSHOT, resource_id=snapshot.id, remove=True)
+                )
+                self.deleting_snapshot = None
         if volume.host is not None:  # else it never reached a backend (failed scheduling)
-            workflow.set_current_details(f"Deleting from backend `{volume.host}`.")
+            self.report(f"Deleting from backend `{volume.host}`.")
             try:
-                await self.resets.guard(
+                await self.step(
                     workflow.execute_activity_method(
                         DriverActivities.delete_volume,
                         volume,
@@ -79,17 +89,17 @@ class DeleteVolume:
                     )
                 )
             except ActivityError as error:
-                await self.resets.close()
-                return await common.release(
-                    volume.id,
-                    "error_deleting",
-                    reason=f"Volume driver failed: {common.failure_message(error)}",
+                return await self.fail(
+                    FinalWrite(
+                        resource_id=volume.id,
+                        status=VolumeStatus.ERROR_DELETING,
+                        reason=f"Volume driver failed: {common.failure_message(error)}",
+                    )
                 )
-        await self.resets.close()
-        await workflow.execute_activity_method(
-            KeyActivities.delete_volume_key, volume, **common.control("delete encryption key")
+        await self.close()  # the backend object is gone: nothing a reset could restore
+        await self.shielded(
+            workflow.execute_activity_method(
+                KeyActivities.delete_volume_key, volume, **common.control("delete encryption key")
+            )
         )
-        await workflow.execute_activity_method(
-            VolumeActivities.destroy, volume.id, **common.control("remove volume record")
-        )
-        return OperationOutcome(volume_id=volume.id, status="deleted")
+        return await self.finish(FinalWrite(resource_id=volume.id, remove=True))

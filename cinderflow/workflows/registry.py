@@ -1,5 +1,20 @@
-"""Every workflow a control worker runs."""
+"""Every operation cinderflow runs: its name, workflow, resource and how its summary reads.
 
+A new operation is one entry here (plus its workflow module, its route and its tests): the API
+hands resources over by name (api/handover.py), the worker registers `WORKFLOWS`, and workflow
+type names are read from the classes, never written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.workflow import _Definition
+
+from cinderflow.status import ResourceKind
 from cinderflow.workflows.attachments import ConnectAttachment, DisconnectAttachment
 from cinderflow.workflows.create_snapshot import CreateSnapshot
 from cinderflow.workflows.create_volume import CreateVolume
@@ -8,13 +23,73 @@ from cinderflow.workflows.delete_volume import DeleteVolume
 from cinderflow.workflows.extend_volume import ExtendVolume
 from cinderflow.workflows.reset_volume import ResetVolume
 
-WORKFLOWS = [
-    CreateVolume,
-    DeleteVolume,
-    CreateSnapshot,
-    DeleteSnapshot,
-    ConnectAttachment,
-    DisconnectAttachment,
-    ExtendVolume,
-    ResetVolume,
-]
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    """The `Operation` search attribute and the middle of the workflow id."""
+    workflow: type
+    resource: ResourceKind
+    summary: Callable[[Any, Any], str]
+    """The workflow's static summary, from the resource's row and the operation's input."""
+
+    @property
+    def workflow_type(self) -> str:
+        """The workflow type name, as `@workflow.defn` registered it."""
+        return _Definition.must_from_class(self.workflow).name
+
+
+def _label(row: Any) -> str:
+    return f"{row.name} ({row.id})" if getattr(row, "name", None) else row.id
+
+
+def _volume(verb: str, detail: Callable[[Any, Any], str] = lambda row, request: "") -> Any:
+    return lambda row, request: f"{verb} {row.size} GiB volume {_label(row)}{detail(row, request)}"
+
+
+def _source(row: Any, request: BaseModel) -> str:
+    if row.snapshot_id:
+        return f" from snapshot {row.snapshot_id}"
+    if row.source_volid:
+        return f" from volume {row.source_volid}"
+    return ""
+
+
+def _extend(row: Any, request: Any) -> str:
+    attached = " (attached)" if request.previous_status == "in-use" else ""
+    return f" to {request.new_size} GiB{attached}"
+
+
+def _reset(row: Any, request: Any) -> str:
+    attach = f", attach status {request.attach_status}" if request.attach_status else ""
+    return f" to {request.status}{attach}"
+
+
+def _snapshot(verb: str) -> Any:
+    return lambda row, request: f"{verb} snapshot {_label(row)} of volume {row.volume_id}"
+
+
+def _attachment(verb: str) -> Any:
+    def summary(row: Any, request: Any) -> str:
+        host = (row.connector or {}).get("host", "?")
+        return f"{verb} volume {row.volume_id} for {host} ({row.id})"
+
+    return summary
+
+
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        Operation("create", CreateVolume, ResourceKind.VOLUME, _volume("create", _source)),
+        Operation("delete", DeleteVolume, ResourceKind.VOLUME, _volume("delete")),
+        Operation("extend", ExtendVolume, ResourceKind.VOLUME, _volume("extend", _extend)),
+        Operation("reset", ResetVolume, ResourceKind.VOLUME, _volume("reset", _reset)),
+        Operation("create_snapshot", CreateSnapshot, ResourceKind.SNAPSHOT, _snapshot("create")),
+        Operation("delete_snapshot", DeleteSnapshot, ResourceKind.SNAPSHOT, _snapshot("delete")),
+        Operation("attach", ConnectAttachment, ResourceKind.ATTACHMENT, _attachment("attach")),
+        Operation("detach", DisconnectAttachment, ResourceKind.ATTACHMENT, _attachment("detach")),
+    )
+}
+
+WORKFLOWS = [op.workflow for op in OPERATIONS.values()]
+"""Every workflow a control worker runs."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from os_brick.initiator import connector as brick
 
-from tests.helpers import Api, ThreadStack, assert_fault, new_project
+from tests.helpers import Api, ThreadStack, assert_fault, new_project, save_history
 
 CONNECTOR = {
     "initiator": "iqn.1993-08.org.debian:01:abc",
@@ -75,6 +75,9 @@ def test_local_connector_end_to_end(api: Api, stack: ThreadStack) -> None:
         404,
         f"Volume attachment could not be found with filter: attachment_id = {reserved['id']}.",
     )
+    address = stack.settings.temporal_address
+    save_history(address, volume_id, "attach", "ConnectAttachment-attaching")
+    save_history(address, volume_id, "detach", "DisconnectAttachment-removed")
 
 
 def test_connect_at_create_and_members_see_no_host(api: Api, member: Api) -> None:
@@ -201,3 +204,5 @@ def test_driver_failure_on_connect(own_stack: ThreadStack) -> None:
     assert (api.volume(volume_id) or {})["status"] == "available"
     (message,) = api.get("/messages").json()["messages"]
     assert message["user_message"] == "update attachment:Failed to attach volume."
+    address = own_stack.settings.temporal_address
+    save_history(address, volume_id, "attach", "ConnectAttachment-error")

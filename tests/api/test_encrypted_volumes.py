@@ -8,7 +8,7 @@ from pathlib import Path
 from cinderflow.db.engine import Database
 from cinderflow.drivers import qemu_img
 from cinderflow.keys.service import KeyService, key_service
-from tests.helpers import Api, ThreadStack, assert_fault, poll
+from tests.helpers import Api, ThreadStack, assert_fault, poll, save_history
 
 LUKS = {
     "provider": "luks",
@@ -39,6 +39,7 @@ def test_encrypted_volume_snapshot_restore_and_delete(api: Api, stack: ThreadSta
     assert qemu_img.info(path, "luks")["virtual-size"] == 1 << 30
     secret = keys.passphrase(api.project, volume["encryption_key_id"])
     original = qemu_img.read_luks(path, 4096, 64, secret)
+    save_history(stack.settings.temporal_address, volume["id"], "create", "CreateVolume-encrypted")
 
     snap = api.post("/snapshots", {"snapshot": {"volume_id": volume["id"]}}).json()["snapshot"]
     poll(

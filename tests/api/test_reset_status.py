@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Api, ThreadStack, assert_fault, poll
+from tests.helpers import Api, ThreadStack, assert_fault, poll, save_history
 
 CONNECTOR = {"initiator": "iqn.2026-11.test:reset", "host": "compute9", "ip": "127.0.0.1"}
 
@@ -101,12 +101,13 @@ def test_available_while_attached_needs_detached(api: Api, stack: ThreadStack) -
     assert_usage_is_a_recount(api)
 
 
-def test_detached_alone_makes_an_in_use_volume_available(api: Api) -> None:
+def test_detached_alone_makes_an_in_use_volume_available(api: Api, stack: ThreadStack) -> None:
     volume_id, _ = attached(api)
     response = reset(api, volume_id, attach_status="DETACHED")
     assert response.status_code == 202, response.text
     volume = api.volume(volume_id) or {}
     assert (volume["status"], volume["attachments"]) == ("available", [])
+    save_history(stack.settings.temporal_address, volume_id, "reset", "ResetVolume-detached")
 
 
 def test_in_use_with_attachments_and_error_are_allowed(api: Api) -> None:
@@ -139,9 +140,12 @@ def test_driver_refusal_and_force(api: Api, stack: ThreadStack) -> None:
     assert [m["event_id"] for m in listed if m["resource_uuid"] == volume_id] == [
         "VOLUME_VOLUME_101_101"
     ]
+    address = stack.settings.temporal_address
+    save_history(address, volume_id, "reset", "ResetVolume-refused")
 
     assert reset(api, volume_id, status="available", force=True).status_code == 202
     assert (api.volume(volume_id) or {})["status"] == "available"
+    save_history(address, volume_id, "reset", "ResetVolume-forced")
     assert_usage_is_a_recount(api)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Api, ThreadStack, assert_fault, new_project, poll
+from tests.helpers import Api, ThreadStack, assert_fault, new_project, poll, save_history
 
 SUMMARY = {
     "id",
@@ -78,6 +78,11 @@ def test_snapshot_restore_clone_and_cascade_on_both_databases(any_stack: ThreadS
     assert_fault(refused, 400, "must not be migrating, attached, belong to a group, have snapshots")
     assert api.delete(f"/volumes/{source['id']}", params={"cascade": "true"}).status_code == 202
     api.wait_gone(source["id"])
+    address = any_stack.settings.temporal_address
+    save_history(address, source["id"], "create_snapshot", "CreateSnapshot-available")
+    save_history(address, restored["id"], "create", "CreateVolume-from-snapshot")
+    save_history(address, clone["id"], "create", "CreateVolume-clone")
+    save_history(address, source["id"], "delete", "DeleteVolume-cascade")
     assert_fault(api.get(f"/snapshots/{created['id']}"), 404)
     for volume in (restored, clone):
         api.delete(f"/volumes/{volume['id']}")
@@ -86,7 +91,7 @@ def test_snapshot_restore_clone_and_cascade_on_both_databases(any_stack: ThreadS
     assert [name for name in mine if (root / name).exists()] == []
 
 
-def test_lists_update_metadata_and_delete(api: Api) -> None:
+def test_lists_update_metadata_and_delete(api: Api, stack: ThreadStack) -> None:
     volume = api.available_volume()
     first = snapshot(api, volume["id"], name="a")
     second = snapshot(api, volume["id"], name="b")
@@ -113,6 +118,8 @@ def test_lists_update_metadata_and_delete(api: Api) -> None:
 
     assert api.delete(f"/snapshots/{first['id']}").status_code == 202
     poll(lambda: api.get(f"/snapshots/{first['id']}").status_code == 404, what="snapshot gone")
+    address = stack.settings.temporal_address
+    save_history(address, volume["id"], "delete_snapshot", "DeleteSnapshot-deleted")
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ the operation completes exactly once (one backend file per live volume, none aft
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from tests.helpers import (
     Api,
     Process,
     ThreadStack,
+    assert_fault,
     poll,
     stack_settings,
     wait_backends_reported,
@@ -202,6 +204,76 @@ def test_temporal_restarted_mid_operation(tmp_path: Path, databases: Databases) 
         server.start()
         api.wait_status(volume_id, "available", timeout=90)
         assert {p.name for p in (tmp_path / "volumes").glob("volume-*")} == {f"volume-{volume_id}"}
+    finally:
+        stack.stop()
+        server.stop()
+
+
+def test_worker_killed_mid_copy_leaves_no_temporary_file(split: Split) -> None:
+    """A clone's copy is cut by SIGKILL with its partial file on disk; the retry removes it,
+    copies again and publishes the clone: nothing but the two volumes is left."""
+    api = split.api
+    source_id = api.available_volume(1)["id"]
+    root = Path(split.settings.backends[0].options["path"])
+    data = os.urandom(32 << 20)
+    with open(root / f"volume-{source_id}", "r+b") as handle:
+        handle.write(data)
+    hold = split.hold("driver.create_cloned_volume.progress")
+    clone_id = api.create_volume(source_volid=source_id)["id"]
+    split.wait_reached("driver.create_cloned_volume.progress")
+    assert any(name.endswith(".partial") for name in _all_files(root)), _all_files(root)
+
+    split.worker.kill()
+    hold.unlink()
+    split.worker.start()
+
+    api.wait_status(clone_id, "available", timeout=60)
+    assert [name for name in _all_files(root) if "partial" in name] == []
+    assert split.files() == {f"volume-{source_id}", f"volume-{clone_id}"}
+    with open(root / f"volume-{clone_id}", "rb") as handle:
+        assert handle.read(len(data)) == data
+
+
+def _all_files(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_file())
+
+
+def test_temporal_killed_answers_503(tmp_path: Path, databases: Databases) -> None:
+    """DELETE /attachments and os-reset_status while Temporal is SIGKILLed: a 503 Cinder fault,
+    never a 500; once Temporal is back, what was recorded is carried out."""
+    server = DevServer(
+        port=free_port(),
+        ui_port=None,
+        db_file=tmp_path / "temporal.sqlite",
+        log_file=tmp_path / "temporal.log",
+    )
+    server.start()
+    settings = stack_settings(
+        tmp_path, databases.new("sqlite"), server.address, attachment_timeout=10.0
+    )
+    stack = ThreadStack(settings).start()
+    try:
+        api = stack.api()
+        volume_id = api.available_volume()["id"]
+        body = {"volume_uuid": volume_id, "connector": {"host": "c1", "initiator": "iqn.c1"}}
+        attached = api.post("/attachments", {"attachment": body})
+        assert attached.status_code == 200, attached.text
+        attachment_id = attached.json()["attachment"]["id"]
+        other_id = api.available_volume()["id"]
+
+        server.kill()
+        detached = api.delete(f"/attachments/{attachment_id}")
+        assert_fault(detached, 503, "unavailable")
+        reset = api.post(f"/volumes/{other_id}/action", {"os-reset_status": {"status": "error"}})
+        assert_fault(reset, 503, "unavailable")
+
+        server.start()
+        poll(
+            lambda: api.get(f"/attachments/{attachment_id}").status_code == 404,
+            timeout=60,
+            what="the recorded detach carried out",
+        )
+        api.wait_status(other_id, "error", timeout=60)
     finally:
         stack.stop()
         server.stop()

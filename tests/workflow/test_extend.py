@@ -32,6 +32,7 @@ from tests.helpers import (
     ThreadStack,
     assert_fault,
     poll,
+    save_history,
     stack_settings,
     temporal_cli,
     wait_backends_reported,
@@ -167,13 +168,14 @@ def test_offline_extend_commits_the_reservation(api: Api, stack: ThreadStack) ->
     assert "extend_new_size" not in volume["metadata"]
 
     (workflow_id,) = poll(lambda: extend_workflows(stack.settings.temporal_address, volume_id))
+    save_history(stack.settings.temporal_address, volume_id, "extend", "ExtendVolume-offline")
     steps = history_steps(stack.settings.temporal_address, workflow_id)
     assert steps == [
         "volume.load",
         "scheduler.check_extend",
         "driver.extend_volume",
         "volume.servers",
-        "volume.finish_extend",
+        "operation.finish",
     ]
 
 
@@ -235,6 +237,8 @@ def test_driver_error_rolls_back(api: Api, stack: ThreadStack) -> None:
     assert (volume["status"], volume["size"]) == ("error_extending", 1)
     assert gigabytes(api) == {"in_use": 1, "reserved": 0}
     assert [m["event_id"] for m in messages(api, volume_id)] == ["VOLUME_VOLUME_007_010"]
+    address = stack.settings.temporal_address
+    save_history(address, volume_id, "extend", "ExtendVolume-driver-error")
 
 
 def test_member_may_extend_own_volume(api: Api, member: Api) -> None:
@@ -318,6 +322,7 @@ def test_held_by_qemu_the_compute_resizes_and_completes(cloud: Cloud) -> None:
 
     address = cloud.stack.settings.temporal_address
     (workflow_id,) = poll(lambda: extend_workflows(address, volume_id))
+    save_history(address, volume_id, "extend", "ExtendVolume-compute-completion")
     assert history_steps(address, workflow_id) == [
         "volume.load",
         "scheduler.check_extend",
@@ -325,7 +330,7 @@ def test_held_by_qemu_the_compute_resizes_and_completes(cloud: Cloud) -> None:
         "volume.servers",
         "volume.await_compute",
         "compute.volume_extended",
-        "volume.finish_extend",
+        "operation.finish",
     ]
 
 
@@ -344,6 +349,8 @@ def test_compute_error_rolls_back(cloud: Cloud) -> None:
     assert gigabytes(api) == {"in_use": 1, "reserved": 0}
     (message,) = messages(api, volume_id)
     assert message["user_message"] == "extend volume:Compute service failed to extend volume."
+    address = cloud.stack.settings.temporal_address
+    save_history(address, volume_id, "extend", "ExtendVolume-compute-error")
 
 
 @needs_qemu
@@ -359,6 +366,8 @@ def test_silence_past_the_timeout_rolls_back(impatient_cloud: Cloud) -> None:
     assert gigabytes(api) == {"in_use": 1, "reserved": 0}
     assert [m["event_id"] for m in messages(api, volume_id)] == ["VOLUME_VOLUME_007_009"]
     assert_fault(complete(api, volume_id, False), 400, "Volume is not being extended.")
+    address = impatient_cloud.stack.settings.temporal_address
+    save_history(address, volume_id, "extend", "ExtendVolume-timeout")
 
 
 @needs_qemu

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.api.test_reset_status import assert_usage_is_a_recount, reset
-from tests.helpers import ThreadStack, poll, settings_env, temporal_cli
+from tests.helpers import ThreadStack, poll, save_history, settings_env, temporal_cli
 from tests.workflow.test_extend import (  # noqa: F401 (the fixture is used by name)
     Cloud,
     _waiting,
@@ -44,14 +44,15 @@ def test_reset_stops_an_extend_waiting_for_the_compute(cloud: Cloud) -> None:  #
 
     assert workflow_status(address, workflow_id) == "WORKFLOW_EXECUTION_STATUS_COMPLETED"
     steps = history_steps(address, workflow_id)
-    assert steps[-2:] == ["driver.reset_state", "volume.apply_reset"]
-    assert "volume.finish_extend" not in steps
+    assert steps[-2:] == ["driver.reset_state", "operation.finish"]
+    assert steps.count("operation.finish") == 1  # the reset's write is the one final write
     late = complete(api, volume_id, False)
     assert late.status_code == 400 and "Volume is not being extended." in late.text
     listed = api.get("/messages", version="3.5").json()["messages"]
     assert [m["event_id"] for m in listed if m["resource_uuid"] == volume_id] == [
         "VOLUME_VOLUME_101_102"
     ]
+    save_history(address, volume_id, "extend", "ExtendVolume-reset-while-waiting")
 
 
 def _hold(stack: ThreadStack, point: str) -> Path:
@@ -81,6 +82,8 @@ def test_reset_stops_a_create_stuck_in_the_driver(own_stack: ThreadStack) -> Non
         assert response.status_code == 202, response.text
         assert (api.volume(volume_id) or {})["status"] == "error"
         assert_usage_is_a_recount(api)
+        address = own_stack.settings.temporal_address
+        save_history(address, volume_id, "create", "CreateVolume-reset-in-driver")
     finally:
         hold.unlink()
     assert api.delete(f"/volumes/{volume_id}").status_code == 202
@@ -102,6 +105,8 @@ def test_reset_stops_a_delete_stuck_in_the_driver(own_stack: ThreadStack) -> Non
     path = Path(own_stack.settings.backends[0].options["path"]) / f"volume-{volume_id}"
     assert path.is_file()  # the abandoned delete never ran
     assert_usage_is_a_recount(api)
+    address = own_stack.settings.temporal_address
+    save_history(address, volume_id, "delete", "DeleteVolume-reset-in-driver")
 
 
 def _manage(stack: ThreadStack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -157,3 +162,26 @@ def test_manage_reset_state(own_stack: ThreadStack) -> None:
 def test_manage_unknown_volume(own_stack: ThreadStack) -> None:
     result = _manage(own_stack, "no-such-volume", "--state", "available")
     assert result.returncode == 1 and "could not be found" in result.stderr
+
+
+@needs_qemu
+def test_cancel_stops_an_extend_waiting_for_the_compute(cloud: Cloud) -> None:  # noqa: F811
+    """A workflow cancel (Temporal UI or CLI) of an extend that waits for its compute: the
+    operation stops, the volume returns to the status it had (in-use), nothing stays reserved."""
+    api = cloud.api("silent")
+    volume_id = _waiting(cloud, api)
+    address = cloud.stack.settings.temporal_address
+    (workflow_id,) = poll(lambda: extend_workflows(address, volume_id))
+
+    temporal_cli(address, "workflow", "cancel", "-w", workflow_id)
+    volume = api.wait_status(volume_id, "in-use")
+    assert volume["size"] == 1
+    assert "extend_new_size" not in volume["metadata"]
+    assert_usage_is_a_recount(api)
+    poll(
+        lambda: workflow_status(address, workflow_id) == "WORKFLOW_EXECUTION_STATUS_COMPLETED",
+        what="the extend ended",
+    )
+    late = complete(api, volume_id, False)
+    assert late.status_code == 400 and "Volume is not being extended." in late.text
+    save_history(address, volume_id, "extend", "ExtendVolume-cancelled")

@@ -13,10 +13,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from cinderflow.activities.fencing import LOST_OWNERSHIP
-from cinderflow.activities.volumes import VolumeActivities
+from cinderflow.activities.operation import OperationActivities
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Service, Volume
-from cinderflow.payloads import Finish
+from cinderflow.payloads import FinalWrite
 from cinderflow.temporal.devserver import DevServer, free_port
 from tests.conftest import Databases
 from tests.helpers import (
@@ -24,6 +24,7 @@ from tests.helpers import (
     ThreadStack,
     insert_volume,
     poll,
+    save_history,
     stack_settings,
     temporal_cli,
     wait_backends_reported,
@@ -60,6 +61,8 @@ def test_workflows_are_findable_by_search_attributes(
         temporal.address, "workflow", "describe", "-w", create["execution"]["workflowId"]
     )
     assert "create 1 GiB volume findme" in described
+    save_history(temporal.address, volume_id, "create", "CreateVolume-available")
+    save_history(temporal.address, volume_id, "delete", "DeleteVolume-deleted")
 
 
 def test_driver_failure_makes_the_volume_error(own_stack: ThreadStack) -> None:
@@ -73,6 +76,7 @@ def test_driver_failure_makes_the_volume_error(own_stack: ThreadStack) -> None:
     hold.unlink()
     volume = api.wait_status(volume_id, "error", "available")
     assert volume["status"] == "error"
+    save_history(own_stack.settings.temporal_address, volume_id, "create", "CreateVolume-error")
     assert api.delete(f"/volumes/{volume_id}").status_code == 202  # error volumes are deletable
     volumes.mkdir()
     api.wait_gone(volume_id)
@@ -88,6 +92,8 @@ def test_no_valid_backend_makes_the_volume_error(own_stack: ThreadStack) -> None
         volume = api.wait_status(api.create_volume()["id"], "error", "available")
         assert volume["status"] == "error"
         assert volume["os-vol-host-attr:host"] is None
+        address = own_stack.settings.temporal_address
+        save_history(address, volume["id"], "create", "CreateVolume-no-backend")
         assert api.delete(f"/volumes/{volume['id']}").status_code == 202
         api.wait_gone(volume["id"])  # never placed: nothing to delete on a backend
     finally:
@@ -103,6 +109,8 @@ def test_delete_failure_makes_error_deleting(own_stack: ThreadStack) -> None:
     try:
         assert api.delete(f"/volumes/{volume_id}").status_code == 202
         assert api.wait_status(volume_id, "error_deleting")["status"] == "error_deleting"
+        address = own_stack.settings.temporal_address
+        save_history(address, volume_id, "delete", "DeleteVolume-error-deleting")
     finally:
         moved.rename(volumes)
 
@@ -119,8 +127,8 @@ async def test_finish_is_fenced_and_idempotent(databases: Databases) -> None:
     try:
         with db.transaction() as session:
             insert_volume(session, "v1", status="creating", workflow_id="wf-owner")
-        finish = VolumeActivities(db).finish
-        request = Finish(resource_id="v1", status="available")
+        finish = OperationActivities(db).finish
+        request = FinalWrite(resource_id="v1", status="available")
 
         with pytest.raises(ApplicationError) as refused:
             await as_workflow("wf-stranger").run(finish, request)
@@ -138,7 +146,7 @@ async def test_finish_is_fenced_and_idempotent(databases: Databases) -> None:
                 "wf-owner",
             )
         with pytest.raises(ApplicationError):  # released: even the old owner cannot write now
-            await as_workflow("wf-owner").run(finish, Finish(resource_id="v1", status="error"))
+            await as_workflow("wf-owner").run(finish, FinalWrite(resource_id="v1", status="error"))
     finally:
         db.dispose()
 
@@ -206,4 +214,6 @@ def test_snapshot_driver_failure_is_error_with_a_message(own_stack: ThreadStack)
     assert message["event_id"] == "VOLUME_VOLUME_SNAPSHOT_009_013"
     assert message["user_message"] == "create snapshot:Snapshot failed to create."
     assert message["resource_uuid"] == created["id"]
+    address = own_stack.settings.temporal_address
+    save_history(address, volume_id, "create_snapshot", "CreateSnapshot-error")
     assert api.delete(f"/snapshots/{created['id']}").status_code == 202  # error is deletable

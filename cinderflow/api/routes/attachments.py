@@ -17,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from temporalio.client import WorkflowFailureError
 
-from cinderflow import operations
 from cinderflow.api import microversions as mv
 from cinderflow.api import policy
 from cinderflow.api.context import RequestContext
@@ -26,8 +25,10 @@ from cinderflow.api.errors import (
     BadRequest,
     Conflict,
     NotFound,
+    ServiceUnavailable,
     invalid_volume,
 )
+from cinderflow.api.handover import hand_over, operation_policy
 from cinderflow.api.lookups import visible_volume
 from cinderflow.api.params import boolean_param
 from cinderflow.api.routing import ApiRequest, Router
@@ -36,7 +37,9 @@ from cinderflow.api.views import timestamp
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import Attachment, OutboxEntry, Volume, utcnow
+from cinderflow.status import AttachStatus, VolumeStatus
 from cinderflow.temporal.outbox import TemporalUnavailable
+from cinderflow.workflows.attachments import AttachmentInput
 
 router = Router()
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
@@ -147,6 +150,22 @@ def _changeable(session: Session, attachment: Attachment) -> Volume:
     return volume
 
 
+def _hand_over(req: ApiRequest, session: Session, operation: str, attachment: Attachment) -> Any:
+    """Give the attachment to its connect or disconnect workflow (its row and changes are
+    flushed first, then taken by compare-and-swap like any other row)."""
+    session.add(attachment)
+    session.flush()
+    settings = req.services.settings
+    payload = AttachmentInput(
+        resource_id=attachment.id,
+        policy=operation_policy(settings),
+        request_id=req.ctx.request_id,
+    )
+    entry = hand_over(session, settings, operation, attachment, payload)
+    assert entry is not None, "the attachment is locked and was checked"
+    return entry
+
+
 async def _run(req: ApiRequest, entry: OutboxEntry, failure: str) -> Any:
     """Start a connect/disconnect workflow and wait for it, within `attachment_timeout`."""
     try:
@@ -154,11 +173,12 @@ async def _run(req: ApiRequest, entry: OutboxEntry, failure: str) -> Any:
             entry, req.services.settings.attachment_timeout
         )
     except TemporalUnavailable:
-        raise ApiError(
-            "The volume service is unavailable; the request is recorded and will be carried out."
+        raise ServiceUnavailable(
+            "The volume service is unavailable; the request is recorded and will be carried "
+            "out. Show the attachment to see when it is done."
         ) from None
     except TimeoutError:
-        raise ApiError(
+        raise ServiceUnavailable(
             f"The volume backend did not answer within {req.services.settings.attachment_timeout}"
             " seconds; the request goes on. Show the attachment to see when it is done."
         ) from None
@@ -191,11 +211,7 @@ async def create(req: ApiRequest) -> Response:
             entry = None
             if spec.connector:
                 attachment.connector = spec.connector
-                entry = operations.connect_attachment(
-                    req.services.settings, attachment, req.ctx.request_id
-                )
-                attachment.workflow_id = entry.workflow_id
-                session.add(entry)
+                entry = _hand_over(req, session, "attach", attachment)
             session.add(attachment)
             session.flush()
             attachment_db.settle_volume(session, attachment.volume_id)
@@ -216,16 +232,16 @@ def _reserve(session: Session, ctx: RequestContext, spec: AttachmentCreate) -> A
             f"Volume {volume.id} currently has a status of: {volume.status} "
         )
     allowed = (
-        ("available", "in-use", "downloading")
+        (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE, VolumeStatus.DOWNLOADING)
         if volume.multiattach
-        else ("available", "downloading")
+        else (VolumeStatus.AVAILABLE, VolumeStatus.DOWNLOADING)
     )
     reserved = compare_and_swap(
         session,
         Volume,
         volume.id,
         expected={"status": allowed, "workflow_id": None},
-        values={"status": "reserved"},
+        values={"status": VolumeStatus.RESERVED},
     )
     if not reserved and not _same_instance(session, volume, spec.instance_uuid):
         raise invalid_volume(
@@ -237,14 +253,14 @@ def _reserve(session: Session, ctx: RequestContext, spec: AttachmentCreate) -> A
         volume_id=volume.id,
         project_id=volume.project_id,
         instance_uuid=spec.instance_uuid,
-        attach_status="reserved",
+        attach_status=AttachStatus.RESERVED,
         attach_mode=spec.mode or "null",
     )
 
 
 def _same_instance(session: Session, volume: Volume, instance_uuid: str | None) -> bool:
     """A second attachment for the same instance (live migration) needs no new reservation."""
-    if instance_uuid is None or volume.status not in ("in-use", "reserved"):
+    if instance_uuid is None or volume.status not in (VolumeStatus.IN_USE, VolumeStatus.RESERVED):
         return False
     return any(a.instance_uuid == instance_uuid for a in attachment_db.live(session, volume.id))
 
@@ -283,12 +299,7 @@ async def update(req: ApiRequest) -> Response:
             attachment.connector = connector
             if attachment.attach_mode in (None, "null"):
                 attachment.attach_mode = connector.get("mode", "rw")
-            entry = operations.connect_attachment(
-                req.services.settings, attachment, req.ctx.request_id
-            )
-            attachment.workflow_id = entry.workflow_id
-            session.add(entry)
-            return entry
+            return _hand_over(req, session, "attach", attachment)
 
     await _run(req, await run_in_threadpool(run), "Unable to update attachment")
     return JSONResponse({"attachment": await run_in_threadpool(_reread, req, attachment_id)})
@@ -310,7 +321,7 @@ async def complete(req: ApiRequest) -> Response:
             attachment = visible_attachment(session, req.ctx, attachment_id, for_update=True)
             policy.authorize(req.ctx, "volume:attachment_complete", attachment.project_id)
             _changeable(session, attachment)
-            attachment.attach_status = "attached"
+            attachment.attach_status = AttachStatus.ATTACHED
             attachment.attach_time = attachment.attach_time or utcnow()
             attachment.updated_at = utcnow()
             session.flush()
@@ -340,13 +351,8 @@ async def delete(req: ApiRequest) -> Response:
                 session.flush()
                 attachment_db.settle_volume(session, attachment.volume_id)
                 return attachment.volume_id, None
-            attachment.attach_status = "detaching"
-            entry = operations.disconnect_attachment(
-                req.services.settings, attachment, req.ctx.request_id
-            )
-            attachment.workflow_id = entry.workflow_id
-            session.add(entry)
-            session.flush()
+            attachment.attach_status = AttachStatus.DETACHING
+            entry = _hand_over(req, session, "detach", attachment)
             attachment_db.settle_volume(session, attachment.volume_id)
             return attachment.volume_id, entry
 

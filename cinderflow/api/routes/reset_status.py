@@ -2,35 +2,41 @@
 
 A volume reset is never a bare database write. Nobody owns the volume: the API hands it to a
 short ResetVolume workflow that asks the driver first. An operation owns it: the reset goes to
-that operation's workflow as its `reset_status` update. Either way the API waits up to
-`reset_wait_timeout` seconds so the admin sees the real outcome (202 done, 400 refused with the
-driver's error); past that it answers 202 and the outcome lands as a user message.
+that operation's workflow as its `reset_status` update (workflows/operation.py). If the owner
+ends while the reset is on its way, the API looks again (the volume may be free now). Either
+way the API waits up to `reset_wait_timeout` seconds so the admin sees the real outcome (202
+done, 400 refused with the driver's error); past that it answers 202 and the outcome lands as
+a user message. A second reset while one runs is 409; Temporal unreachable is 503.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
-from temporalio.service import RPCError
+from temporalio.client import WorkflowFailureError
 
-from cinderflow import operations, reset_rules
+from cinderflow import reset_rules
 from cinderflow.api import policy
-from cinderflow.api.errors import BadRequest, Conflict, invalid_volume
+from cinderflow.api.errors import BadRequest, Conflict, ServiceUnavailable, invalid_volume
+from cinderflow.api.handover import hand_over, operation_policy
 from cinderflow.api.lookups import visible_snapshot, visible_volume
 from cinderflow.api.routing import ApiRequest, Router
 from cinderflow.api.validation import Boolean, StrictModel
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db.cas import compare_and_swap
-from cinderflow.db.models import OutboxEntry, Snapshot, Volume
-from cinderflow.payloads import ResetOutcome, ResetRequest
+from cinderflow.db.models import OutboxEntry, Snapshot
+from cinderflow.payloads import OperationOutcome, ResetOutcome, ResetRequest
+from cinderflow.status import ResourceKind
 from cinderflow.temporal.outbox import TemporalUnavailable
+from cinderflow.temporal.owner import OwnerGone, UpdateRefused
+from cinderflow.workflows.operation import OperationWorkflow
 
 router = Router()
+DELIVERY_ATTEMPTS = 3
+"""How often a reset looks for the volume's owner again when the one it found has just ended."""
 
 
 class VolumeReset(StrictModel):
@@ -64,11 +70,18 @@ async def reset_volume(req: ApiRequest) -> Response:
         )
     except reset_rules.ResetRefused as refused:
         raise BadRequest(str(refused)) from None
-    prepared = await run_in_threadpool(_prepare, req, reset, bool(body.force))
-    if isinstance(prepared, OutboxEntry):
-        outcome = await _run_reset_workflow(req, prepared)
-    else:
-        outcome = await _reset_owner(req, *prepared)
+    volume_id = req.path_params["volume_id"]
+    in_flight = req.services.resets_in_flight
+    if volume_id in in_flight:
+        raise Conflict(
+            f"{volume_id} cannot be reset now: another reset is in progress; reset again once "
+            "it has ended."
+        )
+    in_flight.add(volume_id)
+    try:
+        outcome = await _reset(req, volume_id, reset, bool(body.force))
+    finally:
+        in_flight.discard(volume_id)
     if outcome is not None and not outcome.done:
         raise invalid_volume(
             f"Reset refused: the driver could not make the backend match: {outcome.detail}. "
@@ -77,11 +90,28 @@ async def reset_volume(req: ApiRequest) -> Response:
     return Response(status_code=202)
 
 
+async def _reset(
+    req: ApiRequest, volume_id: str, reset: reset_rules.VolumeReset, force: bool
+) -> ResetOutcome | None:
+    """Hand the reset to a ResetVolume workflow or deliver it to the owner, looking again when
+    the owner ends while the reset is on its way."""
+    for _ in range(DELIVERY_ATTEMPTS):
+        prepared = await run_in_threadpool(_prepare, req, reset, force)
+        if isinstance(prepared, OutboxEntry):
+            outcome = await _run_reset_workflow(req, prepared)
+        else:
+            outcome = await _deliver(req, *prepared)
+        if outcome is None or not outcome.ended:
+            return outcome
+    raise Conflict(f"Volume {volume_id} changed hands while the reset was on its way; reset again.")
+
+
 def _prepare(
     req: ApiRequest, reset: reset_rules.VolumeReset, force: bool
 ) -> OutboxEntry | tuple[str, ResetRequest]:
     """Check the tables; hand an unowned volume to a ResetVolume workflow (committed with its
     outbox entry), or name the workflow that owns it."""
+    settings = req.services.settings
     with req.services.db.transaction() as session:
         volume = visible_volume(session, req.ctx, req.path_params["volume_id"], for_update=True)
         attachments = attachment_db.live(session, volume.id)
@@ -96,27 +126,19 @@ def _prepare(
                 "disconnected; reset again once that has finished."
             )
         request = ResetRequest(
-            volume_id=volume.id,
+            resource_id=volume.id,
             current_status=volume.status,
             status=reset_rules.target_status(volume.status, reset),
             attach_status=reset.attach_status,
             migration_status=reset.migration_status,
             force=force,
             request_id=req.ctx.request_id,
-            policy=operations.policy(req.services.settings),
+            policy=operation_policy(settings),
         )
         if volume.workflow_id is not None:
             return volume.workflow_id, request
-        entry = operations.reset_volume(req.services.settings, volume, request)
-        swapped = compare_and_swap(
-            session,
-            Volume,
-            volume.id,
-            expected={"workflow_id": None},
-            values={"workflow_id": entry.workflow_id},
-        )
-        assert swapped, "the row is locked and was checked above"
-        session.add(entry)
+        entry = hand_over(session, settings, "reset", volume, request)
+        assert entry is not None, "the row is locked and was checked above"
         return entry
 
 
@@ -125,47 +147,41 @@ async def _run_reset_workflow(req: ApiRequest, entry: OutboxEntry) -> ResetOutco
     timeout = req.services.settings.reset_wait_timeout
     try:
         result = await req.services.outbox.start_and_wait(entry, timeout)
-    except (TimeoutError, TemporalUnavailable):
-        return None
-    return _outcome(result)
-
-
-async def _reset_owner(
-    req: ApiRequest, workflow_id: str, request: ResetRequest
-) -> ResetOutcome | None:
-    """Deliver the reset to the workflow that owns the volume (its `reset_status` update)."""
-    handle = req.services.temporal.get_workflow_handle(workflow_id)
-    try:
-        update = await handle.start_update(
-            "reset_status",
-            request,
-            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-            result_type=ResetOutcome,
-        )
-    except WorkflowUpdateFailedError as failed:
-        cause = getattr(failed.cause, "message", None) or str(failed)
-        raise Conflict(f"Volume {request.volume_id} cannot be reset now: {cause}.") from None
-    except RPCError as rpc:
-        raise Conflict(
-            f"Volume {request.volume_id} is busy with operation {workflow_id}, which cannot "
-            f"take a reset ({rpc.message}); reset again once it has ended."
-        ) from None
-    try:
-        return _outcome(
-            await asyncio.wait_for(update.result(), req.services.settings.reset_wait_timeout)
-        )
     except TimeoutError:
         return None
+    except TemporalUnavailable:
+        raise ServiceUnavailable(
+            "The workflow service is unavailable. The reset is recorded and runs when it is "
+            "back; its outcome will be a user message."
+        ) from None
+    except WorkflowFailureError as failed:
+        raise ServiceUnavailable(f"The reset could not be carried out: {failed.cause}.") from None
+    outcome = result if isinstance(result, OperationOutcome) else OperationOutcome(**result)
+    return ResetOutcome(done=outcome.done, detail=outcome.detail or "")
 
 
-def _outcome(result: Any) -> ResetOutcome:
-    return result if isinstance(result, ResetOutcome) else ResetOutcome.model_validate(result)
+async def _deliver(req: ApiRequest, workflow_id: str, request: ResetRequest) -> Any:
+    """Deliver the reset to the workflow that owns the resource (its `reset_status` update);
+    its outcome, None while it still runs, or ended=True if the owner has gone meanwhile."""
+    try:
+        return await req.services.owners.update(
+            workflow_id,
+            OperationWorkflow.reset_status,
+            request,
+            wait=req.services.settings.reset_wait_timeout,
+            result_type=ResetOutcome,
+        )
+    except UpdateRefused as refused:
+        raise Conflict(f"{request.resource_id} cannot be reset now: {refused}.") from None
+    except OwnerGone:
+        return ResetOutcome(done=False, ended=True)
 
 
 @router.action("/snapshots/{snapshot_id}/action", "os-reset_status", body=SnapshotResetBody)
 async def reset_snapshot(req: ApiRequest) -> Response:
-    """Snapshots have no connections to end: the table is checked and the status written,
-    unless an operation owns the snapshot (then it alone writes the status: 409)."""
+    """Snapshots have nothing on the backend to change: the table is checked and the status
+    written, unless an operation owns the snapshot: then the reset goes to it, and it stops
+    and writes the reset itself."""
     assert isinstance(req.body, SnapshotResetBody)
     policy.authorize(req.ctx, "volume_extension:snapshot_admin_actions:reset_status")
     try:
@@ -173,16 +189,19 @@ async def reset_snapshot(req: ApiRequest) -> Response:
         reset_rules.check_snapshot_reset(status)
     except reset_rules.ResetRefused as refused:
         raise BadRequest(str(refused)) from None
+    snapshot_id = req.path_params["snapshot_id"]
 
-    def write() -> None:
+    def write() -> tuple[str, ResetRequest] | None:
         with req.services.db.transaction() as session:
-            snapshot = visible_snapshot(
-                session, req.ctx, req.path_params["snapshot_id"], for_update=True
-            )
+            snapshot = visible_snapshot(session, req.ctx, snapshot_id, for_update=True)
             if snapshot.workflow_id is not None:
-                raise Conflict(
-                    f"Snapshot {snapshot.id} is {snapshot.status}: operation "
-                    f"{snapshot.workflow_id} owns it; reset again once it has ended."
+                return snapshot.workflow_id, ResetRequest(
+                    resource=ResourceKind.SNAPSHOT,
+                    resource_id=snapshot.id,
+                    current_status=snapshot.status,
+                    status=status,
+                    request_id=req.ctx.request_id,
+                    policy=operation_policy(req.services.settings),
                 )
             compare_and_swap(
                 session,
@@ -191,6 +210,15 @@ async def reset_snapshot(req: ApiRequest) -> Response:
                 expected={"workflow_id": None},
                 values={"status": status},
             )
+            return None
 
-    await run_in_threadpool(write)
-    return Response(status_code=202)
+    for _ in range(DELIVERY_ATTEMPTS):
+        owned = await run_in_threadpool(write)
+        if owned is None:
+            return Response(status_code=202)
+        outcome = await _deliver(req, *owned)
+        if outcome is None or not outcome.ended:
+            return Response(status_code=202)
+    raise Conflict(
+        f"Snapshot {snapshot_id} changed hands while the reset was on its way; reset again."
+    )

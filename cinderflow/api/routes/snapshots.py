@@ -14,10 +14,11 @@ from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from cinderflow import operations, quota
+from cinderflow import quota
 from cinderflow.api import microversions as mv
 from cinderflow.api import policy
 from cinderflow.api.errors import BadRequest, NotFound, invalid_volume
+from cinderflow.api.handover import Read, hand_over, operation_policy
 from cinderflow.api.lookups import visible_snapshot, visible_volume
 from cinderflow.api.params import boolean_param, dict_param, int_param, sort_param
 from cinderflow.api.routes.metadata import MetadataResource, metadata_router
@@ -32,10 +33,12 @@ from cinderflow.api.schemas.snapshots import (
     SnapshotUpdateBody,
 )
 from cinderflow.api.views import snapshots as views
-from cinderflow.db import paging
+from cinderflow.db import ownership, paging
 from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db.metadata import SNAPSHOTS, set_metadata
-from cinderflow.db.models import OutboxEntry, Snapshot, Volume, VolumeType, utcnow
+from cinderflow.db.models import OutboxEntry, Snapshot, VolumeType, utcnow
+from cinderflow.status import ResourceKind, SnapshotStatus, VolumeStatus
+from cinderflow.workflows.delete_snapshot import SnapshotInput
 
 router = Router()
 SNAPSHOT_IN_USE_FLAG_MSG = (
@@ -74,18 +77,33 @@ async def create(req: ApiRequest) -> Response:
     """Snapshot a volume (202; `creating` until its workflow makes it available or error)."""
     assert isinstance(req.body, SnapshotCreateBody)
     spec = req.body.snapshot
-    if req.at_least("3.66") and spec.force is False:
+    if req.at_least(mv.SNAPSHOT_IN_USE) and spec.force is False:
         raise BadRequest(SNAPSHOT_IN_USE_FLAG_MSG)
-    allowed = ("available", "in-use") if spec.force or req.at_least("3.66") else ("available",)
+    allowed = (
+        (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE)
+        if spec.force or req.at_least(mv.SNAPSHOT_IN_USE)
+        else (VolumeStatus.AVAILABLE,)
+    )
 
     def run() -> tuple[dict[str, Any], OutboxEntry]:
+        settings = req.services.settings
         with req.services.db.transaction() as session:
             snapshot = _insert(req, session, spec, allowed)
-            entry = operations.create_snapshot(req.services.settings, snapshot, req.ctx.request_id)
-            snapshot.workflow_id = entry.workflow_id
-            session.add(snapshot)
-            session.add(entry)
-            session.flush()
+            payload = SnapshotInput(
+                resource_id=snapshot.id,
+                policy=operation_policy(settings),
+                request_id=req.ctx.request_id,
+            )
+            entry = hand_over(
+                session,
+                settings,
+                "create_snapshot",
+                snapshot,
+                payload,
+                new=True,
+                reads=[Read(ResourceKind.VOLUME, snapshot.volume_id)],
+            )
+            assert entry is not None, "a new row is always handed over"
             set_metadata(session, SNAPSHOTS, snapshot.id, spec.metadata or {}, replace=True)
             return _one(req, session, snapshot, extended=False), entry
 
@@ -105,13 +123,13 @@ def _insert(
         raise invalid_volume(
             "The snapshot cannot be created because volume has not been scheduled to any host."
         )
-    if volume.status == "maintenance":
+    if volume.status == VolumeStatus.MAINTENANCE:
         raise invalid_volume(
             "The snapshot cannot be created when the volume is in maintenance mode."
         )
     if volume.migration_status not in (None, *NOT_MIGRATING):
         raise invalid_volume("Snapshot cannot be created while volume is migrating.")
-    if volume.status == "error":
+    if volume.status == VolumeStatus.ERROR:
         raise invalid_volume("The snapshot cannot be created when the volume is in error status.")
     if volume.status not in allowed:
         raise invalid_volume(
@@ -133,7 +151,7 @@ def _insert(
         user_id=ctx.user_id,
         name=name.strip() if name else name,
         description=description.strip() if description else description,
-        status="creating",
+        status=SnapshotStatus.CREATING,
         progress="0%",
         volume_size=volume.size,
         volume_type_id=volume.volume_type_id,
@@ -160,7 +178,7 @@ async def _list(req: ApiRequest, *, detailed: bool) -> Response:
     ctx = req.ctx
     policy.authorize(ctx, "volume:get_all_snapshots", ctx.project_id)
     unknown = sorted(set(req.query) - LIST_FILTERS - LIST_CONTROLS)
-    if unknown and not ctx.is_admin and req.at_least("3.31"):
+    if unknown and not ctx.is_admin and req.at_least(mv.RESOURCE_FILTER):
         raise BadRequest(f"Invalid filters {','.join(unknown)} are found in query options.")
     project: str | None = ctx.project_id
     if boolean_param(req, "all_tenants") and ctx.is_admin:
@@ -173,7 +191,9 @@ async def _list(req: ApiRequest, *, detailed: bool) -> Response:
         marker=req.query.get("marker"),
         offset=int_param(req, "offset") or 0,
     )
-    wanted_metadata = dict_param(req, "metadata") if req.at_least("3.22") else {}
+    wanted_metadata = (
+        dict_param(req, "metadata") if req.at_least(mv.SNAPSHOT_LIST_METADATA_FILTER) else {}
+    )
     want_count = req.at_least(mv.SUPPORT_COUNT_INFO) and boolean_param(req, "with_count")
 
     def run() -> tuple[list[dict[str, Any]], int | None]:
@@ -285,10 +305,25 @@ async def _delete(req: ApiRequest, *, force: bool) -> Response:
                 else "volume:delete_snapshot"
             )
             policy.authorize(req.ctx, action, snapshot.project_id)
-            entry = operations.delete_snapshot(req.services.settings, snapshot, req.ctx.request_id)
-            if not snapshot_db.mark_deleting(session, snapshot.id, entry.workflow_id, force=force):
+            settings = req.services.settings
+            payload = SnapshotInput(
+                resource_id=snapshot.id,
+                policy=operation_policy(settings),
+                request_id=req.ctx.request_id,
+            )
+            expected, where = snapshot_db.deletable(force)
+            entry = hand_over(
+                session,
+                settings,
+                "delete_snapshot",
+                snapshot,
+                payload,
+                status=SnapshotStatus.DELETING,
+                expected=expected,
+                where=where,
+            )
+            if entry is None:
                 raise deletion_refused(session, snapshot, force=force)
-            session.add(entry)
             return entry
 
     entry = await run_in_threadpool(run)
@@ -298,13 +333,10 @@ async def _delete(req: ApiRequest, *, force: bool) -> Response:
 
 def deletion_refused(session: Session, snapshot: Snapshot, *, force: bool) -> BadRequest:
     session.refresh(snapshot)
-    creating = session.exec(
-        select(Volume.id).where(Volume.snapshot_id == snapshot.id, Volume.status == "creating")
-    ).first()
-    if creating:
+    held = ownership.holds_on(session, snapshot.id)
+    if held:
         return BadRequest(
-            f"Invalid snapshot: Snapshot {snapshot.id} is busy: volume "
-            f"{creating} is being created from it."
+            f"Invalid snapshot: Snapshot {snapshot.id} is busy: {ownership.hold_reason(held[0])}."
         )
     if force and snapshot.workflow_id is not None:
         return BadRequest(

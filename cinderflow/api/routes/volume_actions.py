@@ -8,7 +8,6 @@ volume that is not waiting is refused synchronously.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -16,14 +15,9 @@ from pydantic import Field
 from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
-from temporalio.client import (
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-    WorkflowUpdateStage,
-)
-from temporalio.service import RPCError, RPCStatusCode
 
-from cinderflow import operations, quota
+from cinderflow import quota
+from cinderflow.api import microversions as mv
 from cinderflow.api import policy
 from cinderflow.api.errors import (
     Conflict,
@@ -32,16 +26,18 @@ from cinderflow.api.errors import (
     invalid_volume,
     volume_not_found,
 )
+from cinderflow.api.handover import hand_over, operation_policy
 from cinderflow.api.lookups import visible_volume
 from cinderflow.api.routing import ApiRequest, Router
 from cinderflow.api.validation import Boolean, PositiveInt, StrictModel
-from cinderflow.db import admin_metadata
+from cinderflow.db import admin_metadata, ownership
 from cinderflow.db import volumes as volume_db
-from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import OutboxEntry, Service, Volume, VolumeType
 from cinderflow.payloads import ExtendCompletion
+from cinderflow.status import VolumeStatus
+from cinderflow.temporal.owner import OwnerGone, UpdateRefused
 from cinderflow.temporal.queues import backend_of
-from cinderflow.workflows.extend_volume import NOT_WAITING, ExtendVolume
+from cinderflow.workflows.extend_volume import NOT_WAITING, ExtendInput, ExtendVolume
 
 router = Router()
 ACTIONS = "/volumes/{volume_id}/action"
@@ -75,7 +71,7 @@ async def extend(req: ApiRequest) -> Response:
     def run() -> OutboxEntry:
         with req.services.db.transaction() as session:
             volume = visible_volume(session, req.ctx, req.path_params["volume_id"], for_update=True)
-            online = volume.status == "in-use" and req.at_least("3.42")
+            online = volume.status == VolumeStatus.IN_USE and req.at_least(mv.VOLUME_EXTEND_INUSE)
             action = "volume:extend_attached_volume" if online else "volume:extend"
             policy.authorize(req.ctx, action, volume.project_id)
             _check_extend(session, volume, new_size, online)
@@ -90,20 +86,24 @@ async def extend(req: ApiRequest) -> Response:
                 deltas={"gigabytes": delta, f"gigabytes_{type_name}": delta},
                 volume_size=new_size,
             )
-            entry = operations.extend_volume(settings, volume, new_size, req.ctx.request_id)
-            swapped = compare_and_swap(
-                session,
-                Volume,
-                volume.id,
-                expected={"status": volume.status, "workflow_id": None},
-                values={
-                    "status": "extending",
-                    "previous_status": volume.status,
-                    "workflow_id": entry.workflow_id,
-                },
+            payload = ExtendInput(
+                resource_id=volume.id,
+                new_size=new_size,
+                previous_status=volume.status,
+                policy=operation_policy(settings),
+                request_id=req.ctx.request_id,
+                completion_timeout_s=settings.extend_completion_timeout,
             )
-            assert swapped, "the row is locked and was checked above"
-            session.add(entry)
+            entry = hand_over(
+                session,
+                settings,
+                "extend",
+                volume,
+                payload,
+                status=VolumeStatus.EXTENDING,
+                expected={"status": volume.status},
+            )
+            assert entry is not None, "the row is locked and was checked above"
             return entry
 
     await req.services.outbox.start(await run_in_threadpool(run))
@@ -131,11 +131,17 @@ def _check_extend(session: Session, volume: Volume, new_size: int, online: bool)
             f"Specified volume size of {new_size} is greater than the maximum "
             f"allowable size of {high} for volume type {type_name}."
         )
-    expected = "in-use" if online else "available"
+    expected = VolumeStatus.IN_USE if online else VolumeStatus.AVAILABLE
     if volume.workflow_id is not None and volume.status == expected:
         raise Conflict(
             f"Volume {volume.id} is busy: operation {volume.workflow_id} owns it; extend it "
             "once that has ended."
+        )
+    held = ownership.holds_on(session, volume.id)
+    if held and volume.status == expected:
+        raise Conflict(
+            f"Volume {volume.id} is busy: {ownership.hold_reason(held[0])}; extend it once "
+            "that has ended."
         )
     if volume.status != expected:
         raise invalid_volume(
@@ -164,7 +170,9 @@ def _backend(session: Session, volume: Volume) -> Service:
     return found
 
 
-@router.action(ACTIONS, "os-extend_volume_completion", body=CompletionBody, since="3.71")
+@router.action(
+    ACTIONS, "os-extend_volume_completion", body=CompletionBody, since=mv.EXTEND_VOLUME_COMPLETION
+)
 async def extend_completion(req: ApiRequest) -> Response:
     """The compute finished (or failed) an online extend it was asked to do (admin/service)."""
     assert isinstance(req.body, CompletionBody)
@@ -178,32 +186,25 @@ async def extend_completion(req: ApiRequest) -> Response:
             volume = session.get(Volume, req.path_params["volume_id"])
             if volume is None:
                 raise volume_not_found(req.path_params["volume_id"])
-            if volume.status != "extending" or volume.workflow_id is None:
+            if volume.status != VolumeStatus.EXTENDING or volume.workflow_id is None:
                 raise invalid_volume(NOT_WAITING)
             _check_completion_keys(session, volume)
             return volume.workflow_id
 
     workflow_id = await run_in_threadpool(waiting_workflow)
-    handle = req.services.temporal.get_workflow_handle(workflow_id)
     try:
-        update = await handle.start_update(
+        taken = await req.services.owners.update(
+            workflow_id,
             ExtendVolume.complete_extend,
             ExtendCompletion(error=error),
-            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            wait=COMPLETION_WAIT_S,
         )
-        await asyncio.wait_for(update.result(), COMPLETION_WAIT_S)
-    except WorkflowUpdateFailedError:
+    except (UpdateRefused, OwnerGone):
         raise invalid_volume(NOT_WAITING) from None
-    except RPCError as rpc:
-        if rpc.status == RPCStatusCode.NOT_FOUND:  # the workflow has ended
-            raise invalid_volume(NOT_WAITING) from None
-        raise ServiceUnavailable(
-            f"The workflow service could not take the completion: {rpc.message}"
-        ) from None
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+    if taken is None:
         raise ServiceUnavailable(
             "The completion was not taken in time (is a worker running?); send it again."
-        ) from None
+        )
     return Response(status_code=202)
 
 

@@ -10,12 +10,11 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import or_
-from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from cinderflow import operations, quota
+from cinderflow import quota
 from cinderflow.api import microversions as mv
 from cinderflow.api import policy
 from cinderflow.api.context import RequestContext
@@ -26,6 +25,7 @@ from cinderflow.api.errors import (
     invalid_volume,
     volume_type_not_found,
 )
+from cinderflow.api.handover import Read, hand_over, operation_policy
 from cinderflow.api.lookups import visible_snapshot, visible_volume
 from cinderflow.api.params import boolean_param, dict_param, int_param, sort_param
 from cinderflow.api.routes.metadata import MetadataResource, metadata_router
@@ -39,20 +39,35 @@ from cinderflow.api.schemas.volumes import (
     VolumeUpdateBody,
 )
 from cinderflow.api.views import volumes as views
+from cinderflow.db import ownership
 from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db import types as type_db
 from cinderflow.db import volumes as volume_db
-from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
 from cinderflow.db.metadata import VOLUMES, set_metadata
 from cinderflow.db.models import OutboxEntry, Service, Snapshot, Volume, VolumeType, utcnow
 from cinderflow.db.paging import MarkerNotFound
 from cinderflow.settings import Settings
+from cinderflow.status import (
+    AttachStatus,
+    MigrationStatus,
+    ResourceKind,
+    SnapshotStatus,
+    VolumeStatus,
+)
+from cinderflow.workflows.create_volume import CreateVolumeInput
+from cinderflow.workflows.delete_volume import DeleteVolumeInput
 
 router = Router()
 
-DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
-NOT_MIGRATING = ("deleting", "error", "success")
+DELETABLE = (
+    VolumeStatus.AVAILABLE,
+    VolumeStatus.ERROR,
+    VolumeStatus.ERROR_RESTORING,
+    VolumeStatus.ERROR_EXTENDING,
+    VolumeStatus.ERROR_MANAGING,
+)
+NOT_MIGRATING = (VolumeStatus.DELETING, MigrationStatus.ERROR, MigrationStatus.SUCCESS)
 DELETE_REFUSED = (
     "Volume status must be available or error or error_restoring or error_extending or "
     "error_managing and must not be migrating, attached, belong to a group, have snapshots, "
@@ -113,7 +128,7 @@ def _source(session: Session, ctx: RequestContext, spec: VolumeCreate) -> Source
     """The snapshot or volume to copy, locked until commit so it cannot be deleted meanwhile."""
     if spec.snapshot_id is not None:
         snapshot = visible_snapshot(session, ctx, spec.snapshot_id, for_update=True)
-        if snapshot.status != "available":
+        if snapshot.status != SnapshotStatus.AVAILABLE:
             raise BadRequest(
                 "Invalid snapshot: Originating snapshot status must be one of 'available' values"
             )
@@ -130,7 +145,7 @@ def _source(session: Session, ctx: RequestContext, spec: VolumeCreate) -> Source
         )
     if spec.source_volid is not None:
         volume = visible_volume(session, ctx, spec.source_volid, for_update=True)
-        if volume.status not in ("available", "in-use"):
+        if volume.status not in (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE):
             raise invalid_volume(
                 "Unable to create a volume from an originating source volume when its status "
                 f"is {volume.status}."
@@ -196,7 +211,7 @@ def _insert(
             if spec.description is not None
             else spec.display_description,
             size=size,
-            status="creating",
+            status=VolumeStatus.CREATING,
             availability_zone=zone,
             volume_type_id=volume_type.id,
             multiattach=bool(spec.multiattach) or specs.get("multiattach") == "<is> True",
@@ -204,11 +219,16 @@ def _insert(
             source_volid=source.source_volid if source else None,
             bootable=source.bootable if source else False,
         )
-        entry = operations.create_volume(settings, volume, ctx.request_id)
-        volume.workflow_id = entry.workflow_id
-        session.add(volume)
-        session.add(entry)
-        session.flush()
+        reads = []
+        if source is not None and source.snapshot_id:
+            reads.append(Read(ResourceKind.SNAPSHOT, source.snapshot_id))
+        elif source is not None and source.source_volid:
+            reads.append(Read(ResourceKind.VOLUME, source.source_volid))
+        payload = CreateVolumeInput(
+            resource_id=volume.id, policy=operation_policy(settings), request_id=ctx.request_id
+        )
+        entry = hand_over(session, settings, "create", volume, payload, new=True, reads=reads)
+        assert entry is not None, "a new row is always handed over"
         if spec.metadata:
             set_metadata(session, VOLUMES, volume.id, spec.metadata, replace=True)
         return views.VolumeView(volume, dict(spec.metadata or {}), volume_type.name), entry
@@ -375,58 +395,53 @@ async def delete(req: ApiRequest) -> Response:
 def _mark_deleting(req: ApiRequest, force: bool, cascade: bool) -> OutboxEntry:
     """Hand the volume (and, cascading, its snapshots) to a DeleteVolume workflow."""
     volume_id = req.path_params["volume_id"]
+    settings = req.services.settings
     with req.services.db.transaction() as session:
         volume = visible_volume(session, req.ctx, volume_id, for_update=True)
         policy.authorize(req.ctx, "volume:delete", volume.project_id)
         if force:
             policy.authorize(req.ctx, "volume:force_delete", volume.project_id)
-        entry = operations.delete_volume(
-            req.services.settings, volume, req.ctx.request_id, cascade=cascade
-        )
-        expected: dict[str, object] = {"workflow_id": None}
-        if not force:
-            expected["status"] = DELETABLE
-        clone = aliased(Volume)
         conditions = [
-            Volume.attach_status != "attached",
+            Volume.attach_status != AttachStatus.ATTACHED,
             or_(Volume.migration_status.is_(None), Volume.migration_status.in_(NOT_MIGRATING)),
-            ~select(clone.id)
-            .where(clone.source_volid == Volume.id, clone.status == "creating")
-            .exists(),
+            ownership.not_held(Volume.id),
         ]
         if not cascade:
             conditions.append(~select(Snapshot.id).where(Snapshot.volume_id == Volume.id).exists())
-        swapped = compare_and_swap(
-            session,
-            Volume,
-            volume_id,
-            expected=expected,
-            where=conditions,
-            values={"status": "deleting", "workflow_id": entry.workflow_id},
+        payload = DeleteVolumeInput(
+            resource_id=volume.id,
+            policy=operation_policy(settings),
+            request_id=req.ctx.request_id,
+            cascade=cascade,
         )
-        if not swapped:
+        entry = hand_over(
+            session,
+            settings,
+            "delete",
+            volume,
+            payload,
+            status=VolumeStatus.DELETING,
+            expected={} if force else {"status": DELETABLE},
+            where=conditions,
+        )
+        if entry is None:
             raise _delete_refused(session, volume, force)
         if cascade:
             snapshots = session.exec(select(Snapshot).where(Snapshot.volume_id == volume_id))
             for snapshot in snapshots:
-                if not snapshot_db.mark_deleting(session, snapshot.id, entry.workflow_id):
+                if not snapshot_db.take_for_deletion(session, snapshot, entry.workflow_id):
                     raise invalid_volume(
                         f"Snapshot {snapshot.id} is {snapshot.status}: a cascading delete needs "
                         "every snapshot available or error and not in use."
                     )
-        session.add(entry)
         return entry
 
 
 def _delete_refused(session: Session, volume: Volume, force: bool) -> BadRequest:
     session.refresh(volume)
-    clone = session.exec(
-        select(Volume.id).where(Volume.source_volid == volume.id, Volume.status == "creating")
-    ).first()
-    if clone:
-        return invalid_volume(
-            f"Volume {volume.id} is busy: volume {clone} is being cloned from it."
-        )
+    held = ownership.holds_on(session, volume.id)
+    if held:
+        return invalid_volume(f"Volume {volume.id} is busy: {ownership.hold_reason(held[0])}.")
     if force and volume.workflow_id is not None:
         return invalid_volume(
             f"Volume {volume.id} is busy: status {volume.status}, operation "

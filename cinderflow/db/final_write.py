@@ -1,0 +1,146 @@
+"""The one write that ends an operation: status and field changes (or removal), reservations,
+admin metadata, holds, owned snapshots, a reset's attachments, the user message, and the
+release of ownership, all in the caller's transaction.
+
+Every way an operation ends goes through `apply`: its normal end, its failure, a reset that
+took it over, and the operator's `cinderflow manage volume reset-state` (unfenced: it writes
+whoever owns the row, after terminating the owner). One path, so no end can forget to release a
+reservation or leave a snapshot owned by a workflow that has gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, SQLModel, select
+
+from cinderflow import quota, user_messages
+from cinderflow.db import admin_metadata, ownership
+from cinderflow.db import attachments as attachment_db
+from cinderflow.db.models import Snapshot, Volume, utcnow
+from cinderflow.payloads import FinalWrite
+from cinderflow.status import MigrationStatus, ResourceKind, SnapshotStatus, VolumeStatus
+
+MODELS: dict[ResourceKind, type[SQLModel]] = {
+    ResourceKind.VOLUME: Volume,
+    ResourceKind.SNAPSHOT: Snapshot,
+}
+FIELDS: dict[ResourceKind, frozenset[str]] = {
+    ResourceKind.VOLUME: frozenset(
+        {"provider_location", "provider_id", "size", "host", "migration_status"}
+    ),
+    ResourceKind.SNAPSHOT: frozenset({"provider_location", "progress"}),
+}
+"""Fields a final write may change besides the status (a driver's model update, a new size)."""
+ERROR_STATUS = {
+    ResourceKind.VOLUME: VolumeStatus.ERROR,
+    ResourceKind.SNAPSHOT: SnapshotStatus.ERROR,
+}
+
+
+class NotOwner(Exception):
+    """The row belongs to another workflow now: this operation must end without writing."""
+
+
+def apply(
+    session: Session,
+    write: FinalWrite,
+    workflow_id: str | None,
+    *,
+    message_ttl: float,
+    fenced: bool = True,
+) -> bool:
+    """End the operation of `workflow_id` on `write.resource_id`; False if it had already
+    ended so (a retry after commit). Fenced: NotOwner unless `workflow_id` owns the row.
+    Unfenced (the operator): the row's current owner, if any, is ended instead."""
+    model = MODELS[write.resource]
+    row: Any = session.get(model, write.resource_id, with_for_update=True)
+    if fenced:
+        if row is None and write.remove:
+            return False  # removed by an earlier attempt of this step
+        if row is None or row.workflow_id != workflow_id:
+            if _already_written(row, write, workflow_id):
+                return False  # released by an earlier attempt of this step
+            raise NotOwner(f"{write.resource_id} is no longer owned by workflow {workflow_id}")
+    elif row is None:
+        raise NotOwner(f"{write.resource} {write.resource_id} does not exist")
+    owner: str | None = row.workflow_id
+    if owner is not None:
+        _release_owned_snapshots(session, owner, write)
+        ownership.release_holds(session, owner)
+    if write.resource == ResourceKind.VOLUME:
+        quota.release(session, row.id)
+        admin_metadata.remove(session, row.id, write.admin_metadata)
+        attachment_db.reset(session, row, write.attach_status)
+    if write.message is not None:
+        _record_message(session, row, write, owner or workflow_id or "manage", message_ttl)
+    if write.remove:
+        session.delete(row)
+        session.flush()
+        return True
+    values = {k: v for k, v in write.values.items() if k in FIELDS[write.resource]}
+    if write.migration_status is not None:
+        values["migration_status"] = (
+            None if write.migration_status == MigrationStatus.NONE else write.migration_status
+        )
+    status = write.status
+    if write.previous:
+        status = row.previous_status or ERROR_STATUS[write.resource]
+    elif status is None:  # what the attachments imply (an online extend ends in-use)
+        status, values["attach_status"] = attachment_db.statuses(
+            attachment_db.live(session, row.id)
+        )
+    for key, value in {**values, "status": status}.items():
+        setattr(row, key, value)
+    row.previous_status = None
+    row.workflow_id = None
+    row.last_workflow_id = owner or row.last_workflow_id
+    row.updated_at = utcnow()
+    session.flush()
+    return True
+
+
+def _already_written(row: Any, write: FinalWrite, workflow_id: str | None) -> bool:
+    """The row was last released by this workflow (with this status, where the write names
+    one): a retry of a final write that committed."""
+    return (
+        row is not None
+        and row.workflow_id is None
+        and row.last_workflow_id == workflow_id
+        and (write.status is None or write.previous or row.status == write.status)
+    )
+
+
+def _release_owned_snapshots(session: Session, owner: str, write: FinalWrite) -> None:
+    """Snapshots the operation took (a cascading delete) and did not finish: each returns to
+    the status the write names, else to the status it had before the operation."""
+    owned = session.exec(
+        select(Snapshot).where(Snapshot.workflow_id == owner, Snapshot.id != write.resource_id)
+    )
+    for snapshot in owned:
+        snapshot.status = write.snapshots.get(
+            snapshot.id, snapshot.previous_status or SnapshotStatus.ERROR
+        )
+        snapshot.previous_status = None
+        snapshot.workflow_id = None
+        snapshot.last_workflow_id = owner
+        snapshot.updated_at = utcnow()
+    session.flush()
+
+
+def _record_message(
+    session: Session, row: Any, write: FinalWrite, workflow_id: str, ttl: float
+) -> None:
+    spec = write.message
+    assert spec is not None
+    user_messages.record(
+        session,
+        message_id=user_messages.message_id_for(workflow_id, f"finish-{write.resource_id}"),
+        project_id=row.project_id,
+        action=spec.action,
+        detail=spec.detail,
+        resource_type=spec.resource_type,
+        resource_uuid=row.id,
+        request_id=spec.request_id,
+        ttl=ttl,
+    )

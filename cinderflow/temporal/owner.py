@@ -1,0 +1,113 @@
+"""Talking to the workflow that owns a resource: updates (a reset, an extend completion) and
+queries (progress), with one account of what can go wrong.
+
+Every failure is one of three exceptions, which the API turns into Cinder faults (api/app.py):
+
+- `UpdateRefused`: the workflow refused (its validator or handler said why): 409 by default,
+  or the route's own error (an extend completion that nobody waits for is a 400);
+- `OwnerGone`: the workflow has ended, so it owns nothing any more (the caller re-reads);
+- `TemporalUnavailable`: Temporal cannot be reached, or no worker took the message in time: 503.
+
+Nothing here raises anything else from the Temporal client, so a lost race or an outage can never
+surface as a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from cinderflow.temporal.outbox import TemporalUnavailable
+
+ACCEPT_WAIT_S = 30.0
+"""How long a message may wait for a worker to take it before the caller is told 503."""
+
+
+class UpdateRefused(Exception):
+    """The workflow refused the update; the message is its reason."""
+
+
+class OwnerGone(Exception):
+    """The workflow has ended: it owns nothing now."""
+
+
+def _cause(error: BaseException) -> str:
+    cause = getattr(error, "cause", None)
+    return str(getattr(cause, "message", None) or cause or error)
+
+
+def _rpc(error: RPCError, workflow_id: str) -> Exception:
+    if error.status == RPCStatusCode.NOT_FOUND or "already completed" in error.message:
+        return OwnerGone(f"workflow {workflow_id} has ended")
+    if error.status == RPCStatusCode.RESOURCE_EXHAUSTED:  # Temporal's in-flight update limit
+        return UpdateRefused("too many requests to this operation are in flight; try again")
+    return TemporalUnavailable(f"the workflow service did not take it: {error.message}")
+
+
+class OwnerClient:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def update(
+        self,
+        workflow_id: str,
+        update: Any,
+        arg: Any,
+        *,
+        wait: float,
+        result_type: type | None = None,
+    ) -> Any | None:
+        """Deliver an update and wait up to `wait` seconds for its result; None when it was
+        accepted and is still running (its outcome comes later)."""
+        handle = self.client.get_workflow_handle(workflow_id)
+        try:
+            running = await asyncio.wait_for(
+                handle.start_update(
+                    update,
+                    arg,
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                    result_type=result_type,
+                ),
+                ACCEPT_WAIT_S,
+            )
+        except WorkflowUpdateFailedError as failed:
+            raise UpdateRefused(_cause(failed)) from None
+        except RPCError as rpc:
+            raise _rpc(rpc, workflow_id) from None
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            raise TemporalUnavailable(
+                f"no worker took the message for workflow {workflow_id} within "
+                f"{ACCEPT_WAIT_S:.0f} s (is a worker running?)"
+            ) from None
+        try:
+            return await asyncio.wait_for(running.result(), wait)
+        except WorkflowUpdateFailedError as failed:
+            raise UpdateRefused(_cause(failed)) from None
+        except RPCError as rpc:
+            raise _rpc(rpc, workflow_id) from None
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            return None
+
+    async def query(self, workflow_id: str, query: Any, *, result_type: type | None = None) -> Any:
+        """A query's answer (a running or ended workflow)."""
+        handle = self.client.get_workflow_handle(workflow_id)
+        try:
+            return await asyncio.wait_for(
+                handle.query(query, result_type=result_type), ACCEPT_WAIT_S
+            )
+        except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as failed:
+            raise UpdateRefused(str(failed)) from None
+        except RPCError as rpc:
+            raise _rpc(rpc, workflow_id) from None
+        except TimeoutError:
+            raise TemporalUnavailable(f"workflow {workflow_id} did not answer in time") from None

@@ -1,0 +1,409 @@
+"""The operation base: what every workflow that owns a volume or snapshot shares.
+
+An operation's workflow subclasses `OperationWorkflow`, declares `@workflow.run` (Temporal
+needs it on the concrete class, with the typed input) and calls `execute(resource_id, body)`.
+The body does its work through four verbs and ends with one of two:
+
+- `step(work)`: a step a reset or cancel may cut short. Its activity is cancelled and abandoned
+  and `Stopped` is raised in the body; only leaf steps (one activity, one wait) go through it,
+  so no caller can mistake the cut for a failure and carry on.
+- `critical(name, work, effect=...)`: a step that must not be cut short (an extend's resize:
+  abandoned, it would grow the volume after a reset had kept the old size). A reset waits for
+  it before touching the backend, a cancel waits for it, and its `effect` (the new size) is
+  committed by whichever final write comes next, the reset's included.
+- `undo_with(name, work)`: register how to undo what a step just created; on failure, reset or
+  cancel the undos run in reverse (a saga's compensations).
+- `report(phase, percent)`: progress in workflow state, shown as current details and read
+  through the `progress` query.
+- `finish(write)` / `fail(write)`: the one fenced final write (activities/operation.py), after
+  any reset in progress has been let in or refused (`close`, which a body may also call early
+  when nothing is left that a reset could restore); `fail` compensates first.
+
+The base declares the `reset_status` update once. A reset runs the backend half (the driver
+first, after any critical step), then stops the body, compensates and writes the reset as the
+operation's end: only the owner ever writes the resource's status. A workflow cancel stops the
+body the same way and ends in the status the resource had before the operation. Whichever way
+the body ends, a reset waiting for it is answered, and the run waits for every handler before
+it returns (temporalio samples, message_passing/waiting_for_handlers_and_compensation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from cinderflow.activities.operation import OperationActivities
+    from cinderflow.payloads import (
+        FinalWrite,
+        OperationOutcome,
+        OperationPolicy,
+        OperationProgress,
+        ResetOutcome,
+        ResetRequest,
+        UserMessageSpec,
+    )
+    from cinderflow.status import ResourceKind
+    from cinderflow.user_messages import Action, Code, Detail
+    from cinderflow.workflows import common
+    from cinderflow.workflows.reset_backend import backend_reset
+
+T = TypeVar("T")
+NOT_RESETTABLE = "NotResettable"
+MESSAGE_RESOURCE_TYPES = {ResourceKind.VOLUME: "VOLUME", ResourceKind.SNAPSHOT: "VOLUME_SNAPSHOT"}
+
+
+class OperationInput(BaseModel):
+    """What every operation gets: its resource, the policy fixed at request time, the
+    request that asked for it (carried into user messages)."""
+
+    resource_id: str
+    policy: OperationPolicy = Field(default_factory=OperationPolicy)
+    request_id: str | None = None
+
+
+class Stopped(Exception):
+    """Raised in an operation's body when it must stop: a reset took over, or a cancel."""
+
+
+class OperationWorkflow:
+    operation: ClassVar[str]
+    """The operation's name in words and messages ("create", "extend")."""
+    resource: ClassVar[ResourceKind] = ResourceKind.VOLUME
+    admin_metadata_keys: ClassVar[tuple[str, ...]] = ()
+    """Admin metadata the operation publishes; every end removes it."""
+    takes_resets: ClassVar[bool] = True
+    """False for the reset workflow itself: a second reset must wait for the first."""
+    cancellable: ClassVar[bool] = True
+    """False: a workflow cancel is ignored (the reset workflow always writes what it did)."""
+
+    def __init__(self) -> None:
+        self._resource_id: str | None = None
+        self._request_id: str | None = None
+        self._progress = OperationProgress(operation=self.operation)
+        self._undos: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        self._effects: dict[str, Any] = {}
+        self._critical: list[str] = []
+        self._reset: ResetRequest | None = None
+        """An accepted reset (its backend half done): the body must stop and it takes over."""
+        self._reset_failure: str | None = None
+        self._reset_outcome: ResetOutcome | None = None
+        self._reset_busy = False
+        self._cancelled = False
+        self._finishing = False
+        self._ended = False
+
+    # Messages -----------------------------------------------------------------------------
+
+    @workflow.update
+    async def reset_status(self, request: ResetRequest) -> ResetOutcome:
+        """An administrator's os-reset_status while this operation owns the resource (the
+        API sends it here): wait for a critical step, make the backend match, then stop the
+        operation, which compensates and writes the reset itself."""
+        self._reset_busy = True
+        try:
+            if self._critical:
+                self._show(reset=f"waiting for {self._critical[0]} to finish")
+            await workflow.wait_condition(lambda: not self._critical or self._ended)
+            if self._ended:
+                return self._ended_outcome()
+            self._show(reset=f"resetting to {request.status}: the backend first")
+            failure = await backend_reset(request)
+            if failure and not request.force:
+                return ResetOutcome(done=False, detail=failure)
+            self._reset_failure, self._reset = failure, request
+            self._show(reset=f"taking over to write {request.status}")
+            await workflow.wait_condition(lambda: self._reset_outcome is not None)
+            assert self._reset_outcome is not None
+            return self._reset_outcome
+        finally:
+            self._reset_busy = False
+            if self._reset is None:
+                self._show(reset=None)
+
+    @reset_status.validator
+    def _reset_allowed(self, request: ResetRequest) -> None:
+        if not self.takes_resets:
+            raise ApplicationError(
+                "another reset of this volume is in progress", type=NOT_RESETTABLE
+            )
+        if self._resource_id is not None and request.resource_id != self._resource_id:
+            raise ApplicationError(
+                f"{request.resource_id} is part of operation {self.operation} of "
+                f"{self._resource_id}; reset {self._resource_id} instead",
+                type=NOT_RESETTABLE,
+            )
+        if self._finishing or self._ended:
+            raise ApplicationError(
+                "the operation is finishing; reset again once it has ended", type=NOT_RESETTABLE
+            )
+        if self._reset_busy or self._reset is not None:
+            raise ApplicationError("another reset is in progress", type=NOT_RESETTABLE)
+        if self._cancelled:
+            raise ApplicationError(
+                "the operation is being cancelled; reset again once it has ended",
+                type=NOT_RESETTABLE,
+            )
+
+    @workflow.query
+    def progress(self) -> OperationProgress:
+        """What the operation is doing now, how far, and whether a reset waits."""
+        return self._progress.model_copy()
+
+    # The template ---------------------------------------------------------------------------
+
+    async def execute(
+        self, request: OperationInput | ResetRequest, body: Awaitable[OperationOutcome]
+    ) -> OperationOutcome:
+        """Run the body; on a reset or cancel, compensate and write that end instead; answer a
+        reset still waiting whichever way the body ended; wait for every handler."""
+        self._resource_id = request.resource_id
+        self._request_id = request.request_id
+        self._progress.resource_id = request.resource_id
+        try:
+            try:
+                outcome = await body
+            except Stopped:
+                outcome = await self._stop()
+            except BaseException as error:
+                if not is_cancelled_exception(error) or not self.cancellable or self._finishing:
+                    raise
+                self._cancelled = True
+                outcome = await self._stop()
+        finally:
+            self._ended = True
+            if self._reset_outcome is None:
+                self._reset_outcome = self._ended_outcome()
+            await workflow.wait_condition(workflow.all_handlers_finished)
+        return outcome
+
+    @property
+    def stop_requested(self) -> bool:
+        """A reset took over or the workflow was cancelled: the body must stop."""
+        return self._reset is not None or self._cancelled
+
+    # Verbs for the body -----------------------------------------------------------------------
+
+    async def step(self, work: Awaitable[T]) -> T:
+        """Run a step a reset or cancel may cut short (see the module's docstring)."""
+        self._stop_if_requested(work)
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(workflow.wait_condition(lambda: self.stop_requested))
+        while not (task.done() or self.stop_requested):
+            try:
+                await workflow.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                self._cancel_requested()  # the workflow was cancelled while it waited
+        if not stop.done():
+            stop.cancel()
+        await self._settled(stop)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await self._settled(task)
+        raise Stopped
+
+    async def critical(
+        self,
+        name: str,
+        work: Awaitable[T],
+        *,
+        effect: Callable[[T], dict[str, Any]] | None = None,
+    ) -> T:
+        """Run a step that must not be cut short (see the module's docstring). No reset's
+        backend half runs beside it: one in progress is waited for first."""
+        await workflow.wait_condition(lambda: not self._reset_busy or self.stop_requested)
+        self._stop_if_requested(work)
+        self._critical.append(name)
+        self._show()
+        try:
+            task = asyncio.ensure_future(work)
+            await self._settled(task)
+            result = task.result()
+        finally:
+            self._critical.remove(name)
+            self._show()
+        if effect is not None:
+            self._effects.update(effect(result))
+        return result
+
+    def undo_with(self, name: str, undo: Callable[[], Awaitable[Any]]) -> None:
+        """Register the undo of what a step just created (run in reverse if the operation
+        fails, is reset or cancelled)."""
+        self._undos.append((name, undo))
+
+    def report(self, phase: str, percent: int | None = None) -> None:
+        """What the operation does now (and how far), for the UI and the progress query."""
+        self._progress.phase = phase
+        self._progress.percent = percent
+        self._show()
+
+    async def close(self) -> None:
+        """From here the operation only finishes: a reset whose backend half is running is
+        waited for (accepted, it takes over: Stopped), later resets are refused."""
+        if self._finishing:
+            return
+        await workflow.wait_condition(lambda: not self._reset_busy or self.stop_requested)
+        if self.stop_requested:
+            raise Stopped
+        self._finishing = True
+        self._show()
+
+    async def finish(self, write: FinalWrite) -> OperationOutcome:
+        """The operation's end: close, then the one fenced final write."""
+        await self.close()
+        return await self._write(write)
+
+    async def fail(self, write: FinalWrite) -> OperationOutcome:
+        """A failed end: close, compensate, then the final write (with its user message)."""
+        await self.close()
+        await self._compensate()
+        return await self._write(write)
+
+    async def shielded(self, work: Awaitable[T]) -> T:
+        """Run a step to its end even through a workflow cancel (the steps after `close`)."""
+        task = asyncio.ensure_future(work)
+        await self._settled(task)
+        return task.result()
+
+    async def write_part(self, write: FinalWrite) -> None:
+        """The end of another resource this operation owns (a cascade's snapshot), fenced
+        like the final write."""
+        await self.shielded(
+            workflow.execute_activity_method(
+                OperationActivities.finish, write, **common.control(f"end {write.resource_id}")
+            )
+        )
+
+    def message(self, action: Code, detail: Code) -> UserMessageSpec:
+        """A user message about this operation's resource, for its request."""
+        return UserMessageSpec(
+            action=action.id,
+            detail=detail.id,
+            resource_type=MESSAGE_RESOURCE_TYPES[self.resource],
+            request_id=self._request_id,
+        )
+
+    def stopped_write(self, write: FinalWrite) -> FinalWrite:
+        """Hook: adjust the write that ends a stopped operation (a reset's or a cancel's)."""
+        return write
+
+    # Internals -----------------------------------------------------------------------------
+
+    async def _stop(self) -> OperationOutcome:
+        """Undo what the operation made, then end it as the reset or the cancel says."""
+        await workflow.wait_condition(lambda: not self._reset_busy or self._reset is not None)
+        self._finishing = True
+        await self._compensate()
+        if self._reset is not None:
+            request = self._reset
+            reason = f"{self.operation} stopped by an administrator's reset to {request.status}"
+            if self._reset_failure:
+                reason += f" (driver: {self._reset_failure})"
+            self.report(f"Stopped by a reset to {request.status}.")
+            write = FinalWrite(
+                resource=request.resource,
+                resource_id=request.resource_id,
+                status=request.status,
+                attach_status=request.attach_status,
+                migration_status=request.migration_status,
+                reason=reason,
+                message=self.message(Action.RESET_STATUS, Detail.STOPPED_BY_RESET),
+            )
+            outcome = await self._write(self.stopped_write(write))
+            self._reset_outcome = ResetOutcome(done=True, detail=reason)
+            return outcome
+        self.report("Cancelled: back to the status before the operation.")
+        assert self._resource_id is not None
+        write = FinalWrite(
+            resource=self.resource,
+            resource_id=self._resource_id,
+            previous=True,
+            reason=f"{self.operation} cancelled",
+        )
+        return await self._write(self.stopped_write(write))
+
+    async def _write(self, write: FinalWrite) -> OperationOutcome:
+        """The final write: the critical steps' effects ride along; a final write that finds
+        another owner (the operator took the resource) ends the operation without writing."""
+        write.values = {**self._effects, **write.values}
+        write.admin_metadata = sorted({*write.admin_metadata, *self.admin_metadata_keys})
+        try:
+            await self.shielded(
+                workflow.execute_activity_method(
+                    OperationActivities.finish, write, **common.control("final write")
+                )
+            )
+        except ActivityError as error:
+            if not common.is_lost_ownership(error):
+                raise
+            return OperationOutcome(
+                resource_id=write.resource_id, status="lost-ownership", detail=str(error)
+            )
+        status = "deleted" if write.remove else (write.status or "as its attachments imply")
+        if write.previous:
+            status = "previous status"
+        return OperationOutcome(resource_id=write.resource_id, status=status, detail=write.reason)
+
+    async def _compensate(self) -> None:
+        """Run the registered undos, last first; an undo that fails is reported, not fatal
+        (the others still run)."""
+        while self._undos:
+            name, undo = self._undos.pop()
+            self.report(f"Undoing: {name}.")
+            task = asyncio.ensure_future(undo())
+            await self._settled(task)
+            if task.exception() is not None:
+                workflow.logger.warning("undo %s failed: %s", name, task.exception())
+
+    async def _settled(self, task: asyncio.Future[Any]) -> None:
+        """Wait until `task` has ended, through a workflow cancel (remembered, not lost), and
+        collect its outcome so that no abandoned task logs "exception never retrieved"."""
+        while not task.done():
+            try:
+                await workflow.wait([task])
+            except asyncio.CancelledError:
+                self._cancel_requested()
+        if not task.cancelled():
+            task.exception()
+
+    def _cancel_requested(self) -> None:
+        """A workflow cancel reached a wait: stop at the next chance, if the operation can."""
+        if self.cancellable and not self._finishing:
+            self._cancelled = True
+        else:
+            workflow.logger.info("cancel of %s ignored: it cannot stop now", self.operation)
+
+    def _stop_if_requested(self, work: Awaitable[Any]) -> None:
+        if self.stop_requested:
+            if inspect.iscoroutine(work):
+                work.close()  # never started: no "coroutine was never awaited"
+            raise Stopped
+
+    def _ended_outcome(self) -> ResetOutcome:
+        return ResetOutcome(
+            done=False,
+            ended=True,
+            detail=f"operation {self.operation} ended before the reset could apply",
+        )
+
+    def _show(self, **changes: Any) -> None:
+        """Publish the progress: the query's state and the workflow's current details."""
+        for key, value in changes.items():
+            setattr(self._progress, key, value)
+        self._progress.critical = self._critical[0] if self._critical else None
+        self._progress.finishing = self._finishing
+        lines = [self._progress.phase or f"{self.operation}"]
+        if self._progress.percent is not None:
+            lines[0] += f" ({self._progress.percent}%)"
+        if self._progress.critical:
+            lines.append(f"Running {self._progress.critical}: a reset or cancel waits for it.")
+        if self._progress.reset:
+            lines.append(f"Reset: {self._progress.reset}.")
+        workflow.set_current_details("\n\n".join(lines))
