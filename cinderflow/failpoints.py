@@ -20,23 +20,23 @@ class Failpoints:
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
 
-    async def reach(self, name: str) -> None:
+    def _hold(self, name: str) -> Path | None:
+        """The hold file of `name` if it exists now (then `.reached` is written)."""
         if self.directory is None:
-            return
+            return None
         hold = self.directory / f"{name}.hold"
         if not hold.exists():
-            return
+            return None
         (self.directory / f"{name}.reached").write_text(str(os.getpid()))
-        while hold.exists():
+        return hold
+
+    async def reach(self, name: str) -> None:
+        hold = self._hold(name)
+        while hold is not None and hold.exists():
             await asyncio.sleep(POLL_S)
 
     def reach_blocking(self, name: str) -> None:
         """The same, for a thread (a driver call's progress report)."""
-        if self.directory is None:
-            return
-        hold = self.directory / f"{name}.hold"
-        if not hold.exists():
-            return
-        (self.directory / f"{name}.reached").write_text(str(os.getpid()))
-        while hold.exists():
+        hold = self._hold(name)
+        while hold is not None and hold.exists():
             time.sleep(POLL_S)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from sqlmodel import Session
 
@@ -105,6 +106,38 @@ def record(
             created_at=now,
             expires_at=now + timedelta(seconds=ttl),
         )
+    )
+
+
+class Spec(Protocol):
+    """What a workflow asks to record (payloads.UserMessageSpec)."""
+
+    action: str
+    detail: str
+    resource_type: str
+    request_id: str | None
+
+
+def record_spec(
+    session: Session,
+    spec: Spec,
+    *,
+    message_id: str,
+    project_id: str,
+    resource_uuid: str | None,
+    ttl: float,
+) -> None:
+    """`record` for a workflow's message about one resource."""
+    record(
+        session,
+        message_id=message_id,
+        project_id=project_id,
+        action=spec.action,
+        detail=spec.detail,
+        resource_type=spec.resource_type,
+        resource_uuid=resource_uuid,
+        request_id=spec.request_id,
+        ttl=ttl,
     )
 
 

@@ -43,6 +43,20 @@ def poll(
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
 
 
+def hold_failpoint(settings: Settings, point: str) -> Path:
+    """Make processes pause at failpoint `point` until the returned file is removed."""
+    hold = settings.failpoint_dir / f"{point}.hold"
+    hold.touch()
+    return hold
+
+
+def wait_failpoint(settings: Settings, point: str) -> None:
+    """Wait until a process pauses at `point` (and forget that it did, for the next time)."""
+    reached = settings.failpoint_dir / f"{point}.reached"
+    poll(reached.exists, what=f"failpoint {point}")
+    reached.unlink()
+
+
 def wait_backends_reported(database_url: str, count: int = 1) -> None:
     """Wait until `count` backend workers have reported stats (the scheduler can place volumes)."""
     db = Database(database_url)
@@ -87,12 +101,26 @@ RECORD_HISTORIES = os.environ.get("CINDERFLOW_RECORD_HISTORIES") == "1"
 """Set to 1 to (re)write tests/histories/ from the end-to-end tests that save a history."""
 
 
-def workflows_of(address: str, volume_id: str, operation: str | None = None) -> list[str]:
-    """Ids of the workflows that ran (or run) on a volume, oldest first."""
+def workflows_of(
+    address: str, volume_id: str, operation: str | None = None, *, running: bool = False
+) -> list[str]:
+    """Ids of the workflows that ran (or, `running`, still run) on a volume, oldest first."""
     query = f"VolumeId='{volume_id}'" + (f" AND Operation='{operation}'" if operation else "")
+    if running:
+        query += " AND ExecutionStatus='Running'"
     listed = temporal_cli(address, "workflow", "list", "-o", "json", "--query", query)
     found = json.loads(listed or "[]")
     return [w["execution"]["workflowId"] for w in sorted(found, key=lambda w: w["startTime"])]
+
+
+def history_steps(address: str, workflow_id: str) -> list[str]:
+    """Activity types the workflow scheduled, in order."""
+    shown = temporal_cli(address, "workflow", "show", "-w", workflow_id, "-o", "json")
+    return [
+        e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+        for e in json.loads(shown)["events"]
+        if "activityTaskScheduledEventAttributes" in e
+    ]
 
 
 def save_history(address: str, volume_id: str, operation: str, name: str) -> None:

@@ -81,15 +81,12 @@ class AttachmentActivities(ActivityGroup):
             released = self._release(
                 session, failure.attachment_id, workflow_id, attach_status=failure.status
             )
-            spec = failure.message
-            user_messages.record(
+            user_messages.record_spec(
                 session,
+                failure.message,
                 message_id=user_messages.message_id_for(workflow_id, "attachment-failed"),
                 project_id=released.project_id,
-                action=spec.action,
-                detail=spec.detail,
                 resource_uuid=released.volume_id,
-                request_id=spec.request_id,
                 ttl=self.message_ttl,
             )
             attachment_db.settle_volume(session, released.volume_id)

@@ -55,14 +55,13 @@ class OperationActivities(ActivityGroup):
             volume = session.get(Volume, request.volume_id)
             if volume is None:
                 return
-            spec = request.message
-            user_messages.record(
+            user_messages.record_spec(
                 session,
-                message_id=user_messages.message_id_for(workflow_id, f"note-{spec.detail}"),
+                request.message,
+                message_id=user_messages.message_id_for(
+                    workflow_id, f"note-{request.message.detail}"
+                ),
                 project_id=volume.project_id,
-                action=spec.action,
-                detail=spec.detail,
                 resource_uuid=volume.id,
-                request_id=spec.request_id,
                 ttl=self.message_ttl,
             )

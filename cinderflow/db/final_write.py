@@ -131,16 +131,12 @@ def _release_owned_snapshots(session: Session, owner: str, write: FinalWrite) ->
 def _record_message(
     session: Session, row: Any, write: FinalWrite, workflow_id: str, ttl: float
 ) -> None:
-    spec = write.message
-    assert spec is not None
-    user_messages.record(
+    assert write.message is not None
+    user_messages.record_spec(
         session,
+        write.message,
         message_id=user_messages.message_id_for(workflow_id, f"finish-{write.resource_id}"),
         project_id=row.project_id,
-        action=spec.action,
-        detail=spec.detail,
-        resource_type=spec.resource_type,
         resource_uuid=row.id,
-        request_id=spec.request_id,
         ttl=ttl,
     )

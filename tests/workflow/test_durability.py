@@ -26,9 +26,11 @@ from tests.helpers import (
     Process,
     ThreadStack,
     assert_fault,
+    hold_failpoint,
     poll,
     stack_settings,
     wait_backends_reported,
+    wait_failpoint,
 )
 
 pytestmark = pytest.mark.slow
@@ -52,14 +54,10 @@ class Split:
         return {p.name for p in root.iterdir() if not p.name.startswith(".probe-")}
 
     def hold(self, point: str) -> Path:
-        hold = self.settings.failpoint_dir / f"{point}.hold"
-        hold.touch()
-        return hold
+        return hold_failpoint(self.settings, point)
 
     def wait_reached(self, point: str) -> None:
-        reached = self.settings.failpoint_dir / f"{point}.reached"
-        poll(reached.exists, what=f"failpoint {point}")
-        reached.unlink()
+        wait_failpoint(self.settings, point)
 
 
 @pytest.fixture

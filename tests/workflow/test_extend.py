@@ -31,11 +31,12 @@ from tests.helpers import (
     Process,
     ThreadStack,
     assert_fault,
+    history_steps,
     poll,
     save_history,
     stack_settings,
-    temporal_cli,
     wait_backends_reported,
+    workflows_of,
 )
 
 GIB = 1 << 30
@@ -133,24 +134,8 @@ def messages(api: Api, volume_id: str) -> list[dict[str, Any]]:
     return [m for m in listed if m["resource_uuid"] == volume_id]
 
 
-def history_steps(address: str, workflow_id: str) -> list[str]:
-    """Activity types the workflow scheduled, in order."""
-    shown = temporal_cli(address, "workflow", "show", "-w", workflow_id, "-o", "json")
-    events = json.loads(shown)["events"]
-    return [
-        e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
-        for e in events
-        if "activityTaskScheduledEventAttributes" in e
-    ]
-
-
 def extend_workflows(address: str, volume_id: str) -> list[str]:
-    listed = temporal_cli(
-        address,
-        "workflow", "list", "-o", "json",
-        "--query", f"Operation='extend' AND VolumeId='{volume_id}'",
-    )  # fmt: skip
-    return [w["execution"]["workflowId"] for w in json.loads(listed or "[]")]
+    return workflows_of(address, volume_id, "extend")
 
 
 # Offline --------------------------------------------------------------------------------------

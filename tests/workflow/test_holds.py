@@ -17,21 +17,17 @@ from cinderflow.db.models import Hold
 from cinderflow.drivers import qemu_img
 from cinderflow.temporal.devserver import DevServer, free_port
 from tests.conftest import Databases
-from tests.helpers import Api, ThreadStack, assert_fault, poll, stack_settings
+from tests.helpers import (
+    Api,
+    ThreadStack,
+    assert_fault,
+    hold_failpoint,
+    poll,
+    stack_settings,
+    wait_failpoint,
+)
 
 GIB = 1 << 30
-
-
-def _hold(stack: ThreadStack, point: str) -> Path:
-    hold = stack.settings.failpoint_dir / f"{point}.hold"
-    hold.touch()
-    return hold
-
-
-def _reached(stack: ThreadStack, point: str) -> None:
-    reached = stack.settings.failpoint_dir / f"{point}.reached"
-    poll(reached.exists, what=f"failpoint {point}")
-    reached.unlink()
 
 
 def _extend(api: Api, volume_id: str, size: int) -> object:
@@ -64,10 +60,10 @@ def _backend(stack: ThreadStack) -> Path:
 def test_a_snapshot_holds_its_volume_until_copied(own_stack: ThreadStack) -> None:
     api = own_stack.api()
     volume_id = api.available_volume(1)["id"]
-    hold = _hold(own_stack, "driver.create_snapshot.before")
+    hold = hold_failpoint(own_stack.settings, "driver.create_snapshot.before")
     try:
         snapshot_id = _snapshot(api, volume_id)
-        _reached(own_stack, "driver.create_snapshot.before")
+        wait_failpoint(own_stack.settings, "driver.create_snapshot.before")
         assert_fault(
             _extend(api, volume_id, 2), 409, f"snapshot {snapshot_id} is being created from it"
         )
@@ -88,10 +84,10 @@ def test_a_snapshot_holds_its_volume_until_copied(own_stack: ThreadStack) -> Non
 def test_a_clone_holds_its_source_until_copied(own_stack: ThreadStack) -> None:
     api = own_stack.api()
     source_id = api.available_volume(1)["id"]
-    hold = _hold(own_stack, "driver.create_cloned_volume.before")
+    hold = hold_failpoint(own_stack.settings, "driver.create_cloned_volume.before")
     try:
         clone_id = api.create_volume(source_volid=source_id)["id"]
-        _reached(own_stack, "driver.create_cloned_volume.before")
+        wait_failpoint(own_stack.settings, "driver.create_cloned_volume.before")
         assert_fault(_extend(api, source_id, 3), 409, f"volume {clone_id} is being cloned from it")
         assert_fault(api.delete(f"/volumes/{source_id}"), 400, "is being cloned from it")
     finally:

@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 from tests.api.test_reset_status import assert_usage_is_a_recount, reset
-from tests.helpers import ThreadStack, poll, save_history, settings_env, temporal_cli
+from tests.helpers import (
+    ThreadStack,
+    hold_failpoint,
+    poll,
+    save_history,
+    settings_env,
+    temporal_cli,
+    wait_failpoint,
+)
 from tests.workflow.test_extend import (  # noqa: F401 (the fixture is used by name)
     Cloud,
     _waiting,
@@ -55,24 +63,12 @@ def test_reset_stops_an_extend_waiting_for_the_compute(cloud: Cloud) -> None:  #
     save_history(address, volume_id, "extend", "ExtendVolume-reset-while-waiting")
 
 
-def _hold(stack: ThreadStack, point: str) -> Path:
-    hold = stack.settings.failpoint_dir / f"{point}.hold"
-    hold.touch()
-    return hold
-
-
-def _reached(stack: ThreadStack, point: str) -> None:
-    reached = stack.settings.failpoint_dir / f"{point}.reached"
-    poll(reached.exists, what=f"failpoint {point}")
-    reached.unlink()
-
-
 def test_reset_stops_a_create_stuck_in_the_driver(own_stack: ThreadStack) -> None:
     api = own_stack.api()
-    hold = _hold(own_stack, "driver.create_volume.before")
+    hold = hold_failpoint(own_stack.settings, "driver.create_volume.before")
     try:
         volume_id = api.create_volume()["id"]
-        _reached(own_stack, "driver.create_volume.before")
+        wait_failpoint(own_stack.settings, "driver.create_volume.before")
         refused = reset(api, volume_id, status="available")
         assert refused.status_code == 400  # the driver: there is no file yet
         assert "does not exist" in refused.text
@@ -93,10 +89,10 @@ def test_reset_stops_a_create_stuck_in_the_driver(own_stack: ThreadStack) -> Non
 def test_reset_stops_a_delete_stuck_in_the_driver(own_stack: ThreadStack) -> None:
     api = own_stack.api()
     volume_id = api.available_volume()["id"]
-    hold = _hold(own_stack, "driver.delete_volume.before")
+    hold = hold_failpoint(own_stack.settings, "driver.delete_volume.before")
     try:
         assert api.delete(f"/volumes/{volume_id}").status_code == 202
-        _reached(own_stack, "driver.delete_volume.before")
+        wait_failpoint(own_stack.settings, "driver.delete_volume.before")
         response = reset(api, volume_id, status="available")
         assert response.status_code == 202, response.text
         assert (api.volume(volume_id) or {})["status"] == "available"
@@ -121,10 +117,10 @@ def _manage(stack: ThreadStack, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_manage_reset_state(own_stack: ThreadStack) -> None:
     api = own_stack.api()
-    hold = _hold(own_stack, "driver.create_volume.before")
+    hold = hold_failpoint(own_stack.settings, "driver.create_volume.before")
     try:
         volume_id = api.create_volume()["id"]
-        _reached(own_stack, "driver.create_volume.before")
+        wait_failpoint(own_stack.settings, "driver.create_volume.before")
         (workflow_id,) = [
             line.split()[1]
             for line in temporal_cli(

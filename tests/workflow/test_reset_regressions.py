@@ -28,28 +28,19 @@ from cinderflow.db.models import Encryption, KeyRecord, Snapshot, Volume, Volume
 from cinderflow.drivers import qemu_img
 from cinderflow.keys.service import KeyService, key_service
 from tests.api.test_reset_status import assert_usage_is_a_recount, reset
-from tests.helpers import ThreadStack, poll, save_history, stack_settings, temporal_cli
+from tests.helpers import (
+    ThreadStack,
+    history_steps,
+    hold_failpoint,
+    poll,
+    save_history,
+    stack_settings,
+    temporal_cli,
+    wait_failpoint,
+    workflows_of,
+)
 
 GIB = 1 << 30
-
-
-def _hold(stack: ThreadStack, point: str) -> Path:
-    hold = stack.settings.failpoint_dir / f"{point}.hold"
-    hold.touch()
-    return hold
-
-
-def _reached(stack: ThreadStack, point: str) -> None:
-    reached = stack.settings.failpoint_dir / f"{point}.reached"
-    poll(reached.exists, what=f"failpoint {point}")
-    reached.unlink()
-
-
-def _workflows(stack: ThreadStack, query: str) -> list[str]:
-    listed = temporal_cli(
-        stack.settings.temporal_address, "workflow", "list", "-o", "json", "--query", query
-    )
-    return [w["execution"]["workflowId"] for w in json.loads(listed or "[]")]
 
 
 def _reset_waits(stack: ThreadStack, workflow_id: str) -> bool:
@@ -63,18 +54,6 @@ def _reset_waits(stack: ThreadStack, workflow_id: str) -> bool:
         return False  # no such query (the code before the framework)
     (state,) = json.loads(shown)["queryResult"]
     return "waiting" in (state.get("reset") or "")
-
-
-def _steps(stack: ThreadStack, workflow_id: str) -> list[str]:
-    """Activity types the workflow scheduled, in order."""
-    shown = temporal_cli(
-        stack.settings.temporal_address, "workflow", "show", "-w", workflow_id, "-o", "json"
-    )
-    return [
-        e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
-        for e in json.loads(shown)["events"]
-        if "activityTaskScheduledEventAttributes" in e
-    ]
 
 
 def _owned_rows(stack: ThreadStack, project: str) -> list[str]:
@@ -101,15 +80,16 @@ def test_reset_during_an_extends_resize_keeps_the_backends_size(own_stack: Threa
     """Defect 1: the reset waits for the resize and commits its size."""
     api = own_stack.api()
     volume_id = api.available_volume(1)["id"]
-    hold = _hold(own_stack, "driver.extend_volume.after")
+    hold = hold_failpoint(own_stack.settings, "driver.extend_volume.after")
     answers: list[httpx.Response] = []
     try:
         grown = api.post(f"/volumes/{volume_id}/action", {"os-extend": {"new_size": 2}})
         assert grown.status_code == 202, grown.text
-        _reached(own_stack, "driver.extend_volume.after")  # resized; the step has not returned
-        (workflow_id,) = poll(
-            lambda: _workflows(own_stack, f"Operation='extend' AND VolumeId='{volume_id}'")
-        )
+        wait_failpoint(
+            own_stack.settings, "driver.extend_volume.after"
+        )  # resized; the step has not returned
+        address = own_stack.settings.temporal_address
+        (workflow_id,) = poll(lambda: workflows_of(address, volume_id, "extend"))
         asking = threading.Thread(
             target=lambda: answers.append(
                 reset(api.as_user("admin"), volume_id, status="available")
@@ -120,12 +100,12 @@ def test_reset_during_an_extends_resize_keeps_the_backends_size(own_stack: Threa
             lambda: (
                 answers
                 or _reset_waits(own_stack, workflow_id)
-                or "driver.reset_state" in _steps(own_stack, workflow_id)
+                or "driver.reset_state" in history_steps(address, workflow_id)
             ),
             what="the reset answered, waiting, or at the driver",
         )
         # While the resize is still in flight, the reset must not have reached the driver.
-        assert "driver.reset_state" not in _steps(own_stack, workflow_id)
+        assert "driver.reset_state" not in history_steps(address, workflow_id)
     finally:
         hold.unlink()
     asking.join(60)
@@ -147,11 +127,11 @@ def test_reset_during_a_cascade_delete_fails_no_snapshot(own_stack: ThreadStack)
     assert created.status_code == 202, created.text
     snapshot_id = created.json()["snapshot"]["id"]
     poll(lambda: api.get(f"/snapshots/{snapshot_id}").json()["snapshot"]["status"] == "available")
-    hold = _hold(own_stack, "driver.delete_snapshot.before")
+    hold = hold_failpoint(own_stack.settings, "driver.delete_snapshot.before")
     try:
         deleted = api.delete(f"/volumes/{volume_id}", params={"cascade": "true"})
         assert deleted.status_code == 202, deleted.text
-        _reached(own_stack, "driver.delete_snapshot.before")
+        wait_failpoint(own_stack.settings, "driver.delete_snapshot.before")
         answer = reset(api, volume_id, status="available")
         assert answer.status_code == 202, answer.text
     finally:
@@ -265,6 +245,9 @@ def test_fifty_parallel_resets(own_stack: ThreadStack) -> None:
     assert not [a for a in answers if a[0] >= 500], answers
     assert codes[202] >= 1 and set(codes) <= {202, 400, 409}, answers
     assert (api.volume(volume_id) or {})["status"] in ("available", "error")
-    running = f"VolumeId='{volume_id}' AND ExecutionStatus='Running'"
-    poll(lambda: _workflows(own_stack, running) == [], what="no workflow left running")
+    address = own_stack.settings.temporal_address
+    poll(
+        lambda: workflows_of(address, volume_id, running=True) == [],
+        what="no workflow left running",
+    )
     assert _owned_rows(own_stack, api.project) == []
