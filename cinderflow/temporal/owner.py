@@ -51,7 +51,9 @@ def _rpc(error: RPCError, workflow_id: str) -> Exception:
         return OwnerGone(f"workflow {workflow_id} has ended")
     if error.status == RPCStatusCode.RESOURCE_EXHAUSTED:  # Temporal's in-flight update limit
         return UpdateRefused("too many requests to this operation are in flight; try again")
-    return TemporalUnavailable(f"the workflow service did not take it: {error.message}")
+    return TemporalUnavailable(
+        f"Temporal did not take the request ({error.message}); nothing was changed, send it again"
+    )
 
 
 class OwnerClient:
