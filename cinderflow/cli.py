@@ -1,4 +1,4 @@
-"""`cinderflow dev | api | worker | db upgrade | manage volume reset-state`."""
+"""`cinderflow dev | api | worker | db upgrade | manage volume|snapshot reset-state`."""
 
 from __future__ import annotations
 
@@ -59,6 +59,16 @@ def parser() -> argparse.ArgumentParser:
     reset.add_argument("--attach-status", choices=["attached", "detached"])
     reset.add_argument("--migration-status")
     reset.add_argument("--force", action="store_true")
+    snapshot = manage_kinds.add_parser("snapshot", help="snapshots")
+    snapshot_commands = snapshot.add_subparsers(dest="snapshot_command", required=True)
+    snapshot_reset = snapshot_commands.add_parser(
+        "reset-state",
+        help="write a snapshot's status directly (logged); --force skips the API's refusals "
+        "and terminates a snapshot operation that owns it",
+    )
+    snapshot_reset.add_argument("snapshot_id")
+    snapshot_reset.add_argument("--state", required=True, help="the status to write")
+    snapshot_reset.add_argument("--force", action="store_true")
     return top
 
 
@@ -109,20 +119,25 @@ def run(argv: list[str]) -> int:
 
 
 def _manage(args: argparse.Namespace) -> int:
-    from cinderflow.manage import ManageError, reset_volume_state
+    from cinderflow.manage import ManageError, reset_snapshot_state, reset_volume_state
     from cinderflow.serve import configure_logging
 
     configure_logging()
     settings = load_settings(args.config)
     try:
-        account = reset_volume_state(
-            settings,
-            args.volume_id,
-            status=args.state,
-            attach_status=args.attach_status,
-            migration_status=args.migration_status,
-            force=args.force,
-        )
+        if args.manage_kind == "snapshot":
+            account = reset_snapshot_state(
+                settings, args.snapshot_id, status=args.state, force=args.force
+            )
+        else:
+            account = reset_volume_state(
+                settings,
+                args.volume_id,
+                status=args.state,
+                attach_status=args.attach_status,
+                migration_status=args.migration_status,
+                force=args.force,
+            )
     except ManageError as refused:
         print(f"refused: {refused}", file=sys.stderr)
         return 1

@@ -15,16 +15,17 @@ import asyncio
 import logging
 
 from sqlalchemy import delete, func
-from sqlmodel import select
+from sqlmodel import Session, select
 from temporalio.service import RPCError
 
 from cinderflow import reset_rules
 from cinderflow.db import admin_metadata, final_write
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db.engine import Database
-from cinderflow.db.models import OutboxEntry, Reservation, Volume
+from cinderflow.db.models import OutboxEntry, Reservation, Snapshot, Volume
 from cinderflow.payloads import FinalWrite
 from cinderflow.settings import Settings
+from cinderflow.status import ResourceKind
 from cinderflow.temporal.client import connect
 
 log = logging.getLogger("cinderflow.manage")
@@ -52,7 +53,7 @@ def reset_volume_state(
     try:
         owner = _check(db, volume_id, reset, force)
         if owner is not None:
-            asyncio.run(_terminate(settings, owner, volume_id))
+            asyncio.run(_terminate(settings, owner, f"volume {volume_id}"))
         account = _write(db, volume_id, reset, owner)
     finally:
         db.dispose()
@@ -81,11 +82,11 @@ def _check(db: Database, volume_id: str, reset: reset_rules.VolumeReset, force: 
         return None
 
 
-async def _terminate(settings: Settings, workflow_id: str, volume_id: str) -> None:
+async def _terminate(settings: Settings, workflow_id: str, resource: str) -> None:
     client = await connect(settings)
     try:
         await client.get_workflow_handle(workflow_id).terminate(
-            reason=f"cinderflow manage volume reset-state --force on volume {volume_id}"
+            reason=f"cinderflow manage reset-state --force on {resource}"
         )
     except RPCError as rpc:  # already ended: nothing to stop
         log.info("workflow %s not terminated: %s", workflow_id, rpc.message)
@@ -114,7 +115,7 @@ def _write(db: Database, volume_id: str, reset: reset_rules.VolumeReset, owner: 
             message_ttl=0,
             fenced=False,
         )
-        session.exec(delete(OutboxEntry).where(OutboxEntry.volume_id == volume_id))  # type: ignore[call-overload]
+        _forget_pending(session, f"volume-{volume_id}-")
         parts = [f"volume {volume_id}: {before} -> {after}"]
         if reset.attach_status:
             parts.append(f"attach_status {reset.attach_status}")
@@ -123,3 +124,64 @@ def _write(db: Database, volume_id: str, reset: reset_rules.VolumeReset, owner: 
         if held:
             parts.append(f"released {held} reservation(s)")
         return ", ".join(parts)
+
+
+def _forget_pending(session: Session, prefix: str) -> None:
+    """Drop the resource's own operations not started yet (their workflow ids start with
+    `<kind>-<id>-`); the outbox entries of its snapshots are theirs, and stay."""
+    session.exec(delete(OutboxEntry).where(OutboxEntry.workflow_id.startswith(prefix)))  # type: ignore[call-overload,attr-defined]
+
+
+def reset_snapshot_state(
+    settings: Settings, snapshot_id: str, *, status: str, force: bool = False
+) -> str:
+    """Reset a snapshot in the database; a one-line account of what was done. Without
+    `force`: the API's tables, and never a snapshot an operation owns. With `force`: the
+    owning snapshot operation is terminated first (not a cascading volume delete: reset the
+    volume for that)."""
+    try:
+        target = reset_rules.parse_snapshot_status(status)
+        if not force:
+            reset_rules.check_snapshot_reset(target)
+    except reset_rules.ResetRefused as refused:
+        raise ManageError(f"{refused} (--force writes it anyway)") from None
+    db = Database(settings.db_url)
+    try:
+        with db.read() as session:
+            snapshot = session.get(Snapshot, snapshot_id)
+            if snapshot is None:
+                raise ManageError(f"Snapshot {snapshot_id} could not be found.")
+            owner, before = snapshot.workflow_id, snapshot.status
+        if owner is not None and not force:
+            raise ManageError(
+                f"Operation {owner} owns snapshot {snapshot_id}. Reset it through the API, or "
+                "add --force to terminate it."
+            )
+        if owner is not None and not owner.startswith(f"snapshot-{snapshot_id}-"):
+            raise ManageError(
+                f"Snapshot {snapshot_id} is part of operation {owner} of its volume; reset the "
+                "volume instead (cinderflow manage volume reset-state --force)."
+            )
+        if owner is not None:
+            asyncio.run(_terminate(settings, owner, f"snapshot {snapshot_id}"))
+        with db.transaction() as session:
+            final_write.apply(
+                session,
+                FinalWrite(
+                    resource=ResourceKind.SNAPSHOT,
+                    resource_id=snapshot_id,
+                    status=target,
+                    reason="cinderflow manage snapshot reset-state",
+                ),
+                owner,
+                message_ttl=0,
+                fenced=False,
+            )
+            _forget_pending(session, f"snapshot-{snapshot_id}-")
+    finally:
+        db.dispose()
+    account = f"snapshot {snapshot_id}: {before} -> {target}"
+    if owner:
+        account += f", terminated workflow {owner}"
+    log.warning("manage reset-state: %s", account)
+    return account

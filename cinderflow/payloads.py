@@ -62,6 +62,9 @@ class FinalWrite(BaseModel):
     """Field changes committed with the status (the driver's model update, a new size)."""
     remove: bool = False
     """The operation deleted the resource: remove its row instead."""
+    part: bool = False
+    """The end of a resource the operation owns besides its own (a cascade's snapshot): the
+    operation's holds, reservations and other snapshots are left to its own final write."""
     attach_status: str | None = None
     """A reset's attach status: `detached` removes the attachments, `attached` relabels."""
     migration_status: str | None = None

@@ -11,6 +11,7 @@ the retry sees how far the last attempt got. What the driver raises decides what
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -47,23 +48,36 @@ T = TypeVar("T")
 
 async def heartbeating(work: Awaitable[T], call: DriverCall | None = None) -> T:
     """Await `work`, heartbeating (with the call's progress) at a third of the heartbeat
-    timeout until it is done. A cancellation reaches the call (`cancelled()` turns true)
-    and ends the activity at once: the thread cannot be interrupted, it is abandoned."""
+    timeout until it is done.
+
+    A cancellation before the driver method has started ends the activity at once. Once it
+    runs, it changes the backend and cannot be interrupted: the call is told (`cancelled()`
+    turns true, so a driver that can stops early) and the activity ends only when the driver
+    does, with its result or error. So the operation, which waits for the cancellation to
+    complete, never moves on while its driver call still changes the backend."""
     timeout = activity.info().heartbeat_timeout
     interval = max(timeout.total_seconds() / 3, MIN_HEARTBEAT_INTERVAL_S) if timeout else 10.0
     task = asyncio.ensure_future(work)
     try:
-        while not task.done():
-            details = call.details() if call is not None else None
-            activity.heartbeat(*([details] if details else []))
-            await asyncio.wait({task}, timeout=interval)
-        return task.result()
-    except asyncio.CancelledError:
-        if call is not None:
+        try:
+            await _beat_until_done(task, call, interval)
+        except asyncio.CancelledError:
+            if call is None or not call.started:
+                raise
             call.cancel()
-        raise
+            while not task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await _beat_until_done(task, call, interval)
+        return task.result()
     finally:
         task.cancel()
+
+
+async def _beat_until_done(task: asyncio.Future[Any], call: DriverCall | None, interval: float):
+    while not task.done():
+        details = call.details() if call is not None else None
+        activity.heartbeat(*([details] if details else []))
+        await asyncio.wait({task}, timeout=interval)
 
 
 def as_activity_error(error: Exception) -> ApplicationError:

@@ -65,7 +65,7 @@ def apply(
     elif row is None:
         raise NotOwner(f"{write.resource} {write.resource_id} does not exist")
     owner: str | None = row.workflow_id
-    if owner is not None:
+    if owner is not None and not write.part:
         _release_owned_snapshots(session, owner, write)
         ownership.release_holds(session, owner)
     if write.resource == ResourceKind.VOLUME:
@@ -102,9 +102,11 @@ def apply(
 
 def _already_written(row: Any, write: FinalWrite, workflow_id: str | None) -> bool:
     """The row was last released by this workflow (with this status, where the write names
-    one): a retry of a final write that committed."""
+    one): a retry of a final write that committed. A removal is written only when the row
+    is gone."""
     return (
-        row is not None
+        not write.remove
+        and row is not None
         and row.workflow_id is None
         and row.last_workflow_id == workflow_id
         and (write.status is None or write.previous or row.status == write.status)

@@ -38,8 +38,11 @@ class DriverCall:
         """The last `progress` an earlier attempt reported (`{"done": .., "total": ..}`)."""
         self._checkpoint = checkpoint
         self._lock = threading.Lock()
-        self._details: dict[str, Any] | None = None
+        self._details: dict[str, Any] | None = dict(resumed) if resumed else None
+        """Until this attempt reports, its heartbeats carry on the last attempt's progress."""
         self._cancelled = threading.Event()
+        self.started = False
+        """The driver method is running (in its thread): it changes the backend now."""
 
     def progress(self, done: int, total: int) -> None:
         """How far the call has got, in any unit (bytes copied of total). The latest value
@@ -72,6 +75,7 @@ class DriverCall:
     def run(self, fn: Callable[[], T]) -> T:
         """Run `fn` with this as the current call (in the thread that runs the driver)."""
         token = _CURRENT.set(self)
+        self.started = True
         try:
             return fn()
         finally:

@@ -279,9 +279,9 @@ class FileDriver(VolumeDriver, SupportsReset):
         an overlapping or late attempt can never overwrite a file that is already published.
 
         The private file is named after the call's attempt, and each attempt first removes
-        what earlier attempts left (a worker killed mid-copy leaves its partial file): an
-        earlier attempt still running then fails to publish, and never publishes a file this
-        attempt is writing."""
+        what other attempts left (a worker killed mid-copy leaves its partial file). Two
+        attempts alive at once can at worst remove each other's partial file, which fails
+        that attempt (it is retried): neither ever publishes a file another is still writing."""
         self._remove_partial_copies(target)
         if target.exists():
             return

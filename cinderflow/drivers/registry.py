@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from cinderflow.drivers.base import Passphrases, VolumeDriver
 from cinderflow.settings import BackendConfig
@@ -19,4 +20,8 @@ def load_driver(backend: BackendConfig, keys: Passphrases | None = None) -> Volu
     cls = getattr(importlib.import_module(module_name), class_name)
     if not (isinstance(cls, type) and issubclass(cls, VolumeDriver)):
         raise ValueError(f"backend {backend.name}: {backend.driver!r} is not a VolumeDriver")
-    return cls(backend.name, backend.options, keys)
+    if "keys" in inspect.signature(cls).parameters:
+        return cls(backend.name, backend.options, keys)
+    driver = cls(backend.name, backend.options)  # a driver written before keys were passed
+    driver.keys = keys
+    return driver

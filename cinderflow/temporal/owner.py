@@ -89,7 +89,8 @@ class OwnerClient:
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             raise TemporalUnavailable(
                 f"no worker took the message for workflow {workflow_id} within "
-                f"{ACCEPT_WAIT_S:.0f} s (is a worker running?)"
+                f"{ACCEPT_WAIT_S:.0f} s (is a worker running?); it may still take effect when "
+                "one does"
             ) from None
         try:
             return await asyncio.wait_for(running.result(), wait)

@@ -9,6 +9,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeout
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.fencing import LOST_OWNERSHIP
@@ -33,8 +34,11 @@ def control(summary: str | None = None) -> dict[str, Any]:
 
 
 def driver(host: str, policy: OperationPolicy, summary: str | None = None) -> dict[str, Any]:
-    """Options for a driver call on the volume's backend queue."""
+    """Options for a driver call on the volume's backend queue. A cut waits for the activity to
+    confirm (a driver already running on the backend finishes first, activities/driver.py), so
+    nothing of the operation runs on the backend when a reset looks at it."""
     return {
+        "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         "task_queue": backend_queue(host),
         "schedule_to_start_timeout": timedelta(seconds=policy.driver_queue_timeout_s),
         "start_to_close_timeout": timedelta(seconds=policy.driver_timeout_s),

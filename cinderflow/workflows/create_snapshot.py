@@ -31,7 +31,7 @@ class CreateSnapshot(OperationWorkflow):
 
     async def _create(self, request: SnapshotInput) -> OperationOutcome:
         snapshot = await self.step(
-            workflow.execute_activity_method(
+            lambda: workflow.execute_activity_method(
                 SnapshotActivities.load, request.resource_id, **common.control("load snapshot")
             )
         )
@@ -40,11 +40,12 @@ class CreateSnapshot(OperationWorkflow):
         self.report(f"Copying volume {snapshot.volume_id} on `{snapshot.host}`.")
         try:
             update = await self.step(
-                workflow.execute_activity_method(
+                lambda: workflow.execute_activity_method(
                     DriverActivities.create_snapshot,
                     snapshot,
                     **common.driver(snapshot.host, request.policy, "driver create_snapshot"),
-                )
+                ),
+                effect=lambda update: {**update, "progress": "100%"},
             )
         except ActivityError as error:
             return await self._failed(snapshot.id, common.failure_message(error))

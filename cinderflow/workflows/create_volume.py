@@ -44,7 +44,7 @@ class CreateVolume(OperationWorkflow):
     async def _create_volume(self, request: CreateVolumeInput) -> OperationOutcome:
         self.report("Choosing a backend.")
         placement = await self.step(
-            workflow.execute_activity_method(
+            lambda: workflow.execute_activity_method(
                 SchedulerActivities.place_volume, request.resource_id, **common.control("schedule")
             )
         )
@@ -63,13 +63,15 @@ class CreateVolume(OperationWorkflow):
         if volume.encryption is not None:
             self.report("Creating the encryption key.")
             placement.volume = volume = await self.step(
-                workflow.execute_activity_method(
+                lambda: workflow.execute_activity_method(
                     KeyActivities.ensure_volume_key, volume.id, **common.control("encryption key")
                 )
             )
         self.report(f"Creating {volume.size} GiB on backend `{volume.host}`.")
         try:
-            update = await self.step(self._create(placement, request))
+            update = await self.step(
+                lambda: self._create(placement, request), effect=lambda update: update
+            )
         except ActivityError as error:
             return await self.fail(
                 FinalWrite(

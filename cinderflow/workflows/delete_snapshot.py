@@ -29,7 +29,7 @@ async def remove_from_backend(
         return None
     try:
         await op.step(
-            workflow.execute_activity_method(
+            lambda: workflow.execute_activity_method(
                 DriverActivities.delete_snapshot,
                 snapshot,
                 **common.driver(snapshot.host, policy, "driver delete_snapshot"),
@@ -64,7 +64,7 @@ class DeleteSnapshot(OperationWorkflow):
 
     async def _delete(self, request: SnapshotInput) -> OperationOutcome:
         snapshot = await self.step(
-            workflow.execute_activity_method(
+            lambda: workflow.execute_activity_method(
                 SnapshotActivities.load, request.resource_id, **common.control("load snapshot")
             )
         )

@@ -48,13 +48,13 @@ class DeleteVolume(OperationWorkflow):
 
     async def _delete(self, request: DeleteVolumeInput) -> OperationOutcome:
         volume = await self.step(
-            workflow.execute_activity_method(
+            lambda: workflow.execute_activity_method(
                 VolumeActivities.load, request.resource_id, **common.control("load volume")
             )
         )
         if request.cascade:
             snapshots = await self.step(
-                workflow.execute_activity_method(
+                lambda: workflow.execute_activity_method(
                     SnapshotActivities.owned_of_volume,
                     volume.id,
                     **common.control("list snapshots"),
@@ -82,7 +82,7 @@ class DeleteVolume(OperationWorkflow):
             self.report(f"Deleting from backend `{volume.host}`.")
             try:
                 await self.step(
-                    workflow.execute_activity_method(
+                    lambda: workflow.execute_activity_method(
                         DriverActivities.delete_volume,
                         volume,
                         **common.driver(volume.host, request.policy, "driver delete_volume"),

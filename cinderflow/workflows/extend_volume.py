@@ -70,9 +70,12 @@ class ExtendVolume(OperationWorkflow):
 
     @workflow.update
     async def complete_extend(self, completion: ExtendCompletion) -> str:
-        """The compute's answer (REST os-extend_volume_completion calls this)."""
+        """The compute's answer (REST os-extend_volume_completion calls this). A success
+        means the disk has grown: whichever final write follows records the new size."""
         self.completion = completion
         self.waiting = False
+        if not completion.error:
+            self.record_effect({"size": self.request.new_size})
         return "accepted"
 
     @complete_extend.validator
@@ -89,14 +92,14 @@ class ExtendVolume(OperationWorkflow):
 
     async def _extend(self, request: ExtendInput) -> OperationOutcome:
         volume = await self.step(
-            workflow.execute_activity_method(
+            lambda: workflow.execute_activity_method(
                 VolumeActivities.load, request.resource_id, **common.control("load volume")
             )
         )
         assert volume.host is not None
         online = request.previous_status == VolumeStatus.IN_USE
         refused = await self.step(
-            workflow.execute_activity_method(
+            lambda: workflow.execute_activity_method(
                 SchedulerActivities.check_extend,
                 ExtendCheck(volume_id=volume.id, new_size=request.new_size, online=online),
                 **common.control("check backend capacity"),
@@ -111,7 +114,7 @@ class ExtendVolume(OperationWorkflow):
         try:
             outcome = await self.critical(
                 "the driver's resize",
-                workflow.execute_activity_method(
+                lambda: workflow.execute_activity_method(
                     DriverActivities.extend_volume,
                     extend,
                     **common.driver(volume.host, request.policy, "driver extend_volume"),
@@ -127,7 +130,7 @@ class ExtendVolume(OperationWorkflow):
                 detail=Detail.DRIVER_FAILED_EXTEND,
             )
         servers = await self.step(
-            workflow.execute_activity_method(
+            lambda: workflow.execute_activity_method(
                 VolumeActivities.servers, volume.id, **common.control("attached servers")
             )
         )
@@ -147,7 +150,7 @@ class ExtendVolume(OperationWorkflow):
                 detail=Detail.DRIVER_FAILED_EXTEND,
             )
         await self.step(
-            workflow.execute_activity_method(
+            lambda: workflow.execute_activity_method(
                 VolumeActivities.await_compute, extend, **common.control("publish extend_new_size")
             )
         )
@@ -168,11 +171,12 @@ class ExtendVolume(OperationWorkflow):
             f"{extend.new_size} GiB on server {servers[0]} (os-extend_volume_completion), "
             f"at most {self.request.completion_timeout_s:.0f} s."
         )
+        deadline = workflow.now() + timedelta(seconds=self.request.completion_timeout_s)
         try:
-            await self.step(
-                workflow.wait_condition(
+            await self.step(  # cut by a reset that is then refused, it waits the time left
+                lambda: workflow.wait_condition(
                     lambda: self.completion is not None,
-                    timeout=timedelta(seconds=self.request.completion_timeout_s),
+                    timeout=max(deadline - workflow.now(), timedelta(milliseconds=1)),
                     timeout_summary="extend completion timeout",
                 )
             )
@@ -199,7 +203,7 @@ class ExtendVolume(OperationWorkflow):
         """Send `volume-extended`; the failure's text, or None. Best effort: only a message."""
         try:
             await self.step(
-                workflow.execute_activity_method(
+                lambda: workflow.execute_activity_method(
                     ComputeActivities.volume_extended,
                     ComputeEvent(
                         server_uuids=servers,
@@ -217,7 +221,7 @@ class ExtendVolume(OperationWorkflow):
             )
             if best_effort:
                 await self.step(
-                    workflow.execute_activity_method(
+                    lambda: workflow.execute_activity_method(
                         OperationActivities.record_message,
                         VolumeMessage(
                             volume_id=self.request.resource_id,

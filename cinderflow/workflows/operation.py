@@ -1,36 +1,38 @@
 """The operation base: what every workflow that owns a volume or snapshot shares.
 
 An operation's workflow subclasses `OperationWorkflow`, declares `@workflow.run` (Temporal
-needs it on the concrete class, with the typed input) and calls `execute(resource_id, body)`.
-The body does its work through four verbs and ends with one of two:
+needs it on the concrete class, with the typed input) and calls `execute(request, body)`.
+The body does its work through these verbs and ends with `finish` or `fail`:
 
-- `step(work)`: a step a reset or cancel may cut short. Its activity is cancelled and abandoned
-  and `Stopped` is raised in the body; only leaf steps (one activity, one wait) go through it,
-  so no caller can mistake the cut for a failure and carry on.
-- `critical(name, work, effect=...)`: a step that must not be cut short (an extend's resize:
-  abandoned, it would grow the volume after a reset had kept the old size). A reset waits for
-  it before touching the backend, a cancel waits for it, and its `effect` (the new size) is
-  committed by whichever final write comes next, the reset's included.
-- `undo_with(name, work)`: register how to undo what a step just created; on failure, reset or
-  cancel the undos run in reverse (a saga's compensations).
+- `step(work, effect=...)`: a step a reset or cancel may cut. `work()` makes the step's
+  awaitable (one activity, or one wait); only leaf steps go through it, so no caller can mistake
+  a cut for a failure and carry on. A cut waits until the step has really ended: a driver call
+  that already runs on its backend is let finish (driver activities wait for their cancellation
+  to complete, activities/driver.py). If the cut step completed anyway, its result stands (and
+  its `effect`, the field changes it made on the backend, rides on the next final write).
+- `critical(name, work, effect=...)`: a step that is never cut (an extend's resize); a reset
+  or cancel waits for it.
+- `undo_with(name, undo)`: how to undo what a step just created; on failure, reset or cancel
+  the undos run in reverse (a saga's compensations).
 - `report(phase, percent)`: progress in workflow state, shown as current details and read
   through the `progress` query.
-- `finish(write)` / `fail(write)`: the one fenced final write (activities/operation.py), after
-  any reset in progress has been let in or refused (`close`, which a body may also call early
-  when nothing is left that a reset could restore); `fail` compensates first.
+- `close()`, then `finish(write)` / `fail(write)`: the one fenced final write
+  (activities/operation.py); `fail` compensates first.
 
-The base declares the `reset_status` update once. A reset runs the backend half (the driver
-first, after any critical step), then stops the body, compensates and writes the reset as the
-operation's end: only the owner ever writes the resource's status. A workflow cancel stops the
-body the same way and ends in the status the resource had before the operation. Whichever way
-the body ends, a reset waiting for it is answered, and the run waits for every handler before
-it returns (temporalio samples, message_passing/waiting_for_handlers_and_compensation).
+**Resets** are the `reset_status` update, declared here once. A reset first pauses the body:
+the current step is cut (and waited for), critical steps run to their end, no new step starts.
+Only then, with nothing of the operation running, does the reset's backend half run (the driver
+is asked first, reset_backend.py). If the driver refuses, the body goes on (the cut step runs
+again: steps are idempotent). If it agrees, the body stops, compensates and writes the reset as
+its end: only the owner ever writes the resource's status. **A workflow cancel** stops the body
+the same way (after any critical step) and ends in the status the resource had before the
+operation. Whichever way the body ends, a reset still waiting is answered, and the run waits for
+every handler before it returns (temporalio samples, message_passing).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -48,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ResetOutcome,
         ResetRequest,
         UserMessageSpec,
+        VolumeMessage,
     )
     from cinderflow.status import ResourceKind
     from cinderflow.user_messages import Action, Code, Detail
@@ -56,6 +59,8 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 NOT_RESETTABLE = "NotResettable"
+LOST = "lost-ownership"
+"""The outcome's status when the final write found another owner (nothing was written)."""
 MESSAGE_RESOURCE_TYPES = {ResourceKind.VOLUME: "VOLUME", ResourceKind.SNAPSHOT: "VOLUME_SNAPSHOT"}
 
 
@@ -70,6 +75,11 @@ class OperationInput(BaseModel):
 
 class Stopped(Exception):
     """Raised in an operation's body when it must stop: a reset took over, or a cancel."""
+
+
+def _was_cut(task: asyncio.Future[Any]) -> bool:
+    """The step ended because it was cut, not with its own result or failure."""
+    return task.cancelled() or is_cancelled_exception(task.exception())
 
 
 class OperationWorkflow:
@@ -90,6 +100,10 @@ class OperationWorkflow:
         self._undos: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self._effects: dict[str, Any] = {}
         self._critical: list[str] = []
+        self._running = 0
+        """Steps (and shielded steps) in flight: a reset's backend half waits for none."""
+        self._pause = False
+        """A reset wants the body still: steps are cut, none starts."""
         self._reset: ResetRequest | None = None
         """An accepted reset (its backend half done): the body must stop and it takes over."""
         self._reset_failure: str | None = None
@@ -104,18 +118,22 @@ class OperationWorkflow:
     @workflow.update
     async def reset_status(self, request: ResetRequest) -> ResetOutcome:
         """An administrator's os-reset_status while this operation owns the resource (the
-        API sends it here): wait for a critical step, make the backend match, then stop the
-        operation, which compensates and writes the reset itself."""
+        API sends it here): pause the operation, make the backend match, then let the
+        operation go on (refused) or stop it, so that it compensates and writes the reset."""
         self._reset_busy = True
         try:
-            if self._critical:
-                self._show(reset=f"waiting for {self._critical[0]} to finish")
-            await workflow.wait_condition(lambda: not self._critical or self._ended)
+            await workflow.wait_condition(lambda: self._resource_id is not None)
+            if request.resource_id != self._resource_id:
+                raise ApplicationError(self._not_ours(request), type=NOT_RESETTABLE)
+            self._pause = True
+            self._show(reset="stopping the current step")
+            await workflow.wait_condition(lambda: self._still or self._ended)
             if self._ended:
                 return self._ended_outcome()
             self._show(reset=f"resetting to {request.status}: the backend first")
             failure = await backend_reset(request)
             if failure and not request.force:
+                await self._refused(request)
                 return ResetOutcome(done=False, detail=failure)
             self._reset_failure, self._reset = failure, request
             self._show(reset=f"taking over to write {request.status}")
@@ -124,6 +142,7 @@ class OperationWorkflow:
             return self._reset_outcome
         finally:
             self._reset_busy = False
+            self._pause = False
             if self._reset is None:
                 self._show(reset=None)
 
@@ -133,12 +152,8 @@ class OperationWorkflow:
             raise ApplicationError(
                 "another reset of this volume is in progress", type=NOT_RESETTABLE
             )
-        if self._resource_id is not None and request.resource_id != self._resource_id:
-            raise ApplicationError(
-                f"{request.resource_id} is part of operation {self.operation} of "
-                f"{self._resource_id}; reset {self._resource_id} instead",
-                type=NOT_RESETTABLE,
-            )
+        if request.resource != self.resource:
+            raise ApplicationError(self._not_ours(request), type=NOT_RESETTABLE)
         if self._finishing or self._ended:
             raise ApplicationError(
                 "the operation is finishing; reset again once it has ended", type=NOT_RESETTABLE
@@ -190,40 +205,54 @@ class OperationWorkflow:
 
     # Verbs for the body -----------------------------------------------------------------------
 
-    async def step(self, work: Awaitable[T]) -> T:
-        """Run a step a reset or cancel may cut short (see the module's docstring)."""
-        self._stop_if_requested(work)
-        task = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(workflow.wait_condition(lambda: self.stop_requested))
-        while not (task.done() or self.stop_requested):
+    async def step(
+        self,
+        work: Callable[[], Awaitable[T]],
+        *,
+        effect: Callable[[T], dict[str, Any]] | None = None,
+    ) -> T:
+        """Run a step a reset or cancel may cut (see the module's docstring)."""
+        while True:
+            await self._boundary()
+            self._running += 1
             try:
-                await workflow.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:
-                self._cancel_requested()  # the workflow was cancelled while it waited
-        if not stop.done():
-            stop.cancel()
-        await self._settled(stop)
-        if task.done():
-            return task.result()
-        task.cancel()
-        await self._settled(task)
-        raise Stopped
+                task = asyncio.ensure_future(work())
+                cut = asyncio.ensure_future(
+                    workflow.wait_condition(lambda: self._pause or self.stop_requested)
+                )
+                while not (task.done() or cut.done()):
+                    try:
+                        await workflow.wait([task, cut], return_when=asyncio.FIRST_COMPLETED)
+                    except asyncio.CancelledError:
+                        self._cancel_requested()  # the workflow was cancelled while it waited
+                if not cut.done():
+                    cut.cancel()
+                await self._settled(cut)
+                if not task.done():
+                    task.cancel()
+                await self._settled(task)
+            finally:
+                self._running -= 1
+            if not _was_cut(task):
+                result = task.result()  # the step's own result, or its own failure
+                if effect is not None:
+                    self._effects.update(effect(result))
+                return result
+            # Cut before it ended: wait at the boundary, then stop, or run it again.
 
     async def critical(
         self,
         name: str,
-        work: Awaitable[T],
+        work: Callable[[], Awaitable[T]],
         *,
         effect: Callable[[T], dict[str, Any]] | None = None,
     ) -> T:
-        """Run a step that must not be cut short (see the module's docstring). No reset's
-        backend half runs beside it: one in progress is waited for first."""
-        await workflow.wait_condition(lambda: not self._reset_busy or self.stop_requested)
-        self._stop_if_requested(work)
+        """Run a step that is never cut short (see the module's docstring)."""
+        await self._boundary()
         self._critical.append(name)
         self._show()
         try:
-            task = asyncio.ensure_future(work)
+            task = asyncio.ensure_future(work())
             await self._settled(task)
             result = task.result()
         finally:
@@ -238,6 +267,10 @@ class OperationWorkflow:
         fails, is reset or cancelled)."""
         self._undos.append((name, undo))
 
+    def record_effect(self, changes: dict[str, Any]) -> None:
+        """Field changes the backend now has (a compute grew the disk), whoever ends it."""
+        self._effects.update(changes)
+
     def report(self, phase: str, percent: int | None = None) -> None:
         """What the operation does now (and how far), for the UI and the progress query."""
         self._progress.phase = phase
@@ -246,11 +279,18 @@ class OperationWorkflow:
 
     async def close(self) -> None:
         """From here the operation only finishes: a reset whose backend half is running is
-        waited for (accepted, it takes over: Stopped), later resets are refused."""
+        waited for (accepted, it takes over: Stopped), later resets are refused, and a cancel
+        comes too late."""
         if self._finishing:
             return
-        await workflow.wait_condition(lambda: not self._reset_busy or self.stop_requested)
-        if self.stop_requested:
+        while self._reset_busy and self._reset is None:
+            try:
+                await workflow.wait_condition(
+                    lambda: not self._reset_busy or self._reset is not None
+                )
+            except asyncio.CancelledError:
+                self._cancel_requested()
+        if self._reset is not None:
             raise Stopped
         self._finishing = True
         self._show()
@@ -267,17 +307,24 @@ class OperationWorkflow:
         return await self._write(write)
 
     async def shielded(self, work: Awaitable[T]) -> T:
-        """Run a step to its end even through a workflow cancel (the steps after `close`)."""
-        task = asyncio.ensure_future(work)
-        await self._settled(task)
+        """Run a step to its end even through a workflow cancel (the steps after `close`, a
+        cascade's part writes); a reset's backend half waits for it."""
+        self._running += 1
+        try:
+            task = asyncio.ensure_future(work)
+            await self._settled(task)
+        finally:
+            self._running -= 1
         return task.result()
 
     async def write_part(self, write: FinalWrite) -> None:
         """The end of another resource this operation owns (a cascade's snapshot), fenced
-        like the final write."""
+        like the final write, ending nothing else of the operation."""
         await self.shielded(
             workflow.execute_activity_method(
-                OperationActivities.finish, write, **common.control(f"end {write.resource_id}")
+                OperationActivities.finish,
+                write.model_copy(update={"part": True}),
+                **common.control(f"end {write.resource_id}"),
             )
         )
 
@@ -295,6 +342,19 @@ class OperationWorkflow:
         return write
 
     # Internals -----------------------------------------------------------------------------
+
+    @property
+    def _still(self) -> bool:
+        """Nothing of the operation runs: no step, no critical step (the body waits)."""
+        return self._running == 0 and not self._critical
+
+    async def _boundary(self) -> None:
+        """Between steps: wait while a reset checks the backend; stop if one took over or
+        the workflow was cancelled."""
+        if self._pause and not self.stop_requested:
+            await workflow.wait_condition(lambda: not self._pause or self.stop_requested)
+        if self.stop_requested:
+            raise Stopped
 
     async def _stop(self) -> OperationOutcome:
         """Undo what the operation made, then end it as the reset or the cancel says."""
@@ -317,7 +377,10 @@ class OperationWorkflow:
                 message=self.message(Action.RESET_STATUS, Detail.STOPPED_BY_RESET),
             )
             outcome = await self._write(self.stopped_write(write))
-            self._reset_outcome = ResetOutcome(done=True, detail=reason)
+            written = outcome.status != LOST
+            self._reset_outcome = ResetOutcome(
+                done=written, detail=reason if written else (outcome.detail or "")
+            )
             return outcome
         self.report("Cancelled: back to the status before the operation.")
         assert self._resource_id is not None
@@ -330,8 +393,8 @@ class OperationWorkflow:
         return await self._write(self.stopped_write(write))
 
     async def _write(self, write: FinalWrite) -> OperationOutcome:
-        """The final write: the critical steps' effects ride along; a final write that finds
-        another owner (the operator took the resource) ends the operation without writing."""
+        """The final write: the steps' effects ride along; a final write that finds another
+        owner (the operator took the resource) ends the operation without writing."""
         write.values = {**self._effects, **write.values}
         write.admin_metadata = sorted({*write.admin_metadata, *self.admin_metadata_keys})
         try:
@@ -344,7 +407,7 @@ class OperationWorkflow:
             if not common.is_lost_ownership(error):
                 raise
             return OperationOutcome(
-                resource_id=write.resource_id, status="lost-ownership", detail=str(error)
+                resource_id=write.resource_id, status=LOST, detail=str(error), done=False
             )
         status = "deleted" if write.remove else (write.status or "as its attachments imply")
         if write.previous:
@@ -373,6 +436,19 @@ class OperationWorkflow:
         if not task.cancelled():
             task.exception()
 
+    async def _refused(self, request: ResetRequest) -> None:
+        """The driver refused a reset of a volume in flight: say so (101/101); it goes on."""
+        if request.resource != ResourceKind.VOLUME:
+            return
+        await workflow.execute_activity_method(
+            OperationActivities.record_message,
+            VolumeMessage(
+                volume_id=request.resource_id,
+                message=self.message(Action.RESET_STATUS, Detail.DRIVER_FAILED_RESET),
+            ),
+            **common.control("user message"),
+        )
+
     def _cancel_requested(self) -> None:
         """A workflow cancel reached a wait: stop at the next chance, if the operation can."""
         if self.cancellable and not self._finishing:
@@ -380,11 +456,11 @@ class OperationWorkflow:
         else:
             workflow.logger.info("cancel of %s ignored: it cannot stop now", self.operation)
 
-    def _stop_if_requested(self, work: Awaitable[Any]) -> None:
-        if self.stop_requested:
-            if inspect.iscoroutine(work):
-                work.close()  # never started: no "coroutine was never awaited"
-            raise Stopped
+    def _not_ours(self, request: ResetRequest) -> str:
+        return (
+            f"{request.resource} {request.resource_id} is part of operation {self.operation} of "
+            f"{self.resource} {self._resource_id or '(starting)'}; reset that instead"
+        )
 
     def _ended_outcome(self) -> ResetOutcome:
         return ResetOutcome(
@@ -399,6 +475,8 @@ class OperationWorkflow:
             setattr(self._progress, key, value)
         self._progress.critical = self._critical[0] if self._critical else None
         self._progress.finishing = self._finishing
+        if self._critical and self._pause and self._reset is None:
+            self._progress.reset = f"waiting for {self._critical[0]} to finish"
         lines = [self._progress.phase or f"{self.operation}"]
         if self._progress.percent is not None:
             lines[0] += f" ({self._progress.percent}%)"

@@ -261,3 +261,15 @@ def test_force_delete_is_for_admins(api: Api, member: Api) -> None:
     assert_fault(member.post(action, {"os-force_delete": {}}), 403, "force_delete")
     assert api.post(action, {"os-force_delete": {}}).status_code == 202
     poll(lambda: api.get(f"/snapshots/{snap['id']}").status_code == 404, what="force deleted")
+
+
+def test_cascade_deletes_every_snapshot(api: Api, stack: ThreadStack) -> None:
+    """Each snapshot's end is a part of the delete: it must not end the others early."""
+    root = files(stack)
+    volume = api.available_volume(1)
+    made = [wait_snapshot(api, snapshot(api, volume["id"])["id"], "available") for _ in range(3)]
+    assert api.delete(f"/volumes/{volume['id']}", params={"cascade": "true"}).status_code == 202
+    api.wait_gone(volume["id"])
+    for snap in made:
+        assert_fault(api.get(f"/snapshots/{snap['id']}"), 404)
+        assert not (root / f"snapshot-{snap['id']}").exists()

@@ -135,3 +135,43 @@ def test_keyset_pagination_in_every_order(db: Database) -> None:
                     break
                 marker = page[-1].id
         assert paged == everything and len(everything) == 5, sort
+
+
+def test_migration_0004_renames_waiting_inputs(tmp_path) -> None:
+    """Operations recorded before the framework (inputs named volume_id, snapshot_id) still
+    start after the upgrade: their waiting inputs name the resource `resource_id`."""
+    import json
+
+    import sqlalchemy as sa
+    from alembic import command
+
+    from cinderflow.db.migrate import alembic_config, upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    upgrade(url, "0003")
+    engine = sa.create_engine(url)
+    rows = {
+        "volume-v1-create-ab": {"volume_id": "v1", "request_id": None},
+        "snapshot-s1-create_snapshot-ab": {"snapshot_id": "s1"},
+    }
+    with engine.begin() as conn:
+        for workflow_id, payload in rows.items():
+            conn.exec_driver_sql(
+                "INSERT INTO workflow_outbox (workflow_id, workflow_type, task_queue, input, "
+                "operation, summary, created_at) VALUES (?, 'T', 'q', ?, 'op', '', '2026-01-01')",
+                (workflow_id, json.dumps(payload)),
+            )
+
+    def inputs() -> dict[str, dict]:
+        with engine.begin() as conn:
+            found = conn.exec_driver_sql("SELECT workflow_id, input FROM workflow_outbox")
+            return {workflow_id: json.loads(payload) for workflow_id, payload in found}
+
+    upgrade(url)
+    assert inputs() == {
+        "volume-v1-create-ab": {"resource_id": "v1", "request_id": None},
+        "snapshot-s1-create_snapshot-ab": {"resource_id": "s1"},
+    }
+    command.downgrade(alembic_config(url), "0003")
+    assert inputs() == rows
+    engine.dispose()

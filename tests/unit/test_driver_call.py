@@ -5,7 +5,6 @@ driver's thread; and the file driver reports a real copy's progress."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import threading
@@ -14,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from temporalio.testing import ActivityEnvironment
 
 from cinderflow.activities.driver import DriverActivities
@@ -74,29 +74,53 @@ async def test_a_retry_resumes_from_the_last_progress(tmp_path: Path) -> None:
     assert (call.attempt, call.resumed) == (2, {"done": 5, "total": 10})
 
 
-def test_a_cancel_reaches_the_drivers_thread(tmp_path: Path) -> None:
+def test_a_cancel_reaches_a_running_driver_which_ends_the_activity(tmp_path: Path) -> None:
+    """Once the driver runs it changes the backend: the activity ends when the driver does,
+    with the driver's own result, never before (the workflow waits for that)."""
     calls = activities(tmp_path)
     started, noticed = threading.Event(), threading.Event()
 
-    def driver_method() -> None:
+    def driver_method() -> str:
         started.set()
         deadline = time.monotonic() + 30
         while not current_call().cancelled() and time.monotonic() < deadline:
             time.sleep(0.01)
-        if current_call().cancelled():
-            noticed.set()
+        noticed.set()
+        return "stopped cleanly"
 
     env = environment()
 
-    async def run_and_cancel() -> None:
+    async def run_and_cancel() -> object:
         task = asyncio.ensure_future(env.run(calls._call, "probe", driver_method))
-        deadline = time.monotonic() + 10
-        while not started.is_set():
-            assert time.monotonic() < deadline, "the driver call did not start"
-            await asyncio.sleep(0.01)
+        await _until(started.is_set)
         env.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        return await task
+
+    assert asyncio.run(run_and_cancel()) == "stopped cleanly"
+    assert noticed.is_set()
+
+
+def test_a_cancel_before_the_driver_runs_ends_the_activity_at_once(tmp_path: Path) -> None:
+    calls = activities(tmp_path)
+    hold = tmp_path / "failpoints" / "driver.probe.before.hold"
+    hold.touch()
+    ran = threading.Event()
+    env = environment()
+
+    async def run_and_cancel() -> None:
+        task = asyncio.ensure_future(env.run(calls._call, "probe", ran.set))
+        await _until((tmp_path / "failpoints" / "driver.probe.before.reached").exists)
+        env.cancel()
+        with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(run_and_cancel())
-    assert noticed.wait(10)
+    hold.unlink()
+    assert not ran.is_set()
+
+
+async def _until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {check}"
+        await asyncio.sleep(0.01)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -25,13 +26,15 @@ class Saga(OperationWorkflow):
 
     async def _body(self, request: OperationInput) -> OperationOutcome:
         for thing in ("a", "b"):
-            await self.step(workflow.execute_activity("test.make", thing, **STEP))
+            await self.step(
+                lambda thing=thing: workflow.execute_activity("test.make", thing, **STEP)
+            )
             self.undo_with(
                 f"unmake {thing}",
-                lambda thing=thing: workflow.execute_activity("test.unmake", thing, **STEP),
+                partial(workflow.execute_activity, "test.unmake", thing, **STEP),
             )
         try:
-            await self.step(workflow.execute_activity("test.work", **STEP))
+            await self.step(lambda: workflow.execute_activity("test.work", **STEP))
         except ActivityError:
             return await self.fail(FinalWrite(resource_id=request.resource_id, status="error"))
         return await self.finish(FinalWrite(resource_id=request.resource_id, status="available"))

@@ -9,6 +9,7 @@ final write is kept for the test to inspect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,7 @@ from cinderflow.payloads import (
     ExtendCheck,
     ExtendRequest,
     FinalWrite,
+    OperationPolicy,
     Placement,
     VolumeClone,
     VolumeFromSnapshot,
@@ -31,6 +33,8 @@ from cinderflow.payloads import (
 )
 
 HOST = "stub@file"
+QUICK = OperationPolicy(driver_heartbeat_timeout_s=1.0)
+"""Heartbeats every 1/3 s, so a cut reaches a waiting stub at once."""
 VOLUME = VolumeRef(id="v1", size=1, project_id="p", host=HOST)
 
 
@@ -41,6 +45,9 @@ class Stubs:
         self.gates: dict[str, asyncio.Event] = {}
         self.entered: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.failing: set[str] = set()
+        self.running: set[str] = set()
+        """Gated calls that behave as already running on the backend: a cancel does not
+        stop them, they end when their gate opens (as a real driver thread)."""
         self.extend_outcome = ExtendOutcome.DONE
         self.servers: list[str] = []
         self.snapshots: list[SnapshotRef] = []
@@ -58,10 +65,22 @@ class Stubs:
         await asyncio.wait_for(self.entered[name].wait(), timeout)
 
     async def _enter(self, name: str) -> None:
+        """Record the call; wait at its gate, heartbeating, as a driver call that has not
+        begun on its backend: a cancel then ends it (recorded as `<name> cancelled`), unless
+        the call is one of `running`."""
         self.calls.append(name)
         self.entered[name].set()
-        if name in self.gates:
-            await self.gates[name].wait()
+        gate = self.gates.get(name)
+        while gate is not None and not gate.is_set():
+            try:
+                activity.heartbeat()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(gate.wait(), 0.05)
+            except asyncio.CancelledError:
+                if name not in self.running:
+                    self.calls.append(f"{name} cancelled")
+                    raise
+                self.calls.append(f"{name} asked to stop")
         if name in self.failing:
             raise ApplicationError(
                 f"{name} failed (stub)", type="VolumeDriverError", non_retryable=True

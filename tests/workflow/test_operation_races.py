@@ -36,7 +36,7 @@ from cinderflow.db.admin_metadata import EXTEND_NEW_SIZE, EXTEND_RESERVATIONS
 from cinderflow.drivers.base import ExtendOutcome, SnapshotRef
 from cinderflow.payloads import ExtendCompletion, OperationProgress, ResetRequest
 from cinderflow.settings import Settings
-from cinderflow.status import SnapshotStatus
+from cinderflow.status import ResourceKind, SnapshotStatus
 from cinderflow.temporal.client import connect
 from cinderflow.temporal.devserver import DevServer
 from cinderflow.temporal.queues import backend_queue
@@ -47,7 +47,7 @@ from cinderflow.workflows.extend_volume import ExtendInput, ExtendVolume
 from cinderflow.workflows.operation import OperationInput, OperationWorkflow
 from cinderflow.workflows.registry import WORKFLOWS
 from tests.workflow.saga import Saga
-from tests.workflow.stubs import HOST, SagaSteps, Stubs
+from tests.workflow.stubs import HOST, QUICK, SagaSteps, Stubs
 
 CONTROL = "races"
 TEST_SERVER = shutil.which("temporal-test-server")
@@ -109,7 +109,7 @@ async def test_a_reset_waits_for_the_critical_resize_and_keeps_its_size(
         handle = await start(
             env,
             ExtendVolume.run,
-            ExtendInput(resource_id="v1", new_size=2, previous_status="available"),
+            ExtendInput(resource_id="v1", new_size=2, previous_status="available", policy=QUICK),
         )
         await stubs.reached("driver.extend_volume")
         update = await handle.start_update(
@@ -139,7 +139,7 @@ async def test_a_reset_during_a_cascading_delete_fails_nothing(env: WorkflowEnvi
     stubs.hold("driver.delete_snapshot")
     async with workers(env, stubs):
         handle = await start(
-            env, DeleteVolume.run, DeleteVolumeInput(resource_id="v1", cascade=True)
+            env, DeleteVolume.run, DeleteVolumeInput(resource_id="v1", cascade=True, policy=QUICK)
         )
         await stubs.reached("driver.delete_snapshot")
         outcome = await handle.execute_update(OperationWorkflow.reset_status, reset_to("error"))
@@ -157,7 +157,9 @@ async def test_a_reset_racing_another_reset(env: WorkflowEnvironment) -> None:
     stubs.hold("driver.create_volume")
     backend_half = stubs.hold("driver.reset_state")
     async with workers(env, stubs):
-        handle = await start(env, CreateVolume.run, CreateVolumeInput(resource_id="v1"))
+        handle = await start(
+            env, CreateVolume.run, CreateVolumeInput(resource_id="v1", policy=QUICK)
+        )
         await stubs.reached("driver.create_volume")
         first = await handle.start_update(
             OperationWorkflow.reset_status,
@@ -187,7 +189,7 @@ async def test_a_waiting_reset_is_answered_when_the_operation_fails(
         handle = await start(
             env,
             ExtendVolume.run,
-            ExtendInput(resource_id="v1", new_size=2, previous_status="available"),
+            ExtendInput(resource_id="v1", new_size=2, previous_status="available", policy=QUICK),
         )
         await stubs.reached("driver.extend_volume")
         update = await handle.start_update(
@@ -203,6 +205,120 @@ async def test_a_waiting_reset_is_answered_when_the_operation_fails(
     assert (write.status, write.values) == ("available", {})  # failed resize: no new size
 
 
+async def test_a_refused_reset_lets_the_cut_step_run_again(env: WorkflowEnvironment) -> None:
+    stubs = Stubs()
+    create = stubs.hold("driver.create_volume")
+    stubs.failing.add("driver.reset_state")  # the driver refuses the reset
+    async with workers(env, stubs):
+        handle = await start(
+            env, CreateVolume.run, CreateVolumeInput(resource_id="v1", policy=QUICK)
+        )
+        await stubs.reached("driver.create_volume")
+        outcome = await handle.execute_update(OperationWorkflow.reset_status, reset_to("error"))
+        assert not outcome.done and "reset_state" in outcome.detail
+        create.set()
+        await handle.result()
+    cut = stubs.calls.index("driver.create_volume cancelled")
+    assert stubs.calls.index("driver.reset_state") > cut  # only once the step had ended
+    assert stubs.calls[cut + 1 :].count("driver.create_volume") == 1  # then it ran again
+    (write,) = stubs.writes
+    assert write.status == "available"
+
+
+async def test_a_running_driver_call_ends_before_the_resets_backend_half(
+    env: WorkflowEnvironment,
+) -> None:
+    """The driver's delete already runs on the backend when the reset comes: it cannot be
+    stopped, so the reset's driver half waits for it (and then judges the backend as it is)."""
+    stubs = Stubs()
+    delete = stubs.hold("driver.delete_volume")
+    stubs.running.add("driver.delete_volume")
+    async with workers(env, stubs):
+        handle = await start(
+            env, DeleteVolume.run, DeleteVolumeInput(resource_id="v1", policy=QUICK)
+        )
+        await stubs.reached("driver.delete_volume")
+        update = await handle.start_update(
+            OperationWorkflow.reset_status,
+            reset_to("error"),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        await _until(lambda: _called(stubs, "driver.delete_volume asked to stop"))
+        assert "driver.reset_state" not in stubs.calls
+        delete.set()
+        assert (await update.result()).done
+        await handle.result()
+    assert stubs.calls.index("driver.reset_state") > stubs.calls.index(
+        "driver.delete_volume asked to stop"
+    )
+    (write,) = stubs.writes
+    assert write.status == "error"
+
+
+async def test_a_completion_taken_during_a_reset_keeps_its_size(env: WorkflowEnvironment) -> None:
+    """The compute answers (its disk has grown) while a reset checks the backend: the reset
+    then takes over, and records the size the disk now has."""
+    stubs = Stubs()
+    stubs.extend_outcome = ExtendOutcome.NEEDS_COMPUTE_COMPLETION
+    stubs.servers = ["server-1"]
+    backend_half = stubs.hold("driver.reset_state")
+    async with workers(env, stubs):
+        handle = await start(
+            env,
+            ExtendVolume.run,
+            ExtendInput(resource_id="v1", new_size=2, previous_status="in-use", policy=QUICK),
+        )
+        await _until(lambda: _waiting_for_compute(handle))
+        reset = await handle.start_update(
+            OperationWorkflow.reset_status,
+            reset_to("in-use"),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        await stubs.reached("driver.reset_state")
+        await handle.execute_update(ExtendVolume.complete_extend, ExtendCompletion(error=False))
+        backend_half.set()
+        assert (await reset.result()).done
+        await handle.result()
+    (write,) = stubs.writes
+    assert (write.status, write.values) == ("in-use", {"size": 2})
+
+
+async def test_a_reset_of_another_resource_is_refused_even_before_the_run(
+    env: WorkflowEnvironment,
+) -> None:
+    """A snapshot reset sent to the cascading delete that owns the snapshot, before any
+    worker ran it: refused (reset the volume), and the delete carries on."""
+    stubs = Stubs()
+    stubs.snapshots = [SnapshotRef(id="s1", volume_id="v1", volume_size=1, host=HOST)]
+    handle = await start(env, DeleteVolume.run, DeleteVolumeInput(resource_id="v1", cascade=True))
+    snapshot_reset = ResetRequest(
+        resource=ResourceKind.SNAPSHOT,
+        resource_id="s1",
+        current_status="deleting",
+        status="available",
+    )
+    refused = asyncio.ensure_future(
+        handle.execute_update(OperationWorkflow.reset_status, snapshot_reset)
+    )
+    async with workers(env, stubs):
+        with pytest.raises(WorkflowUpdateFailedError) as failure:
+            await refused
+        assert "reset that instead" in str(failure.value.cause)
+        await handle.result()
+    assert [(w.resource_id, w.remove) for w in stubs.writes] == [("s1", True), ("v1", True)]
+
+
+def _called(stubs: Stubs, name: str) -> object:
+    async def called() -> bool:
+        return name in stubs.calls
+
+    return called()
+
+
+async def _waiting_for_compute(handle: WorkflowHandle) -> bool:
+    return (await progress(handle)).phase.startswith("Waiting since")
+
+
 @pytest.mark.parametrize("ending", ["failure", "reset", "cancel"])
 async def test_compensation_runs_in_reverse(env: WorkflowEnvironment, ending: str) -> None:
     stubs = Stubs()
@@ -210,7 +326,7 @@ async def test_compensation_runs_in_reverse(env: WorkflowEnvironment, ending: st
     if ending == "failure":
         stubs.failing.add("test.work")
     async with workers(env, stubs):
-        handle = await start(env, Saga.run, OperationInput(resource_id="v1"))
+        handle = await start(env, Saga.run, OperationInput(resource_id="v1", policy=QUICK))
         await stubs.reached("test.work")
         if ending == "failure":
             work.set()
@@ -234,7 +350,7 @@ async def test_a_workflow_cancel_waits_for_a_critical_step(env: WorkflowEnvironm
         handle = await start(
             env,
             ExtendVolume.run,
-            ExtendInput(resource_id="v1", new_size=2, previous_status="in-use"),
+            ExtendInput(resource_id="v1", new_size=2, previous_status="in-use", policy=QUICK),
         )
         await stubs.reached("driver.extend_volume")
         await handle.cancel()

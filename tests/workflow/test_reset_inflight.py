@@ -6,17 +6,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from tests.api.test_reset_status import assert_usage_is_a_recount, reset
 from tests.helpers import (
     ThreadStack,
+    assert_fault,
+    history_steps,
     hold_failpoint,
     poll,
     save_history,
     settings_env,
     temporal_cli,
     wait_failpoint,
+    workflows_of,
 )
 from tests.workflow.test_extend import (  # noqa: F401 (the fixture is used by name)
     Cloud,
@@ -24,7 +29,6 @@ from tests.workflow.test_extend import (  # noqa: F401 (the fixture is used by n
     cloud,
     complete,
     extend_workflows,
-    history_steps,
     needs_qemu,
 )
 
@@ -181,3 +185,75 @@ def test_cancel_stops_an_extend_waiting_for_the_compute(cloud: Cloud) -> None:  
     late = complete(api, volume_id, False)
     assert late.status_code == 400 and "Volume is not being extended." in late.text
     save_history(address, volume_id, "extend", "ExtendVolume-cancelled")
+
+
+def test_a_reset_after_the_drivers_delete_ran_tells_the_truth(own_stack: ThreadStack) -> None:
+    """The delete has already run on the backend (its activity has not returned) when the
+    reset to available comes: the reset waits for it, the driver then finds no volume, and the
+    reset is refused; the delete goes on and ends."""
+    api = own_stack.api()
+    volume_id = api.available_volume()["id"]
+    hold = hold_failpoint(own_stack.settings, "driver.delete_volume.after")
+    answers: list[Any] = []
+    try:
+        assert api.delete(f"/volumes/{volume_id}").status_code == 202
+        wait_failpoint(own_stack.settings, "driver.delete_volume.after")
+        asking = threading.Thread(
+            target=lambda: answers.append(reset(api, volume_id, status="available"))
+        )
+        asking.start()
+        address = own_stack.settings.temporal_address
+        (workflow_id,) = poll(lambda: workflows_of(address, volume_id, "delete"))
+        poll(lambda: _reset_is_waiting(address, workflow_id), what="the reset waiting")
+        assert "driver.reset_state" not in history_steps(address, workflow_id)
+    finally:
+        hold.unlink()
+    asking.join(60)
+    (answer,) = answers
+    assert_fault(answer, 400, "does not exist")
+    api.wait_gone(volume_id)
+    save_history(address, volume_id, "delete", "DeleteVolume-reset-refused-after-the-driver")
+
+
+def _reset_is_waiting(address: str, workflow_id: str) -> bool:
+    shown = temporal_cli(
+        address, "workflow", "query", "-w", workflow_id, "--type", "progress", "-o", "json"
+    )
+    (state,) = json.loads(shown)["queryResult"]
+    return bool(state.get("reset"))
+
+
+def _manage_snapshot(stack: ThreadStack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cinderflow", "manage", "snapshot", "reset-state", *args],
+        env=settings_env(stack.settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_manage_snapshot_reset_state(own_stack: ThreadStack) -> None:
+    """The operator's way out for a snapshot whose operation cannot finish: --force ends the
+    snapshot's operation and its hold on the volume, which can then be extended again."""
+    api = own_stack.api()
+    volume_id = api.available_volume()["id"]
+    hold = hold_failpoint(own_stack.settings, "driver.create_snapshot.before")
+    try:
+        created = api.post("/snapshots", {"snapshot": {"volume_id": volume_id}})
+        snapshot_id = created.json()["snapshot"]["id"]
+        wait_failpoint(own_stack.settings, "driver.create_snapshot.before")
+        refused = _manage_snapshot(own_stack, snapshot_id, "--state", "error")
+        assert refused.returncode == 1 and "owns snapshot" in refused.stderr
+        done = _manage_snapshot(own_stack, snapshot_id, "--state", "error", "--force")
+        assert done.returncode == 0, done.stderr
+        assert f"snapshot {snapshot_id}: creating -> error, terminated workflow" in done.stdout
+    finally:
+        hold.unlink()
+    shown = api.get(f"/snapshots/{snapshot_id}").json()["snapshot"]
+    assert shown["status"] == "error"
+    grown = api.post(f"/volumes/{volume_id}/action", {"os-extend": {"new_size": 2}})
+    assert grown.status_code == 202, grown.text  # the snapshot's hold ended with it
+    api.wait_status(volume_id, "available")
+    unknown = _manage_snapshot(own_stack, "no-such-snapshot", "--state", "error")
+    assert unknown.returncode == 1 and "could not be found" in unknown.stderr

@@ -32,7 +32,7 @@ from cinderflow.payloads import OperationOutcome, ResetOutcome, ResetRequest
 from cinderflow.status import ResourceKind
 from cinderflow.temporal.outbox import TemporalUnavailable
 from cinderflow.temporal.owner import OwnerGone, UpdateRefused
-from cinderflow.workflows.operation import OperationWorkflow
+from cinderflow.workflows.operation import LOST, OperationWorkflow
 
 router = Router()
 DELIVERY_ATTEMPTS = 3
@@ -95,15 +95,17 @@ async def _reset(
 ) -> ResetOutcome | None:
     """Hand the reset to a ResetVolume workflow or deliver it to the owner, looking again when
     the owner ends while the reset is on its way."""
+    owner = None
     for _ in range(DELIVERY_ATTEMPTS):
         prepared = await run_in_threadpool(_prepare, req, reset, force)
         if isinstance(prepared, OutboxEntry):
             outcome = await _run_reset_workflow(req, prepared)
         else:
+            owner = prepared[0]
             outcome = await _deliver(req, *prepared)
         if outcome is None or not outcome.ended:
             return outcome
-    raise Conflict(f"Volume {volume_id} changed hands while the reset was on its way; reset again.")
+    raise await _undeliverable(req, "volume", volume_id, owner)
 
 
 def _prepare(
@@ -157,6 +159,11 @@ async def _run_reset_workflow(req: ApiRequest, entry: OutboxEntry) -> ResetOutco
     except WorkflowFailureError as failed:
         raise ServiceUnavailable(f"The reset could not be carried out: {failed.cause}.") from None
     outcome = result if isinstance(result, OperationOutcome) else OperationOutcome(**result)
+    if outcome.status == LOST:
+        raise Conflict(
+            f"Volume {outcome.resource_id} was taken over while the reset ran (by the operator's "
+            "cinderflow manage reset-state); this reset wrote nothing."
+        )
     return ResetOutcome(done=outcome.done, detail=outcome.detail or "")
 
 
@@ -212,13 +219,35 @@ async def reset_snapshot(req: ApiRequest) -> Response:
             )
             return None
 
+    owner = None
     for _ in range(DELIVERY_ATTEMPTS):
         owned = await run_in_threadpool(write)
         if owned is None:
             return Response(status_code=202)
+        owner = owned[0]
         outcome = await _deliver(req, *owned)
         if outcome is None or not outcome.ended:
             return Response(status_code=202)
-    raise Conflict(
-        f"Snapshot {snapshot_id} changed hands while the reset was on its way; reset again."
+    raise await _undeliverable(req, "snapshot", snapshot_id, owner)
+
+
+async def _undeliverable(req: ApiRequest, kind: str, ident: str, owner: str | None) -> Exception:
+    """The owner found each time had no running workflow: not started yet (its start waits in
+    the outbox: 503, try again), or ended without releasing the row (only the operator can
+    help: 409 naming the command)."""
+
+    def pending() -> bool:
+        with req.services.db.read() as session:
+            return owner is not None and session.get(OutboxEntry, owner) is not None
+
+    if await run_in_threadpool(pending):
+        return ServiceUnavailable(
+            f"Operation {owner} owns {kind} {ident} but has not started yet (the workflow "
+            "service was unreachable); reset again shortly."
+        )
+    if owner is None:
+        return Conflict(f"{kind.title()} {ident} changed hands while the reset was on its way.")
+    return Conflict(
+        f"Operation {owner} owns {kind} {ident} but has ended without releasing it; reset it "
+        f"with `cinderflow manage {kind} reset-state {ident} --state <status> --force`."
     )

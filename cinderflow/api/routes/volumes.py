@@ -427,7 +427,11 @@ def _mark_deleting(req: ApiRequest, force: bool, cascade: bool) -> OutboxEntry:
         if entry is None:
             raise _delete_refused(session, volume, force)
         if cascade:
-            snapshots = session.exec(select(Snapshot).where(Snapshot.volume_id == volume_id))
+            # Locked first, so each compare-and-swap below is a new statement that sees the
+            # holds of a volume being created from a snapshot (PostgreSQL's read committed).
+            snapshots = session.exec(
+                select(Snapshot).where(Snapshot.volume_id == volume_id).with_for_update()
+            ).all()
             for snapshot in snapshots:
                 if not snapshot_db.take_for_deletion(session, snapshot, entry.workflow_id):
                     raise invalid_volume(
