@@ -41,6 +41,9 @@ from cinderflow.payloads import (
 from cinderflow.threads import run_blocking
 
 MIN_HEARTBEAT_INTERVAL_S = 0.2
+MAX_HEARTBEAT_INTERVAL_S = 2.0
+"""Beat at least this often (the worker lets them through as often, temporal/worker.py): a
+cancellation arrives with a heartbeat's answer, so a reset reaches a driver call in seconds."""
 RESET_NOT_IMPLEMENTED = "not_implemented"
 
 T = TypeVar("T")
@@ -56,7 +59,8 @@ async def heartbeating(work: Awaitable[T], call: DriverCall | None = None) -> T:
     does, with its result or error. So the operation, which waits for the cancellation to
     complete, never moves on while its driver call still changes the backend."""
     timeout = activity.info().heartbeat_timeout
-    interval = max(timeout.total_seconds() / 3, MIN_HEARTBEAT_INTERVAL_S) if timeout else 10.0
+    third = timeout.total_seconds() / 3 if timeout else MAX_HEARTBEAT_INTERVAL_S
+    interval = min(max(third, MIN_HEARTBEAT_INTERVAL_S), MAX_HEARTBEAT_INTERVAL_S)
     task = asyncio.ensure_future(work)
     try:
         try:

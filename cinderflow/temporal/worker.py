@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 from cinderflow import heartbeat
 from cinderflow.activities.attachments import AttachmentActivities
 from cinderflow.activities.compute import ComputeActivities
-from cinderflow.activities.driver import DriverActivities
+from cinderflow.activities.driver import MAX_HEARTBEAT_INTERVAL_S, DriverActivities
 from cinderflow.activities.keys import KeyActivities
 from cinderflow.activities.operation import OperationActivities
 from cinderflow.activities.scheduler import VOLUME_BINARY, SchedulerActivities
@@ -45,6 +45,10 @@ from cinderflow.workflows.registry import WORKFLOWS
 log = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+HEARTBEAT_THROTTLE = timedelta(seconds=MAX_HEARTBEAT_INTERVAL_S)
+"""Driver heartbeats reach Temporal as often as they are made (the SDK would hold them back to
+80% of the heartbeat timeout): a cancellation, which arrives with a heartbeat's answer, reaches
+the driver call within seconds, so a reset of an operation in flight is not held up."""
 REAP_INTERVAL_S = 3600
 
 
@@ -124,6 +128,7 @@ class WorkerService:
                     task_queue=backend_queue(backend.host),
                     activities=calls.all(),
                     max_concurrent_activities=self.settings.driver_concurrency,
+                    max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
                     graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 )
             )
