@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,17 @@ PBKDF_FLAKE = "Unable to get accurate CPU usage"
 """Debian 12's qemu 7.2 sometimes fails to time PBKDF when writing a LUKS header (a known,
 upstream-fixed bug), more often under CPU load. Only that exact failure is retried: here a few
 times, then by the activity's retries (QemuImgFlaky), never ending the operation in error."""
-PBKDF_ATTEMPTS = 4
+PBKDF_ATTEMPTS = 5
+PBKDF_BACKOFF_S = 0.25
+"""Waited before the n-th retry n times over: the flake comes with CPU contention, which a
+retry at once meets again."""
 
 
 def run(*args: str, timeout: float | None = None, secret: bytes | None = None) -> str:
     """Run qemu-img; `secret` is readable by it as `/dev/fd/N` (see `secret_object`), never
     in its arguments or in a file."""
     command = [binary(), *args]
-    for _attempt in range(PBKDF_ATTEMPTS):
+    for attempt in range(1, PBKDF_ATTEMPTS + 1):
         read_end = None
         if secret is not None:
             read_end, write_end = os.pipe()
@@ -69,6 +73,8 @@ def run(*args: str, timeout: float | None = None, secret: bytes | None = None) -
         failure = f"qemu-img {args[0]} failed: {proc.stderr.strip()}"
         if PBKDF_FLAKE not in proc.stderr:
             raise QemuImgError(failure)
+        if attempt < PBKDF_ATTEMPTS:
+            time.sleep(PBKDF_BACKOFF_S * attempt)
     raise QemuImgFlaky(f"{failure} ({PBKDF_ATTEMPTS} attempts)")
 
 
