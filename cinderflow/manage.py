@@ -97,6 +97,7 @@ def _write(db: Database, volume_id: str, reset: reset_rules.VolumeReset, owner: 
         volume = session.get(Volume, volume_id, with_for_update=True)
         if volume is None:
             raise ManageError(f"Volume {volume_id} could not be found.")
+        _same_owner(volume, owner)
         before, after = volume.status, reset_rules.target_status(volume.status, reset)
         held = session.exec(
             select(func.count()).select_from(Reservation).where(Reservation.volume_id == volume_id)
@@ -165,6 +166,10 @@ def reset_snapshot_state(
         if owner is not None:
             asyncio.run(_terminate(settings, owner, f"snapshot {snapshot_id}"))
         with db.transaction() as session:
+            row = session.get(Snapshot, snapshot_id, with_for_update=True)
+            if row is None:
+                raise ManageError(f"Snapshot {snapshot_id} could not be found.")
+            _same_owner(row, owner)
             final_write.apply(
                 session,
                 FinalWrite(
@@ -185,3 +190,11 @@ def reset_snapshot_state(
         account += f", terminated workflow {owner}"
     log.warning("manage reset-state: %s", account)
     return account
+
+
+def _same_owner(row: Volume | Snapshot, owner: str | None) -> None:
+    """The row still has the owner it had when we looked (and, forced, terminated)."""
+    if row.workflow_id not in (None, owner):
+        raise ManageError(
+            f"{row.id} was taken by operation {row.workflow_id} meanwhile; run the command again."
+        )

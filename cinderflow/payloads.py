@@ -103,6 +103,8 @@ class ResetOutcome(BaseModel):
     ended: bool = False
     """The operation ended another way before the reset could apply: nothing was reset, the
     resource has a new owner or none (the API then tries again)."""
+    lost: bool = False
+    """The reset took over, but its write found the resource taken by the operator."""
 
 
 class OperationProgress(BaseModel):

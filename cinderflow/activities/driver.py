@@ -53,11 +53,12 @@ async def heartbeating(work: Awaitable[T], call: DriverCall | None = None) -> T:
     """Await `work`, heartbeating (with the call's progress) at a third of the heartbeat
     timeout until it is done.
 
-    A cancellation before the driver method has started ends the activity at once. Once it
-    runs, it changes the backend and cannot be interrupted: the call is told (`cancelled()`
-    turns true, so a driver that can stops early) and the activity ends only when the driver
-    does, with its result or error. So the operation, which waits for the cancellation to
-    complete, never moves on while its driver call still changes the backend."""
+    A cancellation before the driver method has started ends the activity at once (and the
+    method never starts). Once it runs, it changes the backend and cannot be interrupted: the
+    call is told (`cancelled()` turns true, so a driver that can stops early) and the activity
+    ends only when the driver does: with its result if it completed, as cancelled if it
+    stopped (raised). So the operation, which waits for the cancellation to complete, never
+    moves on while its driver call still changes the backend, and a cut stays a cut."""
     timeout = activity.info().heartbeat_timeout
     third = timeout.total_seconds() / 3 if timeout else MAX_HEARTBEAT_INTERVAL_S
     interval = min(max(third, MIN_HEARTBEAT_INTERVAL_S), MAX_HEARTBEAT_INTERVAL_S)
@@ -66,12 +67,13 @@ async def heartbeating(work: Awaitable[T], call: DriverCall | None = None) -> T:
         try:
             await _beat_until_done(task, call, interval)
         except asyncio.CancelledError:
-            if call is None or not call.started:
+            if call is None or not call.cancel():
                 raise
-            call.cancel()
             while not task.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await _beat_until_done(task, call, interval)
+            if task.exception() is not None:
+                raise asyncio.CancelledError from task.exception()  # it stopped as asked
         return task.result()
     finally:
         task.cancel()

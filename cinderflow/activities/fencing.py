@@ -21,9 +21,13 @@ def lost_ownership(resource_id: str, workflow_id: str) -> ApplicationError:
     )
 
 
-def owned(session: Session, model: type[SQLModel], ident: str, workflow_id: str) -> Any:
-    """The row, if this workflow owns it; LostOwnership otherwise."""
-    row = session.get(model, ident)
+def owned(
+    session: Session, model: type[SQLModel], ident: str, workflow_id: str, *, lock: bool = False
+) -> Any:
+    """The row, if this workflow owns it; LostOwnership otherwise. `lock` (a step that then
+    writes): the row stays locked until commit, so a final write by someone else cannot come
+    between the check and the write."""
+    row = session.get(model, ident, with_for_update=lock)
     if not ownership.owns(row, workflow_id):
         raise lost_ownership(ident, workflow_id)
     return row

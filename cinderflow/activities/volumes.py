@@ -61,7 +61,7 @@ class VolumeActivities(ActivityGroup):
     def _await_compute(self, request: ExtendRequest, workflow_id: str) -> None:
         volume_id = request.volume.id
         with self.db.transaction() as session:
-            fencing.owned(session, Volume, volume_id, workflow_id)
+            fencing.owned(session, Volume, volume_id, workflow_id, lock=True)
             reservations = session.exec(
                 select(Reservation.id).where(Reservation.volume_id == volume_id)
             ).all()

@@ -64,22 +64,33 @@ class DriverCall:
         return min(100, details["done"] * 100 // details["total"])
 
     def cancelled(self) -> bool:
-        """The operation stopped waiting for this call (a reset or cancel): a driver that can
-        should stop, remove what it half-made, and raise."""
+        """The operation asked this call to stop (a reset or cancel): a driver that can should
+        stop, remove what it half-made, and raise."""
         return self._cancelled.is_set()
 
-    def cancel(self) -> None:
-        """Called by the activity when Temporal cancels it."""
-        self._cancelled.set()
+    def cancel(self) -> bool:
+        """Called by the activity when Temporal cancels it: True if the driver method runs
+        (it ends by itself), False if it never will (it has not started and now will not)."""
+        with self._lock:
+            self._cancelled.set()
+            return self.started
 
     def run(self, fn: Callable[[], T]) -> T:
-        """Run `fn` with this as the current call (in the thread that runs the driver)."""
+        """Run `fn` with this as the current call (in the thread that runs the driver), unless
+        the call was cancelled before it started."""
+        with self._lock:
+            if self._cancelled.is_set():
+                raise CallCancelled("cancelled before the driver method started")
+            self.started = True
         token = _CURRENT.set(self)
-        self.started = True
         try:
             return fn()
         finally:
             _CURRENT.reset(token)
+
+
+class CallCancelled(Exception):
+    """The call was cancelled before its driver method began: it never ran."""
 
 
 _CURRENT: ContextVar[DriverCall | None] = ContextVar("driver_call", default=None)

@@ -198,12 +198,12 @@ def copy(
         assert proc.stdout is not None
         try:
             while chunk := proc.stdout.read1(256):
-                if stop is not None and stop():
-                    proc.kill()
-                    raise VolumeDriverError("the copy was stopped: its operation ended")
                 reports = PROGRESS.findall(chunk)
                 if reports and progress is not None:
                     progress(float(reports[-1]))
+                if stop is not None and stop():
+                    proc.kill()
+                    raise VolumeDriverError("the copy was stopped: its operation ended")
         finally:
             proc.stdout.close()
             proc.wait()

@@ -25,8 +25,11 @@ CONTROL_RETRY = RetryPolicy(
 
 
 def control(summary: str | None = None) -> dict[str, Any]:
-    """Options for a database step on the control queue (the workflow's own queue)."""
+    """Options for a database step on the control queue (the workflow's own queue). A cut waits
+    for the attempt in flight to end (it is short), so no step of the operation still writes
+    when a reset looks."""
     return {
+        "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         "start_to_close_timeout": timedelta(seconds=60),
         "retry_policy": CONTROL_RETRY,
         "summary": summary,

@@ -21,10 +21,15 @@ class SnapshotInput(OperationInput):
 
 
 async def remove_from_backend(
-    op: OperationWorkflow, snapshot: SnapshotRef, policy: OperationPolicy
+    op: OperationWorkflow,
+    snapshot: SnapshotRef,
+    policy: OperationPolicy,
+    *,
+    irreversible: bool,
 ) -> str | None:
     """Delete one owned snapshot on its backend; the driver's failure, or None. A reset or
-    cancel cuts it (Stopped), which is not a failure. Shared with the cascading volume delete."""
+    cancel cuts it (Stopped), which is not a failure. Shared with the cascading volume delete
+    (where a snapshot's delete is not the end of the operation: not `irreversible`)."""
     if snapshot.host is None:
         return None
     try:
@@ -33,7 +38,8 @@ async def remove_from_backend(
                 DriverActivities.delete_snapshot,
                 snapshot,
                 **common.driver(snapshot.host, policy, "driver delete_snapshot"),
-            )
+            ),
+            irreversible=irreversible,
         )
     except ActivityError as error:
         return f"Volume driver failed: {common.failure_message(error)}"
@@ -69,7 +75,7 @@ class DeleteSnapshot(OperationWorkflow):
             )
         )
         self.report(f"Deleting from backend `{snapshot.host}`.")
-        failure = await remove_from_backend(self, snapshot, request.policy)
+        failure = await remove_from_backend(self, snapshot, request.policy, irreversible=True)
         if failure:
             return await self.fail(snapshot_failed(self, snapshot.id, failure))
         return await self.finish(

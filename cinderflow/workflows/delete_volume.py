@@ -63,7 +63,9 @@ class DeleteVolume(OperationWorkflow):
             for number, snapshot in enumerate(snapshots, 1):
                 self.report(f"Deleting snapshot {snapshot.id} first ({number}/{len(snapshots)}).")
                 self.deleting_snapshot = snapshot.id
-                failure = await remove_from_backend(self, snapshot, request.policy)
+                failure = await remove_from_backend(
+                    self, snapshot, request.policy, irreversible=False
+                )
                 if failure:
                     await self.write_part(snapshot_failed(self, snapshot.id, failure))
                     self.deleting_snapshot = None
@@ -86,7 +88,8 @@ class DeleteVolume(OperationWorkflow):
                         DriverActivities.delete_volume,
                         volume,
                         **common.driver(volume.host, request.policy, "driver delete_volume"),
-                    )
+                    ),
+                    irreversible=True,  # the backend object is gone: the delete must end
                 )
             except ActivityError as error:
                 return await self.fail(
@@ -96,7 +99,7 @@ class DeleteVolume(OperationWorkflow):
                         reason=f"Volume driver failed: {common.failure_message(error)}",
                     )
                 )
-        await self.close()  # the backend object is gone: nothing a reset could restore
+        await self.close()  # nothing on a backend (never placed), or it is gone
         await self.shielded(
             workflow.execute_activity_method(
                 KeyActivities.delete_volume_key, volume, **common.control("delete encryption key")

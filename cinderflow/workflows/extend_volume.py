@@ -22,6 +22,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.compute import ComputeActivities
@@ -212,6 +213,7 @@ class ExtendVolume(OperationWorkflow):
                     ),
                     start_to_close_timeout=timedelta(seconds=60),
                     retry_policy=COMPUTE_RETRY,
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                     summary="compute volume-extended event",
                 )
             )

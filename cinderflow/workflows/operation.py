@@ -127,9 +127,15 @@ class OperationWorkflow:
                 raise ApplicationError(self._not_ours(request), type=NOT_RESETTABLE)
             self._pause = True
             self._show(reset="stopping the current step")
-            await workflow.wait_condition(lambda: self._still or self._ended)
+            await workflow.wait_condition(lambda: self._still or self._finishing or self._ended)
             if self._ended:
                 return self._ended_outcome()
+            if self._finishing:  # an irreversible step completed while the reset waited
+                raise ApplicationError(
+                    f"operation {self.operation} has passed the point where it can stop (its "
+                    "backend change is done); it is finishing, reset again once it has ended",
+                    type=NOT_RESETTABLE,
+                )
             self._show(reset=f"resetting to {request.status}: the backend first")
             failure = await backend_reset(request)
             if failure and not request.force:
@@ -210,15 +216,18 @@ class OperationWorkflow:
         work: Callable[[], Awaitable[T]],
         *,
         effect: Callable[[T], dict[str, Any]] | None = None,
+        irreversible: bool = False,
     ) -> T:
-        """Run a step a reset or cancel may cut (see the module's docstring)."""
+        """Run a step a reset or cancel may cut (see the module's docstring). `irreversible`:
+        once it has completed nothing can be restored (a volume's backend delete), so the
+        operation can only finish: it closes, and a reset waiting for it is told so."""
         while True:
             await self._boundary()
             self._running += 1
             try:
                 task = asyncio.ensure_future(work())
                 cut = asyncio.ensure_future(
-                    workflow.wait_condition(lambda: self._pause or self.stop_requested)
+                    workflow.wait_condition(lambda: self._pause or self._must_stop)
                 )
                 while not (task.done() or cut.done()):
                     try:
@@ -237,6 +246,9 @@ class OperationWorkflow:
                 result = task.result()  # the step's own result, or its own failure
                 if effect is not None:
                     self._effects.update(effect(result))
+                if irreversible:
+                    self._finishing = True
+                    self._show()
                 return result
             # Cut before it ended: wait at the boundary, then stop, or run it again.
 
@@ -289,7 +301,7 @@ class OperationWorkflow:
                     lambda: not self._reset_busy or self._reset is not None
                 )
             except asyncio.CancelledError:
-                self._cancel_requested()
+                workflow.logger.info("cancel of %s ignored: it is finishing", self.operation)
         if self._reset is not None:
             raise Stopped
         self._finishing = True
@@ -348,12 +360,18 @@ class OperationWorkflow:
         """Nothing of the operation runs: no step, no critical step (the body waits)."""
         return self._running == 0 and not self._critical
 
+    @property
+    def _must_stop(self) -> bool:
+        """Stop at the next boundary: a stop was asked for and the operation is not finishing
+        (after close, its last steps run whatever comes)."""
+        return self.stop_requested and not self._finishing
+
     async def _boundary(self) -> None:
         """Between steps: wait while a reset checks the backend; stop if one took over or
         the workflow was cancelled."""
-        if self._pause and not self.stop_requested:
-            await workflow.wait_condition(lambda: not self._pause or self.stop_requested)
-        if self.stop_requested:
+        if self._pause and not self._must_stop:
+            await workflow.wait_condition(lambda: not self._pause or self._must_stop)
+        if self._must_stop:
             raise Stopped
 
     async def _stop(self) -> OperationOutcome:
@@ -377,9 +395,9 @@ class OperationWorkflow:
                 message=self.message(Action.RESET_STATUS, Detail.STOPPED_BY_RESET),
             )
             outcome = await self._write(self.stopped_write(write))
-            written = outcome.status != LOST
+            lost = outcome.status == LOST
             self._reset_outcome = ResetOutcome(
-                done=written, detail=reason if written else (outcome.detail or "")
+                done=not lost, lost=lost, detail=outcome.detail if lost else reason
             )
             return outcome
         self.report("Cancelled: back to the status before the operation.")

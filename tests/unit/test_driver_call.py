@@ -17,8 +17,8 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from cinderflow.activities.driver import DriverActivities
-from cinderflow.drivers.base import VolumeRef
-from cinderflow.drivers.call import DriverCall, current_call
+from cinderflow.drivers.base import VolumeDriverError, VolumeRef
+from cinderflow.drivers.call import CallCancelled, DriverCall, current_call
 from cinderflow.drivers.file import FileDriver
 from cinderflow.failpoints import Failpoints
 from cinderflow.payloads import VolumeClone
@@ -124,3 +124,36 @@ async def _until(check: Any, timeout: float = 10.0) -> None:
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {check}"
         await asyncio.sleep(0.01)
+
+
+def test_a_driver_that_stops_when_asked_ends_as_cancelled(tmp_path: Path) -> None:
+    """A driver that notices `cancelled()` and raises has stopped as asked: the activity ends
+    as cancelled (a cut, which the operation can retry), not as a driver failure."""
+    calls = activities(tmp_path)
+    started = threading.Event()
+
+    def driver_method() -> None:
+        started.set()
+        while not current_call().cancelled():
+            time.sleep(0.01)
+        raise VolumeDriverError("the copy was stopped: its operation ended")
+
+    env = environment()
+
+    async def run_and_cancel() -> None:
+        task = asyncio.ensure_future(env.run(calls._call, "probe", driver_method))
+        await _until(started.is_set)
+        env.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_and_cancel())
+
+
+def test_a_call_cancelled_before_it_starts_never_starts() -> None:
+    call = DriverCall()
+    assert call.cancel() is False  # nothing ran, and now nothing will
+    ran = threading.Event()
+    with pytest.raises(CallCancelled):
+        call.run(ran.set)
+    assert not ran.is_set()

@@ -228,8 +228,37 @@ async def test_a_refused_reset_lets_the_cut_step_run_again(env: WorkflowEnvironm
 async def test_a_running_driver_call_ends_before_the_resets_backend_half(
     env: WorkflowEnvironment,
 ) -> None:
-    """The driver's delete already runs on the backend when the reset comes: it cannot be
-    stopped, so the reset's driver half waits for it (and then judges the backend as it is)."""
+    """The driver's create already runs on the backend when the reset comes: it cannot be
+    stopped, so the reset's driver half waits for it; its result stands (the model update is
+    written by the reset's take-over)."""
+    stubs = Stubs()
+    create = stubs.hold("driver.create_volume")
+    stubs.running.add("driver.create_volume")
+    async with workers(env, stubs):
+        handle = await start(
+            env, CreateVolume.run, CreateVolumeInput(resource_id="v1", policy=QUICK)
+        )
+        await stubs.reached("driver.create_volume")
+        update = await handle.start_update(
+            OperationWorkflow.reset_status,
+            reset_to("error"),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        await _until(lambda: _called(stubs, "driver.create_volume asked to stop"))
+        assert "driver.reset_state" not in stubs.calls
+        create.set()
+        assert (await update.result()).done
+        await handle.result()
+    assert stubs.calls.index("driver.reset_state") > stubs.calls.index(
+        "driver.create_volume asked to stop"
+    )
+    (write,) = stubs.writes
+    assert (write.status, write.values) == ("error", {"provider_location": "stub"})
+
+
+async def test_a_reset_after_an_irreversible_step_is_too_late(env: WorkflowEnvironment) -> None:
+    """The backend's delete completes while the reset waits: nothing can be restored, so the
+    reset is refused and the delete ends (the volume is removed)."""
     stubs = Stubs()
     delete = stubs.hold("driver.delete_volume")
     stubs.running.add("driver.delete_volume")
@@ -238,21 +267,18 @@ async def test_a_running_driver_call_ends_before_the_resets_backend_half(
             env, DeleteVolume.run, DeleteVolumeInput(resource_id="v1", policy=QUICK)
         )
         await stubs.reached("driver.delete_volume")
-        update = await handle.start_update(
-            OperationWorkflow.reset_status,
-            reset_to("error"),
-            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        refused = asyncio.ensure_future(
+            handle.execute_update(OperationWorkflow.reset_status, reset_to("available"))
         )
         await _until(lambda: _called(stubs, "driver.delete_volume asked to stop"))
-        assert "driver.reset_state" not in stubs.calls
         delete.set()
-        assert (await update.result()).done
+        with pytest.raises(WorkflowUpdateFailedError) as too_late:
+            await refused
+        assert "has passed the point where it can stop" in str(too_late.value.cause)
         await handle.result()
-    assert stubs.calls.index("driver.reset_state") > stubs.calls.index(
-        "driver.delete_volume asked to stop"
-    )
+    assert "driver.reset_state" not in stubs.calls
     (write,) = stubs.writes
-    assert write.status == "error"
+    assert (write.resource_id, write.remove) == ("v1", True)
 
 
 async def test_a_completion_taken_during_a_reset_keeps_its_size(env: WorkflowEnvironment) -> None:

@@ -4,9 +4,11 @@ compensates and writes the reset itself; and the `cinderflow manage` escape hatc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -189,8 +191,8 @@ def test_cancel_stops_an_extend_waiting_for_the_compute(cloud: Cloud) -> None:  
 
 def test_a_reset_after_the_drivers_delete_ran_tells_the_truth(own_stack: ThreadStack) -> None:
     """The delete has already run on the backend (its activity has not returned) when the
-    reset to available comes: the reset waits for it, the driver then finds no volume, and the
-    reset is refused; the delete goes on and ends."""
+    reset to available comes: the reset waits for it; then the delete is past the point where
+    it could stop, so the reset is refused (409) and the delete ends."""
     api = own_stack.api()
     volume_id = api.available_volume()["id"]
     hold = hold_failpoint(own_stack.settings, "driver.delete_volume.after")
@@ -210,7 +212,7 @@ def test_a_reset_after_the_drivers_delete_ran_tells_the_truth(own_stack: ThreadS
         hold.unlink()
     asking.join(60)
     (answer,) = answers
-    assert_fault(answer, 400, "does not exist")
+    assert_fault(answer, 409, "has passed the point where it can stop")
     api.wait_gone(volume_id)
     save_history(address, volume_id, "delete", "DeleteVolume-reset-refused-after-the-driver")
 
@@ -221,6 +223,26 @@ def _reset_is_waiting(address: str, workflow_id: str) -> bool:
     )
     (state,) = json.loads(shown)["queryResult"]
     return bool(state.get("reset"))
+
+
+def _told_to_stop(address: str, workflow_id: str) -> bool:
+    """The driver activity has heartbeated since its cancellation was requested: the cancel
+    came back with that heartbeat, so the driver's call has been told to stop."""
+    events = json.loads(temporal_cli(address, "workflow", "show", "-w", workflow_id, "-o", "json"))[
+        "events"
+    ]
+    asked = [e["eventTime"] for e in events if "activityTaskCancelRequestedEventAttributes" in e]
+    if not asked:
+        return False
+    described = json.loads(
+        temporal_cli(address, "workflow", "describe", "-w", workflow_id, "-o", "json")
+    )
+    beats = [a.get("lastHeartbeatTime", "") for a in described.get("pendingActivities", [])]
+    return any(_instant(beat) > _instant(asked[-1]) for beat in beats if beat)
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _manage_snapshot(stack: ThreadStack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -257,3 +279,41 @@ def test_manage_snapshot_reset_state(own_stack: ThreadStack) -> None:
     api.wait_status(volume_id, "available")
     unknown = _manage_snapshot(own_stack, "no-such-snapshot", "--state", "error")
     assert unknown.returncode == 1 and "could not be found" in unknown.stderr
+
+
+def test_a_reset_stops_a_copy_and_a_refusal_lets_it_run_again(own_stack: ThreadStack) -> None:
+    """A reset during a clone's copy: the driver is asked to stop and kills its qemu-img; the
+    reset then finds no clone on the backend and is refused; the copy runs again and the clone
+    is made, with the source's data and no temporary file left."""
+    api = own_stack.api()
+    source_id = api.available_volume()["id"]
+    root = Path(own_stack.settings.backends[0].options["path"])
+    data = os.urandom(32 << 20)
+    with open(root / f"volume-{source_id}", "r+b") as handle:
+        handle.write(data)
+    hold = hold_failpoint(own_stack.settings, "driver.create_cloned_volume.progress")
+    answers: list[Any] = []
+    try:
+        clone_id = api.create_volume(source_volid=source_id)["id"]
+        wait_failpoint(own_stack.settings, "driver.create_cloned_volume.progress")
+        asking = threading.Thread(
+            target=lambda: answers.append(reset(api, clone_id, status="available"))
+        )
+        asking.start()
+        address = own_stack.settings.temporal_address
+        (workflow_id,) = poll(lambda: workflows_of(address, clone_id, "create"))
+        poll(lambda: _told_to_stop(address, workflow_id), what="the copy told to stop")
+    finally:
+        hold.unlink()
+    asking.join(60)
+    (answer,) = answers
+    assert_fault(answer, 400, "does not exist")
+    api.wait_status(clone_id, "available", timeout=60)
+    with open(root / f"volume-{clone_id}", "rb") as handle:
+        assert handle.read(len(data)) == data
+    assert [p.name for p in root.iterdir() if p.name.endswith(".partial")] == []
+    listed = api.get("/messages", version="3.5").json()["messages"]
+    assert [m["event_id"] for m in listed if m["resource_uuid"] == clone_id] == [
+        "VOLUME_VOLUME_101_101"
+    ]
+    save_history(address, clone_id, "create", "CreateVolume-reset-refused-during-copy")

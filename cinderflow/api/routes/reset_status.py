@@ -27,7 +27,7 @@ from cinderflow.api.routing import ApiRequest, Router
 from cinderflow.api.validation import Boolean, StrictModel
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db.cas import compare_and_swap
-from cinderflow.db.models import OutboxEntry, Snapshot
+from cinderflow.db.models import OutboxEntry, Snapshot, Volume
 from cinderflow.payloads import OperationOutcome, ResetOutcome, ResetRequest
 from cinderflow.status import ResourceKind
 from cinderflow.temporal.outbox import TemporalUnavailable
@@ -82,6 +82,11 @@ async def reset_volume(req: ApiRequest) -> Response:
         outcome = await _reset(req, volume_id, reset, bool(body.force))
     finally:
         in_flight.discard(volume_id)
+    if outcome is not None and outcome.lost:
+        raise Conflict(
+            f"Volume {volume_id} was taken over while the reset ran (by the operator's "
+            "cinderflow manage reset-state); this reset wrote nothing."
+        )
     if outcome is not None and not outcome.done:
         raise invalid_volume(
             f"Reset refused: the driver could not make the backend match: {outcome.detail}. "
@@ -159,12 +164,8 @@ async def _run_reset_workflow(req: ApiRequest, entry: OutboxEntry) -> ResetOutco
     except WorkflowFailureError as failed:
         raise ServiceUnavailable(f"The reset could not be carried out: {failed.cause}.") from None
     outcome = result if isinstance(result, OperationOutcome) else OperationOutcome(**result)
-    if outcome.status == LOST:
-        raise Conflict(
-            f"Volume {outcome.resource_id} was taken over while the reset ran (by the operator's "
-            "cinderflow manage reset-state); this reset wrote nothing."
-        )
-    return ResetOutcome(done=outcome.done, detail=outcome.detail or "")
+    lost = outcome.status == LOST
+    return ResetOutcome(done=outcome.done and not lost, lost=lost, detail=outcome.detail or "")
 
 
 async def _deliver(req: ApiRequest, workflow_id: str, request: ResetRequest) -> Any:
@@ -236,17 +237,24 @@ async def _undeliverable(req: ApiRequest, kind: str, ident: str, owner: str | No
     the outbox: 503, try again), or ended without releasing the row (only the operator can
     help: 409 naming the command)."""
 
-    def pending() -> bool:
-        with req.services.db.read() as session:
-            return owner is not None and session.get(OutboxEntry, owner) is not None
+    model = Volume if kind == "volume" else Snapshot
 
-    if await run_in_threadpool(pending):
+    def state() -> tuple[str | None, bool]:
+        with req.services.db.read() as session:
+            row = session.get(model, ident)
+            current = row.workflow_id if row is not None else None
+            return current, owner is not None and session.get(OutboxEntry, owner) is not None
+
+    current, pending = await run_in_threadpool(state)
+    if current != owner:
+        return Conflict(
+            f"{kind.title()} {ident} changed hands while the reset was on its way; reset again."
+        )
+    if pending:
         return ServiceUnavailable(
             f"Operation {owner} owns {kind} {ident} but has not started yet (the workflow "
             "service was unreachable); reset again shortly."
         )
-    if owner is None:
-        return Conflict(f"{kind.title()} {ident} changed hands while the reset was on its way.")
     return Conflict(
         f"Operation {owner} owns {kind} {ident} but has ended without releasing it; reset it "
         f"with `cinderflow manage {kind} reset-state {ident} --state <status> --force`."
