@@ -7,6 +7,7 @@ with `current_call()`:
     call = current_call()
     call.progress(copied, total)      # sent as the heartbeat's details
     if call.cancelled(): ...          # the operation was stopped: clean up, raise
+    call.wait_cancelled(5.0)          # or wait for that while the backend works
     call.resumed                      # the last progress an earlier attempt reported, or None
     call.attempt                      # 1 for the first attempt
 
@@ -67,6 +68,11 @@ class DriverCall:
         """The operation asked this call to stop (a reset or cancel): a driver that can should
         stop, remove what it half-made, and raise."""
         return self._cancelled.is_set()
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the operation to ask this call to stop (a driver
+        waiting on its backend can wait for that too); True if it asked."""
+        return self._cancelled.wait(timeout)
 
     def cancel(self) -> bool:
         """Called by the activity when Temporal cancels it: True if the driver method runs
