@@ -1,6 +1,6 @@
 """The one write that ends an operation: status and field changes (or removal), reservations,
 admin metadata, holds, owned snapshots, a reset's attachments, the user message, and the
-release of ownership, all in the caller's transaction.
+release of ownership (db/ownership.py, compare-and-swap), all in the caller's transaction.
 
 Every way an operation ends goes through `apply`: its normal end, its failure, a reset that
 took it over, and the operator's `cinderflow manage volume reset-state` (unfenced: it writes
@@ -17,7 +17,8 @@ from sqlmodel import Session, SQLModel, select
 from cinderflow import quota, user_messages
 from cinderflow.db import admin_metadata, ownership
 from cinderflow.db import attachments as attachment_db
-from cinderflow.db.models import Snapshot, Volume, utcnow
+from cinderflow.db.cas import compare_and_swap
+from cinderflow.db.models import Snapshot, Volume
 from cinderflow.payloads import FinalWrite
 from cinderflow.status import MigrationStatus, ResourceKind, SnapshotStatus, VolumeStatus
 
@@ -75,8 +76,8 @@ def apply(
     if write.message is not None:
         _record_message(session, row, write, owner or workflow_id or "manage", message_ttl)
     if write.remove:
-        session.delete(row)
-        session.flush()
+        removed = ownership.remove(session, model, row.id, workflow_id=owner)
+        assert removed, "the row is locked and its owner was checked above"
         return True
     values = {k: v for k, v in write.values.items() if k in FIELDS[write.resource]}
     if write.migration_status is not None:
@@ -90,13 +91,14 @@ def apply(
         status, values["attach_status"] = attachment_db.statuses(
             attachment_db.live(session, row.id)
         )
-    for key, value in {**values, "status": status}.items():
-        setattr(row, key, value)
-    row.previous_status = None
-    row.workflow_id = None
-    row.last_workflow_id = owner or row.last_workflow_id
-    row.updated_at = utcnow()
-    session.flush()
+    changes = {**values, "status": status, "previous_status": None}
+    if owner is not None:
+        released = ownership.release(session, model, row.id, workflow_id=owner, values=changes)
+    else:  # the operator, on a row nobody owns
+        released = compare_and_swap(
+            session, model, row.id, expected={"workflow_id": None}, values=changes
+        )
+    assert released, "the row is locked and its owner was checked above"
     return True
 
 
@@ -119,15 +121,15 @@ def _release_owned_snapshots(session: Session, owner: str, write: FinalWrite) ->
     owned = session.exec(
         select(Snapshot).where(Snapshot.workflow_id == owner, Snapshot.id != write.resource_id)
     )
-    for snapshot in owned:
-        snapshot.status = write.snapshots.get(
-            snapshot.id, snapshot.previous_status or SnapshotStatus.ERROR
+    for snapshot in owned.all():
+        status = write.snapshots.get(snapshot.id, snapshot.previous_status or SnapshotStatus.ERROR)
+        ownership.release(
+            session,
+            Snapshot,
+            snapshot.id,
+            workflow_id=owner,
+            values={"status": status, "previous_status": None},
         )
-        snapshot.previous_status = None
-        snapshot.workflow_id = None
-        snapshot.last_workflow_id = owner
-        snapshot.updated_at = utcnow()
-    session.flush()
 
 
 def _record_message(
