@@ -102,13 +102,13 @@ class OperationWorkflow:
         self._critical: list[str] = []
         self._running = 0
         """Steps (and shielded steps) in flight: a reset's backend half waits for none."""
-        self._pause = False
-        """A reset wants the body still: steps are cut, none starts."""
         self._reset: ResetRequest | None = None
         """An accepted reset (its backend half done): the body must stop and it takes over."""
         self._reset_failure: str | None = None
         self._reset_outcome: ResetOutcome | None = None
         self._reset_busy = False
+        """A reset is in progress: the body is kept still (steps cut, none starts) until it
+        has been refused or has taken over."""
         self._cancelled = False
         self._finishing = False
         self._ended = False
@@ -125,8 +125,8 @@ class OperationWorkflow:
             await workflow.wait_condition(lambda: self._resource_id is not None)
             if request.resource_id != self._resource_id:
                 raise ApplicationError(self._not_ours(request), type=NOT_RESETTABLE)
-            self._pause = True
-            self._show(reset="stopping the current step")
+            waiting_for = self._critical[0] if self._critical else "the current step"
+            self._show(reset=f"waiting for {waiting_for} to end")
             await workflow.wait_condition(lambda: self._still or self._finishing or self._ended)
             if self._ended:
                 return self._ended_outcome()
@@ -148,7 +148,6 @@ class OperationWorkflow:
             return self._reset_outcome
         finally:
             self._reset_busy = False
-            self._pause = False
             if self._reset is None:
                 self._show(reset=None)
 
@@ -227,7 +226,7 @@ class OperationWorkflow:
             try:
                 task = asyncio.ensure_future(work())
                 cut = asyncio.ensure_future(
-                    workflow.wait_condition(lambda: self._pause or self._must_stop)
+                    workflow.wait_condition(lambda: self._reset_busy or self._must_stop)
                 )
                 while not (task.done() or cut.done()):
                     try:
@@ -264,9 +263,7 @@ class OperationWorkflow:
         self._critical.append(name)
         self._show()
         try:
-            task = asyncio.ensure_future(work())
-            await self._settled(task)
-            result = task.result()
+            result = await self.shielded(work())
         finally:
             self._critical.remove(name)
             self._show()
@@ -357,8 +354,8 @@ class OperationWorkflow:
 
     @property
     def _still(self) -> bool:
-        """Nothing of the operation runs: no step, no critical step (the body waits)."""
-        return self._running == 0 and not self._critical
+        """Nothing of the operation runs (critical steps run shielded): the body waits."""
+        return self._running == 0
 
     @property
     def _must_stop(self) -> bool:
@@ -369,8 +366,8 @@ class OperationWorkflow:
     async def _boundary(self) -> None:
         """Between steps: wait while a reset checks the backend; stop if one took over or
         the workflow was cancelled."""
-        if self._pause and not self._must_stop:
-            await workflow.wait_condition(lambda: not self._pause or self._must_stop)
+        if self._reset_busy and not self._must_stop:
+            await workflow.wait_condition(lambda: not self._reset_busy or self._must_stop)
         if self._must_stop:
             raise Stopped
 
@@ -438,10 +435,10 @@ class OperationWorkflow:
         while self._undos:
             name, undo = self._undos.pop()
             self.report(f"Undoing: {name}.")
-            task = asyncio.ensure_future(undo())
-            await self._settled(task)
-            if task.exception() is not None:
-                workflow.logger.warning("undo %s failed: %s", name, task.exception())
+            try:
+                await self.shielded(undo())
+            except Exception as error:  # an ActivityError, once its retries are spent
+                workflow.logger.warning("undo %s failed: %s", name, error)
 
     async def _settled(self, task: asyncio.Future[Any]) -> None:
         """Wait until `task` has ended, through a workflow cancel (remembered, not lost), and
@@ -493,8 +490,6 @@ class OperationWorkflow:
             setattr(self._progress, key, value)
         self._progress.critical = self._critical[0] if self._critical else None
         self._progress.finishing = self._finishing
-        if self._critical and self._pause and self._reset is None:
-            self._progress.reset = f"waiting for {self._critical[0]} to finish"
         lines = [self._progress.phase or f"{self.operation}"]
         if self._progress.percent is not None:
             lines[0] += f" ({self._progress.percent}%)"
