@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+from typing import Any
 
 from cinderflow.settings import Settings, load_settings
 
@@ -47,29 +48,27 @@ def parser() -> argparse.ArgumentParser:
 
     manage = commands.add_parser("manage", help="operator tools that bypass the API")
     manage_kinds = manage.add_subparsers(dest="manage_kind", required=True)
-    volume = manage_kinds.add_parser("volume", help="volumes")
-    volume_commands = volume.add_subparsers(dest="volume_command", required=True)
-    reset = volume_commands.add_parser(
-        "reset-state",
-        help="write a volume's status directly (logged); --force skips the API's refusals "
-        "and terminates an operation that owns the volume",
-    )
-    reset.add_argument("volume_id")
-    reset.add_argument("--state", required=True, help="the status to write")
-    reset.add_argument("--attach-status", choices=["attached", "detached"])
-    reset.add_argument("--migration-status")
-    reset.add_argument("--force", action="store_true")
-    snapshot = manage_kinds.add_parser("snapshot", help="snapshots")
-    snapshot_commands = snapshot.add_subparsers(dest="snapshot_command", required=True)
-    snapshot_reset = snapshot_commands.add_parser(
-        "reset-state",
-        help="write a snapshot's status directly (logged); --force skips the API's refusals "
-        "and terminates a snapshot operation that owns it",
-    )
-    snapshot_reset.add_argument("snapshot_id")
-    snapshot_reset.add_argument("--state", required=True, help="the status to write")
-    snapshot_reset.add_argument("--force", action="store_true")
+    volume_reset = _reset_state_parser(manage_kinds, "volume", "an operation that owns it")
+    volume_reset.add_argument("--attach-status", choices=["attached", "detached"])
+    volume_reset.add_argument("--migration-status")
+    _reset_state_parser(manage_kinds, "snapshot", "a snapshot operation that owns it")
     return top
+
+
+def _reset_state_parser(kinds: Any, kind: str, owner: str) -> argparse.ArgumentParser:
+    """`cinderflow manage <kind> reset-state <id> --state S [--force]`."""
+    commands = kinds.add_parser(kind, help=f"{kind}s").add_subparsers(
+        dest=f"{kind}_command", required=True
+    )
+    reset = commands.add_parser(
+        "reset-state",
+        help=f"write a {kind}'s status directly (logged); --force skips the API's refusals "
+        f"and terminates {owner}",
+    )
+    reset.add_argument(f"{kind}_id")
+    reset.add_argument("--state", required=True, help="the status to write")
+    reset.add_argument("--force", action="store_true")
+    return reset
 
 
 def run(argv: list[str]) -> int:

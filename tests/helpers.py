@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import subprocess
@@ -41,6 +42,41 @@ def poll(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+
+
+async def poll_async(
+    check: Callable[[], Any], *, timeout: float = DEFAULT_TIMEOUT, interval: float = 0.05, what=""
+) -> Any:
+    """`poll` for async tests: `check` returns a value or an awaitable of one."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+
+
+class Background:
+    """A blocking call (a request the server holds) run in a thread, so that the test can act
+    while it waits; `result()` joins it."""
+
+    def __init__(self, call: Callable[[], T]) -> None:
+        self._results: list[T] = []
+        self._thread = threading.Thread(target=lambda: self._results.append(call()), daemon=True)
+        self._thread.start()
+
+    @property
+    def done(self) -> bool:
+        return bool(self._results)
+
+    def result(self, timeout: float = 60.0) -> Any:
+        self._thread.join(timeout)
+        assert self._results, f"the call did not return within {timeout}s"
+        return self._results[0]
 
 
 def hold_failpoint(settings: Settings, point: str) -> Path:
@@ -121,6 +157,24 @@ def history_steps(address: str, workflow_id: str) -> list[str]:
         for e in json.loads(shown)["events"]
         if "activityTaskScheduledEventAttributes" in e
     ]
+
+
+def operation_progress(address: str, workflow_id: str) -> dict[str, Any] | None:
+    """The operation's `progress` query answer (workflows/operation.py), or None if the
+    workflow has no such query."""
+    try:
+        shown = temporal_cli(
+            address, "workflow", "query", "-w", workflow_id, "--type", "progress", "-o", "json"
+        )
+    except subprocess.CalledProcessError:
+        return None
+    (state,) = json.loads(shown)["queryResult"]
+    return state
+
+
+def reset_in_progress(address: str, workflow_id: str) -> str:
+    """What a reset of the operation is doing, in its words ("" if none is)."""
+    return (operation_progress(address, workflow_id) or {}).get("reset") or ""
 
 
 def save_history(address: str, volume_id: str, operation: str, name: str) -> None:

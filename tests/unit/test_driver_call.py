@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 import os
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from cinderflow.drivers.call import CallCancelled, DriverCall, current_call
 from cinderflow.drivers.file import FileDriver
 from cinderflow.failpoints import Failpoints
 from cinderflow.payloads import VolumeClone
-from tests.helpers import poll
+from tests.helpers import poll, poll_async
 
 
 def environment(**info: Any) -> ActivityEnvironment:
@@ -90,7 +89,7 @@ def test_a_cancel_reaches_a_running_driver_which_ends_the_activity(tmp_path: Pat
 
     async def run_and_cancel() -> object:
         task = asyncio.ensure_future(env.run(calls._call, "probe", driver_method))
-        await _until(started.is_set)
+        await poll_async(started.is_set)
         env.cancel()
         return await task
 
@@ -107,7 +106,7 @@ def test_a_cancel_before_the_driver_runs_ends_the_activity_at_once(tmp_path: Pat
 
     async def run_and_cancel() -> None:
         task = asyncio.ensure_future(env.run(calls._call, "probe", ran.set))
-        await _until((tmp_path / "failpoints" / "driver.probe.before.reached").exists)
+        await poll_async((tmp_path / "failpoints" / "driver.probe.before.reached").exists)
         env.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -115,13 +114,6 @@ def test_a_cancel_before_the_driver_runs_ends_the_activity_at_once(tmp_path: Pat
     asyncio.run(run_and_cancel())
     hold.unlink()
     assert not ran.is_set()
-
-
-async def _until(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {check}"
-        await asyncio.sleep(0.01)
 
 
 def test_a_driver_that_stops_when_asked_ends_as_cancelled(tmp_path: Path) -> None:
@@ -139,7 +131,7 @@ def test_a_driver_that_stops_when_asked_ends_as_cancelled(tmp_path: Path) -> Non
 
     async def run_and_cancel() -> None:
         task = asyncio.ensure_future(env.run(calls._call, "probe", driver_method))
-        await _until(started.is_set)
+        await poll_async(started.is_set)
         env.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -46,6 +46,7 @@ from cinderflow.workflows.delete_volume import DeleteVolume, DeleteVolumeInput
 from cinderflow.workflows.extend_volume import ExtendInput, ExtendVolume
 from cinderflow.workflows.operation import OperationInput, OperationWorkflow
 from cinderflow.workflows.registry import WORKFLOWS
+from tests.helpers import poll_async
 from tests.workflow.saga import Saga
 from tests.workflow.stubs import HOST, QUICK, SagaSteps, Stubs
 
@@ -244,7 +245,7 @@ async def test_a_running_driver_call_ends_before_the_resets_backend_half(
             reset_to("error"),
             wait_for_stage=WorkflowUpdateStage.ACCEPTED,
         )
-        await _until(lambda: _called(stubs, "driver.create_volume asked to stop"))
+        await poll_async(lambda: "driver.create_volume asked to stop" in stubs.calls)
         assert "driver.reset_state" not in stubs.calls
         create.set()
         assert (await update.result()).done
@@ -270,7 +271,7 @@ async def test_a_reset_after_an_irreversible_step_is_too_late(env: WorkflowEnvir
         refused = asyncio.ensure_future(
             handle.execute_update(OperationWorkflow.reset_status, reset_to("available"))
         )
-        await _until(lambda: _called(stubs, "driver.delete_volume asked to stop"))
+        await poll_async(lambda: "driver.delete_volume asked to stop" in stubs.calls)
         delete.set()
         with pytest.raises(WorkflowUpdateFailedError) as too_late:
             await refused
@@ -294,7 +295,7 @@ async def test_a_completion_taken_during_a_reset_keeps_its_size(env: WorkflowEnv
             ExtendVolume.run,
             ExtendInput(resource_id="v1", new_size=2, previous_status="in-use", policy=QUICK),
         )
-        await _until(lambda: _waiting_for_compute(handle))
+        await poll_async(lambda: _waiting_for_compute(handle))
         reset = await handle.start_update(
             OperationWorkflow.reset_status,
             reset_to("in-use"),
@@ -332,13 +333,6 @@ async def test_a_reset_of_another_resource_is_refused_even_before_the_run(
         assert "reset that instead" in str(failure.value.cause)
         await handle.result()
     assert [(w.resource_id, w.remove) for w in stubs.writes] == [("s1", True), ("v1", True)]
-
-
-def _called(stubs: Stubs, name: str) -> object:
-    async def called() -> bool:
-        return name in stubs.calls
-
-    return called()
 
 
 async def _waiting_for_compute(handle: WorkflowHandle) -> bool:
@@ -416,14 +410,14 @@ async def test_a_completion_arriving_as_the_timer_fires_is_not_lost(
         handle = await client.start_workflow(
             ExtendVolume.run, request, id=f"race-timer-{uuid.uuid4().hex[:8]}", task_queue=queue
         )
-        await _until(lambda: _has_event(handle, EventType.EVENT_TYPE_TIMER_STARTED))
-        await _until(lambda: _idle(handle))
+        await poll_async(lambda: _has_event(handle, EventType.EVENT_TYPE_TIMER_STARTED))
+        await poll_async(lambda: _idle(handle))
     answer = asyncio.create_task(
         handle.execute_update(ExtendVolume.complete_extend, ExtendCompletion(error=False))
     )
-    await _until(_task_pending(handle))  # admitted: it scheduled a workflow task
+    await poll_async(lambda: _pending(handle))  # admitted: it scheduled a workflow task
     assert not await _has_event(handle, EventType.EVENT_TYPE_TIMER_FIRED), "too slow to race"
-    await _until(lambda: _has_event(handle, EventType.EVENT_TYPE_TIMER_FIRED), timeout=30)
+    await poll_async(lambda: _has_event(handle, EventType.EVENT_TYPE_TIMER_FIRED), timeout=30)
     control, backend = run_workers()
     async with control, backend:
         try:
@@ -460,15 +454,5 @@ async def _idle(handle: WorkflowHandle) -> bool:
     return not described.raw_description.HasField("pending_workflow_task")
 
 
-def _task_pending(handle: WorkflowHandle) -> object:
-    async def pending() -> bool:
-        return not await _idle(handle)
-
-    return pending
-
-
-async def _until(check: object, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {check}"
-        await asyncio.sleep(0.05)
+async def _pending(handle: WorkflowHandle) -> bool:
+    return not await _idle(handle)

@@ -7,18 +7,18 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from tests.api.test_reset_status import assert_usage_is_a_recount, reset
 from tests.helpers import (
+    Background,
     ThreadStack,
     assert_fault,
     history_steps,
     hold_failpoint,
     poll,
+    reset_in_progress,
     save_history,
     settings_env,
     temporal_cli,
@@ -111,9 +111,12 @@ def test_reset_stops_a_delete_stuck_in_the_driver(own_stack: ThreadStack) -> Non
     save_history(address, volume_id, "delete", "DeleteVolume-reset-in-driver")
 
 
-def _manage(stack: ThreadStack, *args: str) -> subprocess.CompletedProcess[str]:
+def _manage(
+    stack: ThreadStack, *args: str, kind: str = "volume"
+) -> subprocess.CompletedProcess[str]:
+    """`cinderflow manage <kind> reset-state <args>` against the stack's settings."""
     return subprocess.run(
-        [sys.executable, "-m", "cinderflow", "manage", "volume", "reset-state", *args],
+        [sys.executable, "-m", "cinderflow", "manage", kind, "reset-state", *args],
         env=settings_env(stack.settings),
         capture_output=True,
         text=True,
@@ -196,33 +199,20 @@ def test_a_reset_after_the_drivers_delete_ran_tells_the_truth(own_stack: ThreadS
     api = own_stack.api()
     volume_id = api.available_volume()["id"]
     hold = hold_failpoint(own_stack.settings, "driver.delete_volume.after")
-    answers: list[Any] = []
     try:
         assert api.delete(f"/volumes/{volume_id}").status_code == 202
         wait_failpoint(own_stack.settings, "driver.delete_volume.after")
-        asking = threading.Thread(
-            target=lambda: answers.append(reset(api, volume_id, status="available"))
-        )
-        asking.start()
+        asking = Background(lambda: reset(api, volume_id, status="available"))
         address = own_stack.settings.temporal_address
         (workflow_id,) = poll(lambda: workflows_of(address, volume_id, "delete"))
-        poll(lambda: _reset_is_waiting(address, workflow_id), what="the reset waiting")
+        poll(lambda: reset_in_progress(address, workflow_id), what="the reset waiting")
         assert "driver.reset_state" not in history_steps(address, workflow_id)
     finally:
         hold.unlink()
-    asking.join(60)
-    (answer,) = answers
+    answer = asking.result()
     assert_fault(answer, 409, "has passed the point where it can stop")
     api.wait_gone(volume_id)
     save_history(address, volume_id, "delete", "DeleteVolume-reset-refused-after-the-driver")
-
-
-def _reset_is_waiting(address: str, workflow_id: str) -> bool:
-    shown = temporal_cli(
-        address, "workflow", "query", "-w", workflow_id, "--type", "progress", "-o", "json"
-    )
-    (state,) = json.loads(shown)["queryResult"]
-    return bool(state.get("reset"))
 
 
 def _told_to_stop(address: str, workflow_id: str) -> bool:
@@ -245,16 +235,6 @@ def _instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _manage_snapshot(stack: ThreadStack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cinderflow", "manage", "snapshot", "reset-state", *args],
-        env=settings_env(stack.settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_manage_snapshot_reset_state(own_stack: ThreadStack) -> None:
     """The operator's way out for a snapshot whose operation cannot finish: --force ends the
     snapshot's operation and its hold on the volume, which can then be extended again."""
@@ -265,9 +245,9 @@ def test_manage_snapshot_reset_state(own_stack: ThreadStack) -> None:
         created = api.post("/snapshots", {"snapshot": {"volume_id": volume_id}})
         snapshot_id = created.json()["snapshot"]["id"]
         wait_failpoint(own_stack.settings, "driver.create_snapshot.before")
-        refused = _manage_snapshot(own_stack, snapshot_id, "--state", "error")
+        refused = _manage(own_stack, snapshot_id, "--state", "error", kind="snapshot")
         assert refused.returncode == 1 and "owns snapshot" in refused.stderr
-        done = _manage_snapshot(own_stack, snapshot_id, "--state", "error", "--force")
+        done = _manage(own_stack, snapshot_id, "--state", "error", "--force", kind="snapshot")
         assert done.returncode == 0, done.stderr
         assert f"snapshot {snapshot_id}: creating -> error, terminated workflow" in done.stdout
     finally:
@@ -277,7 +257,7 @@ def test_manage_snapshot_reset_state(own_stack: ThreadStack) -> None:
     grown = api.post(f"/volumes/{volume_id}/action", {"os-extend": {"new_size": 2}})
     assert grown.status_code == 202, grown.text  # the snapshot's hold ended with it
     api.wait_status(volume_id, "available")
-    unknown = _manage_snapshot(own_stack, "no-such-snapshot", "--state", "error")
+    unknown = _manage(own_stack, "no-such-snapshot", "--state", "error", kind="snapshot")
     assert unknown.returncode == 1 and "could not be found" in unknown.stderr
 
 
@@ -292,21 +272,16 @@ def test_a_reset_stops_a_copy_and_a_refusal_lets_it_run_again(own_stack: ThreadS
     with open(root / f"volume-{source_id}", "r+b") as handle:
         handle.write(data)
     hold = hold_failpoint(own_stack.settings, "driver.create_cloned_volume.progress")
-    answers: list[Any] = []
     try:
         clone_id = api.create_volume(source_volid=source_id)["id"]
         wait_failpoint(own_stack.settings, "driver.create_cloned_volume.progress")
-        asking = threading.Thread(
-            target=lambda: answers.append(reset(api, clone_id, status="available"))
-        )
-        asking.start()
+        asking = Background(lambda: reset(api, clone_id, status="available"))
         address = own_stack.settings.temporal_address
         (workflow_id,) = poll(lambda: workflows_of(address, clone_id, "create"))
         poll(lambda: _told_to_stop(address, workflow_id), what="the copy told to stop")
     finally:
         hold.unlink()
-    asking.join(60)
-    (answer,) = answers
+    answer = asking.result()
     assert_fault(answer, 400, "does not exist")
     api.wait_status(clone_id, "available", timeout=60)
     with open(root / f"volume-{clone_id}", "rb") as handle:

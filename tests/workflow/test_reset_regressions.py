@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import subprocess
 import threading
 import uuid
 from collections import Counter
@@ -29,31 +27,19 @@ from cinderflow.drivers import qemu_img
 from cinderflow.keys.service import KeyService, key_service
 from tests.api.test_reset_status import assert_usage_is_a_recount, reset
 from tests.helpers import (
+    Background,
     ThreadStack,
     history_steps,
     hold_failpoint,
     poll,
+    reset_in_progress,
     save_history,
     stack_settings,
-    temporal_cli,
     wait_failpoint,
     workflows_of,
 )
 
 GIB = 1 << 30
-
-
-def _reset_waits(stack: ThreadStack, workflow_id: str) -> bool:
-    """The operation reports a reset that waits for a step it must not cut."""
-    try:
-        shown = temporal_cli(
-            stack.settings.temporal_address,
-            "workflow", "query", "-w", workflow_id, "--type", "progress", "-o", "json",
-        )  # fmt: skip
-    except subprocess.CalledProcessError:
-        return False  # no such query (the code before the framework)
-    (state,) = json.loads(shown)["queryResult"]
-    return "waiting" in (state.get("reset") or "")
 
 
 def _owned_rows(stack: ThreadStack, project: str) -> list[str]:
@@ -81,25 +67,18 @@ def test_reset_during_an_extends_resize_keeps_the_backends_size(own_stack: Threa
     api = own_stack.api()
     volume_id = api.available_volume(1)["id"]
     hold = hold_failpoint(own_stack.settings, "driver.extend_volume.after")
-    answers: list[httpx.Response] = []
     try:
         grown = api.post(f"/volumes/{volume_id}/action", {"os-extend": {"new_size": 2}})
         assert grown.status_code == 202, grown.text
-        wait_failpoint(
-            own_stack.settings, "driver.extend_volume.after"
-        )  # resized; the step has not returned
+        # Resized on the backend; the driver's activity has not returned.
+        wait_failpoint(own_stack.settings, "driver.extend_volume.after")
         address = own_stack.settings.temporal_address
         (workflow_id,) = poll(lambda: workflows_of(address, volume_id, "extend"))
-        asking = threading.Thread(
-            target=lambda: answers.append(
-                reset(api.as_user("admin"), volume_id, status="available")
-            )
-        )
-        asking.start()
+        asking = Background(lambda: reset(api, volume_id, status="available"))
         poll(
             lambda: (
-                answers
-                or _reset_waits(own_stack, workflow_id)
+                asking.done
+                or "waiting" in reset_in_progress(address, workflow_id)
                 or "driver.reset_state" in history_steps(address, workflow_id)
             ),
             what="the reset answered, waiting, or at the driver",
@@ -108,8 +87,8 @@ def test_reset_during_an_extends_resize_keeps_the_backends_size(own_stack: Threa
         assert "driver.reset_state" not in history_steps(address, workflow_id)
     finally:
         hold.unlink()
-    asking.join(60)
-    assert answers and answers[0].status_code == 202, answers
+    answer = asking.result()
+    assert answer.status_code == 202, answer.text
     volume = api.wait_status(volume_id, "available")
     path = Path(own_stack.settings.backends[0].options["path"]) / f"volume-{volume_id}"
     assert volume["size"] * GIB == qemu_img.info(path)["virtual-size"]
