@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -63,9 +63,6 @@ class ApiServices:
     temporal: Client
     owners: OwnerClient
     """Updates and queries to the workflow that owns a resource."""
-    resets_in_flight: set[str] = field(default_factory=set)
-    """Volumes this process is resetting now: a second reset is refused at once (the owner
-    would refuse it too), so a storm of resets does not queue up at one workflow."""
 
 
 def api_router() -> Router:

@@ -59,6 +59,10 @@ def _rpc(error: RPCError, workflow_id: str) -> Exception:
 class OwnerClient:
     def __init__(self, client: Client) -> None:
         self.client = client
+        self._in_flight: set[tuple[str, str]] = set()
+        """(workflow, update) pairs this process has in flight: a second one is refused at
+        once (the workflow would refuse it too), so that a storm of requests does not queue
+        at Temporal's limit of ten updates in flight per workflow."""
 
     async def update(
         self,
@@ -71,6 +75,18 @@ class OwnerClient:
     ) -> Any | None:
         """Deliver an update and wait up to `wait` seconds for its result; None when it was
         accepted and is still running (its outcome comes later)."""
+        key = (workflow_id, getattr(update, "__name__", str(update)))
+        if key in self._in_flight:
+            raise UpdateRefused(f"another {key[1]} to this operation is in progress")
+        self._in_flight.add(key)
+        try:
+            return await self._update(workflow_id, update, arg, wait=wait, result_type=result_type)
+        finally:
+            self._in_flight.discard(key)
+
+    async def _update(
+        self, workflow_id: str, update: Any, arg: Any, *, wait: float, result_type: type | None
+    ) -> Any | None:
         handle = self.client.get_workflow_handle(workflow_id)
         try:
             running = await asyncio.wait_for(

@@ -71,17 +71,7 @@ async def reset_volume(req: ApiRequest) -> Response:
     except reset_rules.ResetRefused as refused:
         raise BadRequest(str(refused)) from None
     volume_id = req.path_params["volume_id"]
-    in_flight = req.services.resets_in_flight
-    if volume_id in in_flight:
-        raise Conflict(
-            f"{volume_id} cannot be reset now: another reset is in progress; reset again once "
-            "it has ended."
-        )
-    in_flight.add(volume_id)
-    try:
-        outcome = await _reset(req, volume_id, reset, bool(body.force))
-    finally:
-        in_flight.discard(volume_id)
+    outcome = await _reset(req, volume_id, reset, bool(body.force))
     if outcome is not None and outcome.lost:
         raise Conflict(
             f"Volume {volume_id} was taken over while the reset ran (by the operator's "
