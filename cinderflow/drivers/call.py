@@ -58,12 +58,6 @@ class DriverCall:
         with self._lock:
             return dict(self._details) if self._details else None
 
-    def percent(self) -> int | None:
-        details = self.details()
-        if not details or not details["total"]:
-            return None
-        return min(100, details["done"] * 100 // details["total"])
-
     def cancelled(self) -> bool:
         """The operation asked this call to stop (a reset or cancel): a driver that can should
         stop, remove what it half-made, and raise."""

@@ -39,6 +39,7 @@ from cinderflow.settings import Settings
 from cinderflow.status import ResourceKind, SnapshotStatus
 from cinderflow.temporal.client import connect
 from cinderflow.temporal.devserver import DevServer
+from cinderflow.temporal.owner import OwnerClient, OwnerGone
 from cinderflow.temporal.queues import backend_queue
 from cinderflow.user_messages import Detail
 from cinderflow.workflows.create_volume import CreateVolume, CreateVolumeInput
@@ -337,6 +338,33 @@ async def test_a_reset_of_another_resource_is_refused_even_before_the_run(
 
 async def _waiting_for_compute(handle: WorkflowHandle) -> bool:
     return (await progress(handle)).phase.startswith("Waiting since")
+
+
+async def test_the_owner_client_reads_progress_and_names_a_gone_owner(
+    env: WorkflowEnvironment,
+) -> None:
+    """The API's one way to a running operation: a query answers its progress; an update or
+    query to a workflow that has ended (or never existed) is OwnerGone, not an RPC error."""
+    stubs = Stubs()
+    resize = stubs.hold("driver.extend_volume")
+    owners = OwnerClient(env.client)
+    async with workers(env, stubs):
+        handle = await start(
+            env,
+            ExtendVolume.run,
+            ExtendInput(resource_id="v1", new_size=2, previous_status="available", policy=QUICK),
+        )
+        await stubs.reached("driver.extend_volume")
+        state = await owners.query(handle.id, OperationWorkflow.progress)
+        assert (state.operation, state.critical) == ("extend", "the driver's resize")
+        resize.set()
+        await handle.result()
+        with pytest.raises(OwnerGone):
+            await owners.update(
+                handle.id, OperationWorkflow.reset_status, reset_to("error"), wait=5
+            )
+    with pytest.raises(OwnerGone):
+        await owners.query("no-such-workflow", OperationWorkflow.progress)
 
 
 @pytest.mark.parametrize("ending", ["failure", "reset", "cancel"])
