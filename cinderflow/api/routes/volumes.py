@@ -67,7 +67,9 @@ DELETABLE = (
     VolumeStatus.ERROR_EXTENDING,
     VolumeStatus.ERROR_MANAGING,
 )
-NOT_MIGRATING = (VolumeStatus.DELETING, MigrationStatus.ERROR, MigrationStatus.SUCCESS)
+NOT_MIGRATING = ("deleting", MigrationStatus.ERROR, MigrationStatus.SUCCESS)
+"""Migration statuses of a volume no migration holds (Cinder's temporary migration volumes
+end in `deleting`, which is no reset target, so not a MigrationStatus member)."""
 DELETE_REFUSED = (
     "Volume status must be available or error or error_restoring or error_extending or "
     "error_managing and must not be migrating, attached, belong to a group, have snapshots, "
