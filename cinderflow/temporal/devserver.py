@@ -8,6 +8,7 @@ gets SIGTERM if we die without cleaning up (Linux parent-death signal), so no or
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,25 @@ from pathlib import Path
 from cinderflow.temporal.search_attributes import dev_server_flags
 
 PR_SET_PDEATHSIG = 1
+
+LATENCY_DYNAMIC_CONFIG = {
+    "history.transferProcessorMaxPollRPS": 1000,
+    "history.timerProcessorMaxPollRPS": 1000,
+    "history.visibilityProcessorMaxPollRPS": 1000,
+}
+"""The dev server has one history shard, and each of its task queues (transfer: dispatching
+workflow and activity tasks; timer; visibility: search attributes and listings) is polled at most
+20 times a second by default. Back to back, every hop of an operation then waits 24-44 ms for the
+next poll, most of a create's latency. A production cluster needs the same values (they apply per
+shard) and enough shards; docs/configuration.md "Temporal"."""
+
+
+def dynamic_config_flags(values: dict[str, object] = LATENCY_DYNAMIC_CONFIG) -> list[str]:
+    """`--dynamic-config-value KEY=JSON` for each value."""
+    flags: list[str] = []
+    for key, value in values.items():
+        flags += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+    return flags
 
 
 def temporal_binary() -> str:
@@ -95,6 +115,7 @@ class DevServer:
             "--log-level",
             self.log_level,
             *dev_server_flags(),
+            *dynamic_config_flags(),
         ]
         if self.ui_port:
             cmd += ["--ui-port", str(self.ui_port), "--ui-disable-news-fetch"]
