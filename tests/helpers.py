@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import json
 import os
@@ -118,7 +119,8 @@ def insert_volume(session: Session, ident: str, **fields: Any) -> Volume:
         "availability_zone": "nova",
         **fields,
     }
-    values.setdefault("volume_type_id", session.exec(select(VolumeType.id)).one())
+    if "volume_type_id" not in values:
+        values["volume_type_id"] = session.exec(select(VolumeType.id)).one()
     volume = Volume(id=ident, **values)
     session.add(volume)
     return volume
@@ -150,13 +152,18 @@ def workflows_of(
 
 
 def history_steps(address: str, workflow_id: str) -> list[str]:
-    """Activity types the workflow scheduled, in order."""
+    """Activity types the workflow ran, in order: scheduled activities and local activities
+    (recorded as markers whose `data` names the activity type)."""
     shown = temporal_cli(address, "workflow", "show", "-w", workflow_id, "-o", "json")
-    return [
-        e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
-        for e in json.loads(shown)["events"]
-        if "activityTaskScheduledEventAttributes" in e
-    ]
+    steps = []
+    for event in json.loads(shown)["events"]:
+        if "activityTaskScheduledEventAttributes" in event:
+            steps.append(event["activityTaskScheduledEventAttributes"]["activityType"]["name"])
+        marker = event.get("markerRecordedEventAttributes")
+        if marker and marker.get("markerName") == "core_local_activity":
+            (payload,) = marker["details"]["data"]["payloads"]
+            steps.append(json.loads(base64.b64decode(payload["data"]))["activity_type"])
+    return steps
 
 
 def operation_progress(address: str, workflow_id: str) -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ class AttachmentInput(OperationInput):
 async def _failed(
     request: AttachmentInput, status: str, detail: Code, error: ActivityError
 ) -> ApplicationError:
-    await workflow.execute_activity_method(
+    await common.run_control(
         AttachmentActivities.failed,
         AttachmentFailure(
             attachment_id=request.resource_id,
@@ -40,7 +40,7 @@ async def _failed(
                 action=Action.UPDATE_ATTACHMENT.id, detail=detail.id, request_id=request.request_id
             ),
         ),
-        **common.control(f"attachment {status}"),
+        f"attachment {status}",
     )
     return ApplicationError(common.failure_message(error), type="DriverFailed", non_retryable=True)
 
@@ -51,8 +51,8 @@ class ConnectAttachment:
     async def run(self, request: AttachmentInput) -> dict[str, Any]:
         """Returns the connection info; fails (the API answers 500, as Cinder) if the driver
         cannot export the volume."""
-        connection = await workflow.execute_activity_method(
-            AttachmentActivities.load, request.resource_id, **common.control("load attachment")
+        connection = await common.run_control(
+            AttachmentActivities.load, request.resource_id, "load attachment"
         )
         host = connection.volume.host
         assert host is not None, "attachments are only created for placed volumes"
@@ -66,10 +66,10 @@ class ConnectAttachment:
             raise await _failed(
                 request, AttachStatus.ERROR_ATTACHING, Detail.ATTACH_ERROR, error
             ) from None
-        await workflow.execute_activity_method(
+        await common.run_control(
             AttachmentActivities.connected,
             Connected(attachment_id=request.resource_id, connection_info=info),
-            **common.control("record connection"),
+            "record connection",
         )
         return info
 
@@ -78,8 +78,8 @@ class ConnectAttachment:
 class DisconnectAttachment:
     @workflow.run
     async def run(self, request: AttachmentInput) -> None:
-        connection = await workflow.execute_activity_method(
-            AttachmentActivities.load, request.resource_id, **common.control("load attachment")
+        connection = await common.run_control(
+            AttachmentActivities.load, request.resource_id, "load attachment"
         )
         host = connection.volume.host
         if host is not None and connection.connector:
@@ -93,8 +93,6 @@ class DisconnectAttachment:
                 raise await _failed(
                     request, AttachStatus.ERROR_DETACHING, Detail.DETACH_ERROR, error
                 ) from None
-        await workflow.execute_activity_method(
-            AttachmentActivities.remove,
-            request.resource_id,
-            **common.control("remove attachment"),
+        await common.run_control(
+            AttachmentActivities.remove, request.resource_id, "remove attachment"
         )

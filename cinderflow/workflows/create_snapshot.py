@@ -31,8 +31,8 @@ class CreateSnapshot(OperationWorkflow):
 
     async def _create(self, request: SnapshotInput) -> OperationOutcome:
         snapshot = await self.step(
-            lambda: workflow.execute_activity_method(
-                SnapshotActivities.load, request.resource_id, **common.control("load snapshot")
+            lambda: common.run_control(
+                SnapshotActivities.load, request.resource_id, "load snapshot"
             )
         )
         if snapshot.host is None:  # the API refuses this; a reset could still get here

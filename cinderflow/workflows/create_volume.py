@@ -44,8 +44,8 @@ class CreateVolume(OperationWorkflow):
     async def _create_volume(self, request: CreateVolumeInput) -> OperationOutcome:
         self.report("Choosing a backend.")
         placement = await self.step(
-            lambda: workflow.execute_activity_method(
-                SchedulerActivities.place_volume, request.resource_id, **common.control("schedule")
+            lambda: common.run_control(
+                SchedulerActivities.place_volume, request.resource_id, "schedule"
             )
         )
         volume = placement.volume
@@ -63,8 +63,8 @@ class CreateVolume(OperationWorkflow):
         if volume.encryption is not None:
             self.report("Creating the encryption key.")
             placement.volume = volume = await self.step(
-                lambda: workflow.execute_activity_method(
-                    KeyActivities.ensure_volume_key, volume.id, **common.control("encryption key")
+                lambda: common.run_control(
+                    KeyActivities.ensure_volume_key, volume.id, "encryption key"
                 )
             )
         self.report(f"Creating {volume.size} GiB on backend `{volume.host}`.")

@@ -70,8 +70,8 @@ class DeleteSnapshot(OperationWorkflow):
 
     async def _delete(self, request: SnapshotInput) -> OperationOutcome:
         snapshot = await self.step(
-            lambda: workflow.execute_activity_method(
-                SnapshotActivities.load, request.resource_id, **common.control("load snapshot")
+            lambda: common.run_control(
+                SnapshotActivities.load, request.resource_id, "load snapshot"
             )
         )
         self.report(f"Deleting from backend `{snapshot.host}`.")

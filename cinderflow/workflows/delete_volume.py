@@ -48,16 +48,12 @@ class DeleteVolume(OperationWorkflow):
 
     async def _delete(self, request: DeleteVolumeInput) -> OperationOutcome:
         volume = await self.step(
-            lambda: workflow.execute_activity_method(
-                VolumeActivities.load, request.resource_id, **common.control("load volume")
-            )
+            lambda: common.run_control(VolumeActivities.load, request.resource_id, "load volume")
         )
         if request.cascade:
             snapshots = await self.step(
-                lambda: workflow.execute_activity_method(
-                    SnapshotActivities.owned_of_volume,
-                    volume.id,
-                    **common.control("list snapshots"),
+                lambda: common.run_control(
+                    SnapshotActivities.owned_of_volume, volume.id, "list snapshots"
                 )
             )
             for number, snapshot in enumerate(snapshots, 1):
@@ -101,8 +97,6 @@ class DeleteVolume(OperationWorkflow):
                 )
         await self.close()  # nothing on a backend (never placed), or it is gone
         await self.shielded(
-            workflow.execute_activity_method(
-                KeyActivities.delete_volume_key, volume, **common.control("delete encryption key")
-            )
+            common.run_control(KeyActivities.delete_volume_key, volume, "delete encryption key")
         )
         return await self.finish(FinalWrite(resource_id=volume.id, remove=True))

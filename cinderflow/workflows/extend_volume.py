@@ -93,17 +93,15 @@ class ExtendVolume(OperationWorkflow):
 
     async def _extend(self, request: ExtendInput) -> OperationOutcome:
         volume = await self.step(
-            lambda: workflow.execute_activity_method(
-                VolumeActivities.load, request.resource_id, **common.control("load volume")
-            )
+            lambda: common.run_control(VolumeActivities.load, request.resource_id, "load volume")
         )
         assert volume.host is not None
         online = request.previous_status == VolumeStatus.IN_USE
         refused = await self.step(
-            lambda: workflow.execute_activity_method(
+            lambda: common.run_control(
                 SchedulerActivities.check_extend,
                 ExtendCheck(volume_id=volume.id, new_size=request.new_size, online=online),
-                **common.control("check backend capacity"),
+                "check backend capacity",
             )
         )
         if refused:
@@ -131,9 +129,7 @@ class ExtendVolume(OperationWorkflow):
                 detail=Detail.DRIVER_FAILED_EXTEND,
             )
         servers = await self.step(
-            lambda: workflow.execute_activity_method(
-                VolumeActivities.servers, volume.id, **common.control("attached servers")
-            )
+            lambda: common.run_control(VolumeActivities.servers, volume.id, "attached servers")
         )
         if outcome == ExtendOutcome.NEEDS_COMPUTE_COMPLETION:
             return await self._with_compute(extend, servers)
@@ -151,8 +147,8 @@ class ExtendVolume(OperationWorkflow):
                 detail=Detail.DRIVER_FAILED_EXTEND,
             )
         await self.step(
-            lambda: workflow.execute_activity_method(
-                VolumeActivities.await_compute, extend, **common.control("publish extend_new_size")
+            lambda: common.run_control(
+                VolumeActivities.await_compute, extend, "publish extend_new_size"
             )
         )
         # Accept the answer from now on: a compute may answer before this workflow has seen
@@ -223,7 +219,7 @@ class ExtendVolume(OperationWorkflow):
             )
             if best_effort:
                 await self.step(
-                    lambda: workflow.execute_activity_method(
+                    lambda: common.run_control(
                         OperationActivities.record_message,
                         VolumeMessage(
                             volume_id=self.request.resource_id,
@@ -231,7 +227,7 @@ class ExtendVolume(OperationWorkflow):
                                 Action.EXTEND_VOLUME, Detail.NOTIFY_COMPUTE_SERVICE_FAILED
                             ),
                         ),
-                        **common.control("user message"),
+                        "user message",
                     )
                 )
             return failure

@@ -330,10 +330,10 @@ class OperationWorkflow:
         """The end of another resource this operation owns (a cascade's snapshot), fenced
         like the final write, ending nothing else of the operation."""
         await self.shielded(
-            workflow.execute_activity_method(
+            common.run_control(
                 OperationActivities.finish,
                 write.model_copy(update={"part": True}),
-                **common.control(f"end {write.resource_id}"),
+                f"end {write.resource_id}",
             )
         )
 
@@ -414,9 +414,7 @@ class OperationWorkflow:
         write.admin_metadata = sorted({*write.admin_metadata, *self.admin_metadata_keys})
         try:
             await self.shielded(
-                workflow.execute_activity_method(
-                    OperationActivities.finish, write, **common.control("final write")
-                )
+                common.run_control(OperationActivities.finish, write, "final write")
             )
         except ActivityError as error:
             if not common.is_lost_ownership(error):
@@ -455,13 +453,13 @@ class OperationWorkflow:
         """The driver refused a reset of a volume in flight: say so (101/101); it goes on."""
         if request.resource != ResourceKind.VOLUME:
             return
-        await workflow.execute_activity_method(
+        await common.run_control(
             OperationActivities.record_message,
             VolumeMessage(
                 volume_id=request.resource_id,
                 message=self.message(Action.RESET_STATUS, Detail.DRIVER_FAILED_RESET),
             ),
-            **common.control("user message"),
+            "user message",
         )
 
     def _cancel_requested(self) -> None:

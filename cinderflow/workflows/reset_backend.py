@@ -23,16 +23,14 @@ async def backend_reset(request: ResetRequest) -> str | None:
     """Make the backend match the reset; the driver's error, or None."""
     if request.resource != ResourceKind.VOLUME:
         return None
-    volume = await workflow.execute_activity_method(
-        VolumeActivities.load, request.resource_id, **common.control("load volume")
-    )
+    volume = await common.run_control(VolumeActivities.load, request.resource_id, "load volume")
     if volume.host is None:
         return None  # never placed on a backend: nothing there to change
     failures: list[str] = []
     options = common.driver(volume.host, request.policy)
     if request.attach_status == AttachStatus.DETACHED:
-        connections = await workflow.execute_activity_method(
-            VolumeActivities.connections, request.resource_id, **common.control("attachments")
+        connections = await common.run_control(
+            VolumeActivities.connections, request.resource_id, "attachments"
         )
         for connection in connections:
             if not connection.connector:
