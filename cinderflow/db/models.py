@@ -250,6 +250,23 @@ class QuotaLock(SQLModel, table=True):
     project_id: str = Field(primary_key=True, max_length=255)
 
 
+class UsageCount(SQLModel, table=True):
+    """How many volumes (or snapshots) of a type a project has and their gigabytes.
+
+    Kept by database triggers on `volumes` and `snapshots` (migration 0005) in the same
+    transaction as the row change, so the quota check reads a few rows instead of counting
+    the project's volumes. Never written by code."""
+
+    __tablename__ = "usage_counts"
+
+    project_id: str = Field(primary_key=True, max_length=255)
+    kind: str = Field(primary_key=True, max_length=16)
+    """`volumes` (rows that consume quota) or `snapshots`."""
+    volume_type_id: str = Field(primary_key=True, max_length=36)
+    count: int
+    gigabytes: int
+
+
 class Reservation(SQLModel, table=True):
     """Quota held for an operation in flight (extend, retype, transfer), keyed by volume."""
 

@@ -49,19 +49,28 @@ def page(
         if marker is None or (visible is not None and not visible(marker)):
             raise MarkerNotFound(paging.marker)
         stmt = stmt.where(_after(model, marker, order))
-    stmt = stmt.order_by(
-        *(
-            getattr(model, key).desc().nulls_last()
-            if direction == "desc"
-            else getattr(model, key).asc().nulls_first()
-            for key, direction in order
-        )
-    )
+    stmt = stmt.order_by(*(_ordering(model, key, direction) for key, direction in order))
     if paging.offset:
         stmt = stmt.offset(paging.offset)
     if paging.limit is not None:
         stmt = stmt.limit(paging.limit)
     return list(session.exec(stmt).scalars().all())
+
+
+def _ordering(model: type[SQLModel], key: str, direction: str) -> Any:
+    """`key` in `direction`, NULLs first ascending and last descending. A column that cannot
+    be NULL gets a plain order, so an index in that order serves it (PostgreSQL only matches
+    an index whose NULL order is the query's)."""
+    column = getattr(model, key)
+    if not _nullable(column):
+        return column.desc() if direction == "desc" else column.asc()
+    return column.desc().nulls_last() if direction == "desc" else column.asc().nulls_first()
+
+
+def _nullable(column: Any) -> bool:
+    table_column = getattr(column, "property", None)
+    columns = getattr(table_column, "columns", None)
+    return bool(columns[0].nullable) if columns else True
 
 
 def _after(model: type[SQLModel], marker: Any, order: Sequence[tuple[str, str]]) -> Any:

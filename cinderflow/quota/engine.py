@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from cinderflow.db.models import Quota, QuotaLock, Reservation, Snapshot, Volume, VolumeType
+from cinderflow.db.models import (
+    Quota,
+    QuotaLock,
+    Reservation,
+    Snapshot,
+    UsageCount,
+    Volume,
+    VolumeType,
+)
 from cinderflow.settings import Settings
 
 PER_TYPE = ("volumes", "gigabytes", "snapshots")
@@ -54,21 +62,33 @@ def limits(session: Session, settings: Settings, project_id: str) -> dict[str, i
 
 
 def usage(session: Session, settings: Settings, project_id: str) -> dict[str, int]:
-    """Resources in use, counted from the project's live rows (any status)."""
-    counts: dict[str, int] = defaultdict(int)
+    """Resources in use: the project's live rows (any status), as the triggers keep them
+    counted (`usage_counts`), so this costs the same at 10 volumes as at 100 000."""
+    rows = session.exec(
+        select(UsageCount.kind, VolumeType.name, UsageCount.count, UsageCount.gigabytes)
+        .join(VolumeType, VolumeType.id == UsageCount.volume_type_id)
+        .where(UsageCount.project_id == project_id)
+    )
+    return _totals(settings, rows)
+
+
+def counted_usage(session: Session, settings: Settings, project_id: str) -> dict[str, int]:
+    """`usage` counted from the rows themselves: what the counters must always equal
+    (tests, and an operator's check)."""
     volumes = session.exec(
-        select(VolumeType.name, func.count(Volume.id), func.coalesce(func.sum(Volume.size), 0))
+        select(
+            literal("volumes"),
+            VolumeType.name,
+            func.count(Volume.id),
+            func.coalesce(func.sum(Volume.size), 0),
+        )
         .join(VolumeType, VolumeType.id == Volume.volume_type_id)
         .where(Volume.project_id == project_id, Volume.consumes_quota)
         .group_by(VolumeType.name)
-    )
-    for type_name, number, size in volumes:
-        counts["volumes"] += number
-        counts["gigabytes"] += size
-        counts[f"volumes_{type_name}"] += number
-        counts[f"gigabytes_{type_name}"] += size
+    ).all()
     snapshots = session.exec(
         select(
+            literal("snapshots"),
             VolumeType.name,
             func.count(Snapshot.id),
             func.coalesce(func.sum(Snapshot.volume_size), 0),
@@ -76,11 +96,19 @@ def usage(session: Session, settings: Settings, project_id: str) -> dict[str, in
         .join(VolumeType, VolumeType.id == Snapshot.volume_type_id)
         .where(Snapshot.project_id == project_id)
         .group_by(VolumeType.name)
-    )
-    for type_name, number, size in snapshots:
-        counts["snapshots"] += number
-        counts[f"snapshots_{type_name}"] += number
-        if not settings.no_snapshot_gb_quota:
+    ).all()
+    return _totals(settings, [*volumes, *snapshots])
+
+
+def _totals(settings: Settings, rows: Iterable[tuple[str, str, int, int]]) -> dict[str, int]:
+    """Per-resource usage from (kind, type name, count, gigabytes) rows."""
+    counts: dict[str, int] = defaultdict(int)
+    for kind, type_name, number, size in rows:
+        if not number:
+            continue
+        counts[kind] += number
+        counts[f"{kind}_{type_name}"] += number
+        if kind == "volumes" or not settings.no_snapshot_gb_quota:
             counts["gigabytes"] += size
             counts[f"gigabytes_{type_name}"] += size
     return dict(counts)
