@@ -71,19 +71,25 @@ def rejection(candidate: Candidate, request: Request, cutoff: datetime) -> str |
 def usable_capacity(caps: dict[str, Any], size: int, pending_gb: int = 0) -> float | None:
     """Capacity left after the request (the weight), None if it does not fit (CapacityFilter).
 
-    `pending_gb` was placed since the report: it is taken from free space and added to the
-    provisioned space, as Cinder's `consume_from_volume` does between two reports.
+    `pending_gb` was placed since the report, which cannot include it yet. A thick backend
+    gave it physical space: it is taken from the free space. A thin backend gave it none (a
+    new thin volume allocates nothing): it counts as provisioned, against the
+    over-subscription ratio, and is taken from the *virtual* free space (free x ratio), so
+    a burst of creates between two reports is admitted as it would be one by one, and what
+    exceeds free x ratio is still refused.
     """
     total, free = _number(caps.get("total_capacity_gb")), _number(caps.get("free_capacity_gb"))
     if total is None or free is None:
         return UNKNOWN_CAPACITY_WEIGHT
-    free -= pending_gb + math.floor(total * float(caps.get("reserved_percentage", 0)) / 100)
+    free -= math.floor(total * float(caps.get("reserved_percentage", 0)) / 100)
     if caps.get("thin_provisioning_support"):
         ratio = float(caps.get("max_over_subscription_ratio", 1.0))
         provisioned = float(caps.get("provisioned_capacity_gb", 0.0)) + pending_gb
         if total <= 0 or (provisioned + size) / total > ratio:
             return None
-        free *= max(ratio, 1.0)
+        free = free * max(ratio, 1.0) - pending_gb
+    else:
+        free -= pending_gb
     return free - size if free >= size else None
 
 

@@ -106,6 +106,26 @@ def test_thin_provisioning_overcommits_up_to_the_ratio() -> None:
     assert usable_capacity(caps, 150) is None  # (100 + 150) / 10 > 20
 
 
+def test_a_burst_of_thin_creates_between_reports_is_admitted_up_to_free_times_ratio() -> None:
+    """1000 x 1 GB placed since the last report on a thin disk with 74 GB free at ratio 20:
+    they take no physical space, so they still fit (74 x 20 = 1480 virtual GB); what would
+    exceed free x ratio (or the provisioned ratio) is still refused."""
+    caps = {
+        "total_capacity_gb": 100,
+        "free_capacity_gb": 74,
+        "thin_provisioning_support": True,
+        "max_over_subscription_ratio": 20.0,
+        "provisioned_capacity_gb": 0,
+    }
+    assert usable_capacity(caps, 1, pending_gb=999) == 1480 - 999 - 1
+    assert usable_capacity(caps, 1, pending_gb=1479) == 0
+    assert usable_capacity(caps, 2, pending_gb=1479) is None  # over free x ratio
+    assert usable_capacity(caps, 1481) is None
+    thick = {**caps, "thin_provisioning_support": False}
+    assert usable_capacity(thick, 1, pending_gb=73) == 0
+    assert usable_capacity(thick, 1, pending_gb=74) is None
+
+
 def test_unknown_capacity_passes_but_loses_to_known_capacity() -> None:
     unknown = {"total_capacity_gb": "unknown", "free_capacity_gb": "infinite"}
     assert usable_capacity(unknown, 10) is not None
