@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cinderflow.api import policy
 from cinderflow.api.context import RequestContext
 from cinderflow.api.errors import NOT_FOUND, BadRequest, NotFound
 from cinderflow.api.microversions import MAX_VERSION, MIN_VERSION, APIVersion
@@ -61,9 +62,24 @@ class ApiRequest:
         self.services: ApiServices = request.app.state.services
         self.path_params: dict[str, Any] = request.path_params
         self.query = request.query_params
+        self._gates: dict[str, bool] = {}
+        self._allowed: dict[str, bool] = {}
 
     def at_least(self, version: str) -> bool:
-        return self.version >= APIVersion.parse(version)
+        """The request's microversion is `version` or later (decided once per request and
+        version: a list renders thousands of gated fields)."""
+        passed = self._gates.get(version)
+        if passed is None:
+            passed = self._gates[version] = self.version >= APIVersion.parse(version)
+        return passed
+
+    def allowed(self, action: str) -> bool:
+        """The caller may `action` (a policy rule with no target project), decided once per
+        request."""
+        passed = self._allowed.get(action)
+        if passed is None:
+            passed = self._allowed[action] = policy.allowed(self.ctx, action)
+        return passed
 
     @property
     def base_url(self) -> str:

@@ -278,19 +278,20 @@ async def _list(req: ApiRequest, *, detailed: bool) -> Response:
     query = _list_query(req)
     want_count = req.at_least(mv.SUPPORT_COUNT_INFO) and boolean_param(req, "with_count")
 
-    def run() -> tuple[list[views.VolumeView], int | None]:
+    def run() -> Response:
+        """Query, render and encode in a thread: a page of 1000 detailed volumes is CPU work
+        that must not stall the event loop (shared with the worker in `cinderflow dev`)."""
         with req.services.db.read() as session:
             try:
                 found = volume_db.list_volumes(session, query)
             except MarkerNotFound as missing:
                 raise NotFound(f"Marker {missing} could not be found.") from None
             count = volume_db.count_volumes(session, query) if want_count else None
-            return views.load(session, found), count
+            loaded = views.load(session, found)
+        body = views.collection(req, loaded, detailed=detailed, limit=query.limit or 0, count=count)
+        return JSONResponse(body)
 
-    found, count = await run_in_threadpool(run)
-    return JSONResponse(
-        views.collection(req, found, detailed=detailed, limit=query.limit or 0, count=count)
-    )
+    return await run_in_threadpool(run)
 
 
 LIST_FILTERS = frozenset(

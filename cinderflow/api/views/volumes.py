@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 from sqlmodel import Session
 
 from cinderflow.api import microversions as mv
-from cinderflow.api import policy
 from cinderflow.api.context import SERVICE
 from cinderflow.api.routing import ApiRequest
 from cinderflow.api.views import Gate, gated, timestamp
@@ -95,12 +94,11 @@ def detail(req: ApiRequest, view: VolumeView) -> dict[str, Any]:
         "consistencygroup_id": None,
         "multiattach": v.multiattach,
     }
-    ctx = req.ctx
-    if policy.allowed(ctx, "volume_extension:volume_tenant_attribute"):
+    if req.allowed("volume_extension:volume_tenant_attribute"):
         body["os-vol-tenant-attr:tenant_id"] = v.project_id
-    if policy.allowed(ctx, "volume_extension:volume_host_attribute"):
+    if req.allowed("volume_extension:volume_host_attribute"):
         body["os-vol-host-attr:host"] = v.host
-    if policy.allowed(ctx, "volume_extension:volume_mig_status_attribute"):
+    if req.allowed("volume_extension:volume_mig_status_attribute"):
         body["os-vol-mig-status-attr:migstat"] = v.migration_status
         body["os-vol-mig-status-attr:name_id"] = None
     versioned = {
