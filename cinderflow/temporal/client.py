@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
 from cinderflow.settings import Settings
+from cinderflow.temporal.converter import DATA_CONVERTER
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 
@@ -19,4 +19,4 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     if settings.temporal_namespace:
         config["namespace"] = settings.temporal_namespace
     config.setdefault("target_host", DEFAULT_ADDRESS)
-    return await Client.connect(**config, data_converter=pydantic_data_converter, lazy=lazy)
+    return await Client.connect(**config, data_converter=DATA_CONVERTER, lazy=lazy)

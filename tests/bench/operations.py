@@ -42,8 +42,12 @@ from cinderflow.temporal.devserver import free_port
 MAIN = "1111111111111111aaaaaaaaaaaaaaaa"
 LISTED = "3333333333333333cccccccccccccccc"
 ROWS = "4444444444444444dddddddddddddddd"
-POLL_S = 0.01
-"""The same status poll for every endpoint: it bounds how finely create -> available is seen."""
+POLL_S = 0.05
+"""The status poll of sequential sections, the same for every endpoint (and as the anchor's
+bench.py): it bounds how finely create -> available is seen. `--poll` changes it."""
+CONCURRENT_POLL_S = 0.25
+"""The poll of the concurrent sections (as the anchor's): ten clients polling fast would
+measure the API's GETs more than the creates."""
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -103,7 +107,13 @@ class Endpoint:
     def volume(self, volume_id: str) -> dict[str, Any]:
         return self.call("GET", f"/volumes/{volume_id}").json()["volume"]
 
-    def wait(self, volume_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 300):
+    def wait(
+        self,
+        volume_id: str,
+        done: Callable[[dict[str, Any]], bool],
+        timeout: float = 300,
+        poll: float | None = None,
+    ):
         deadline = time.monotonic() + timeout
         while True:
             volume = self.volume(volume_id)
@@ -113,12 +123,13 @@ class Endpoint:
                 return volume
             if time.monotonic() > deadline:
                 raise RuntimeError(f"volume {volume_id} still {volume['status']}")
-            time.sleep(POLL_S)
+            time.sleep(POLL_S if poll is None else poll)
 
-    def available(self, volume_id: str, size: int | None = None) -> None:
+    def available(self, volume_id: str, size: int | None = None, poll: float | None = None):
         self.wait(
             volume_id,
             lambda v: v["status"] == "available" and (size is None or v["size"] == size),
+            poll=poll,
         )
 
     def unlimited(self) -> None:
@@ -260,7 +271,7 @@ def concurrent_creates(target: Target, n: int = 50, in_flight: int = 10) -> dict
     def one(_: int) -> str:
         volume_id = api.create()
         try:
-            api.available(volume_id)
+            api.available(volume_id, poll=CONCURRENT_POLL_S)
         except RuntimeError as error:
             failures.append(str(error))
         return volume_id
@@ -281,7 +292,7 @@ def populate(api: Endpoint, count: int, in_flight: int = 10) -> None:
     with cf.ThreadPoolExecutor(in_flight) as pool:
         ids = list(pool.map(lambda _: api.create(), range(count - have)))
     for volume_id in ids:
-        api.available(volume_id)
+        api.available(volume_id, poll=CONCURRENT_POLL_S)
 
 
 def detail_list(target: Target, volumes: int = 1000, seconds: float = 10) -> dict[str, float]:
@@ -531,6 +542,7 @@ def report(ours: Target, other: Target | None) -> str:
 
 
 def main() -> int:
+    global POLL_S
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pg", action="store_true", help="cinderflow dev on PostgreSQL")
     parser.add_argument("--compare", metavar="URL", help="another Cinder-compatible endpoint")
@@ -541,6 +553,7 @@ def main() -> int:
         help="command-line marker of the other stack's processes (for CPU and RSS)",
     )
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--poll", type=float, default=0.05, help="status poll, seconds")
     parser.add_argument("--creates", type=int, default=30)
     parser.add_argument("--extends", type=int, default=20)
     parser.add_argument("--list-seconds", type=float, default=10)
@@ -548,6 +561,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=0, help="also measure at this many rows")
     parser.add_argument("--burst", type=int, default=0, help="N x 1 GB creates, 10 in flight")
     args = parser.parse_args()
+    POLL_S = args.poll
     with cinderflow_dev(args.pg) as (ours, db_url):
         ours.name = f"cinderflow ({'PostgreSQL' if args.pg else 'SQLite'})"
         if args.burst:

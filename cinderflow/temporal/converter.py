@@ -1,0 +1,43 @@
+"""The data converter: Pydantic JSON payloads, no codec, nothing that depends on where a
+payload goes.
+
+The SDK asks the converter for a copy bound to each payload's serialization context (workflow,
+activity) before it converts it; a `DataConverter` whose failure converter accepts a context
+is then rebuilt, payload converters included, for every command of every workflow task (a
+fifth of a create's worker CPU here). None of our converters reads the context, so this one
+stays itself, and all copies share one payload converter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Self
+
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import DataConverter, SerializationContext
+
+
+class SharedPayloadConverter(PydanticPayloadConverter):
+    """One instance for the process: the SDK copies its data converter for every workflow
+    task's payloads, and each copy constructs its payload converter anew. Ours is stateless
+    (JSON through Pydantic), so every copy can share it."""
+
+    _shared: SharedPayloadConverter | None = None
+
+    def __new__(cls) -> SharedPayloadConverter:
+        if cls._shared is None:
+            cls._shared = super().__new__(cls)
+            PydanticPayloadConverter.__init__(cls._shared)
+        return cls._shared
+
+    def __init__(self) -> None:
+        """Built once, in __new__."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextFreeDataConverter(DataConverter):
+    def with_context(self, context: SerializationContext) -> Self:
+        return self
+
+
+DATA_CONVERTER = ContextFreeDataConverter(payload_converter_class=SharedPayloadConverter)
