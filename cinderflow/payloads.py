@@ -179,6 +179,16 @@ class ExtendCheck(BaseModel):
     online: bool
 
 
+class ExtendPlan(BaseModel):
+    """What an extend reads before the driver's resize, in one step: the volume, why its
+    backend cannot grow it (None: it can), and the servers it is attached to (an extending
+    volume cannot be attached or detached, so they stay)."""
+
+    volume: VolumeRef
+    refused: str | None = None
+    servers: list[str] = []
+
+
 class ExtendCompletion(BaseModel):
     """What the compute answers (os-extend_volume_completion): did it extend the disk?"""
 

@@ -15,12 +15,13 @@ from temporalio import activity
 
 from cinderflow.activities import fencing
 from cinderflow.activities.group import ActivityGroup
+from cinderflow.db import attachments as attachment_db
 from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Service, Snapshot, Volume, utcnow
-from cinderflow.payloads import ExtendCheck, Placement
+from cinderflow.payloads import ExtendCheck, ExtendPlan, Placement
 from cinderflow.scheduling.filters import Candidate, Request, choose, pool_host
 from cinderflow.settings import Settings
 from cinderflow.temporal.queues import backend_of
@@ -116,6 +117,26 @@ class SchedulerActivities(ActivityGroup):
         )
         return ""
 
+    @activity.defn(name="scheduler.plan_extend")
+    async def plan_extend(self, check: ExtendCheck) -> ExtendPlan:
+        """The owned volume, the backend's answer to growing it, and its attached servers:
+        an extend's reads before the resize, in one step (one round trip, one transaction)."""
+        return await run_blocking(
+            self.executor, self._plan_extend, check, activity.info().workflow_id
+        )
+
+    def _plan_extend(self, check: ExtendCheck, workflow_id: str) -> ExtendPlan:
+        with self.db.read() as session:
+            volume = fencing.owned(session, Volume, check.volume_id, workflow_id)
+            servers = {
+                a.instance_uuid for a in attachment_db.live(session, volume.id) if a.instance_uuid
+            }
+            return ExtendPlan(
+                volume=volume_db.volume_ref(session, volume),
+                refused=self._refusal(session, volume, check),
+                servers=sorted(servers),
+            )
+
     @activity.defn(name="scheduler.check_extend")
     async def check_extend(self, check: ExtendCheck) -> str | None:
         """Why the volume's backend cannot grow it now (capacity, state, online extend
@@ -124,14 +145,16 @@ class SchedulerActivities(ActivityGroup):
 
     def _check_extend(self, check: ExtendCheck) -> str | None:
         with self.db.read() as session:
-            volume = session.get(Volume, check.volume_id)
-            if volume is None or volume.host is None:
-                return "the volume has no backend"
-            request = Request(
-                size=check.new_size - volume.size,
-                availability_zone=volume.availability_zone,
-                online_extend=check.online,
-            )
-            own = [c for c in candidates(session) if c.service.host == backend_of(volume.host)]
-            best, reason = choose(own, request, utcnow() - self.service_down_time)
-            return None if best is not None else reason
+            return self._refusal(session, session.get(Volume, check.volume_id), check)
+
+    def _refusal(self, session: Session, volume: Volume | None, check: ExtendCheck) -> str | None:
+        if volume is None or volume.host is None:
+            return "the volume has no backend"
+        request = Request(
+            size=check.new_size - volume.size,
+            availability_zone=volume.availability_zone,
+            online_extend=check.online,
+        )
+        own = [c for c in candidates(session) if c.service.host == backend_of(volume.host)]
+        best, reason = choose(own, request, utcnow() - self.service_down_time)
+        return None if best is not None else reason

@@ -92,18 +92,28 @@ class ExtendVolume(OperationWorkflow):
             self.waiting = False
 
     async def _extend(self, request: ExtendInput) -> OperationOutcome:
-        volume = await self.step(
-            lambda: common.run_control(VolumeActivities.load, request.resource_id, "load volume")
-        )
-        assert volume.host is not None
         online = request.previous_status == VolumeStatus.IN_USE
-        refused = await self.step(
-            lambda: common.run_control(
-                SchedulerActivities.check_extend,
-                ExtendCheck(volume_id=volume.id, new_size=request.new_size, online=online),
-                "check backend capacity",
+        check = ExtendCheck(volume_id=request.resource_id, new_size=request.new_size, online=online)
+        servers: list[str] | None = None
+        if workflow.patched(common.LOCAL_CONTROL_STEPS):  # one read step instead of three
+            plan = await self.step(
+                lambda: common.run_control(
+                    SchedulerActivities.plan_extend, check, "load volume, check capacity"
+                )
             )
-        )
+            volume, refused, servers = plan.volume, plan.refused, plan.servers
+        else:
+            volume = await self.step(
+                lambda: common.run_control(
+                    VolumeActivities.load, request.resource_id, "load volume"
+                )
+            )
+            refused = await self.step(
+                lambda: common.run_control(
+                    SchedulerActivities.check_extend, check, "check backend capacity"
+                )
+            )
+        assert volume.host is not None
         if refused:
             return await self._end(
                 status=request.previous_status, reason=refused, detail=Detail.NO_BACKEND_AVAILABLE
@@ -128,9 +138,12 @@ class ExtendVolume(OperationWorkflow):
                 reason=f"Volume driver failed: {common.failure_message(error)}",
                 detail=Detail.DRIVER_FAILED_EXTEND,
             )
-        servers = await self.step(
-            lambda: common.run_control(VolumeActivities.servers, volume.id, "attached servers")
-        )
+        if servers is None:
+            servers = await self.step(
+                lambda: common.run_control(VolumeActivities.servers, volume.id, "attached servers")
+            )
+        else:  # where that step began: a reset or cancel that waited for the resize stops here
+            await self.boundary()
         if outcome == ExtendOutcome.NEEDS_COMPUTE_COMPLETION:
             return await self._with_compute(extend, servers)
         done = await self._end(new_size=request.new_size)

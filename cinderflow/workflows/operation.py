@@ -221,7 +221,7 @@ class OperationWorkflow:
         once it has completed nothing can be restored (a volume's backend delete), so the
         operation can only finish: it closes, and a reset waiting for it is told so."""
         while True:
-            await self._boundary()
+            await self.boundary()
             self._running += 1
             try:
                 task = asyncio.ensure_future(work())
@@ -259,7 +259,7 @@ class OperationWorkflow:
         effect: Callable[[T], dict[str, Any]] | None = None,
     ) -> T:
         """Run a step that is never cut short (see the module's docstring)."""
-        await self._boundary()
+        await self.boundary()
         self._critical.append(name)
         self._show()
         try:
@@ -363,9 +363,10 @@ class OperationWorkflow:
         (after close, its last steps run whatever comes)."""
         return self.stop_requested and not self._finishing
 
-    async def _boundary(self) -> None:
+    async def boundary(self) -> None:
         """Between steps: wait while a reset checks the backend; stop if one took over or
-        the workflow was cancelled."""
+        the workflow was cancelled (every step begins here; a body calls it where a step it
+        no longer runs used to give a reset or cancel its chance)."""
         if self._reset_busy and not self._must_stop:
             await workflow.wait_condition(lambda: not self._reset_busy or self._must_stop)
         if self._must_stop:

@@ -23,6 +23,7 @@ from cinderflow.payloads import (
     Connection,
     DriverReset,
     ExtendCheck,
+    ExtendPlan,
     ExtendRequest,
     FinalWrite,
     OperationPolicy,
@@ -102,6 +103,11 @@ class Stubs:
     async def check_extend(self, check: ExtendCheck) -> str | None:
         await self._enter("scheduler.check_extend")
         return None
+
+    @activity.defn(name="scheduler.plan_extend")
+    async def plan_extend(self, check: ExtendCheck) -> ExtendPlan:
+        await self._enter("scheduler.plan_extend")
+        return ExtendPlan(volume=VOLUME, servers=self.servers)
 
     @activity.defn(name="volume.servers")
     async def servers_of(self, volume_id: str) -> list[str]:
@@ -184,6 +190,7 @@ class Stubs:
             self.load,
             self.place_volume,
             self.check_extend,
+            self.plan_extend,
             self.servers_of,
             self.await_compute,
             self.connections,

@@ -156,13 +156,7 @@ def test_offline_extend_commits_the_reservation(api: Api, stack: ThreadStack) ->
     (workflow_id,) = poll(lambda: extend_workflows(stack.settings.temporal_address, volume_id))
     save_history(stack.settings.temporal_address, volume_id, "extend", "ExtendVolume-offline")
     steps = history_steps(stack.settings.temporal_address, workflow_id)
-    assert steps == [
-        "volume.load",
-        "scheduler.check_extend",
-        "driver.extend_volume",
-        "volume.servers",
-        "operation.finish",
-    ]
+    assert steps == ["scheduler.plan_extend", "driver.extend_volume", "operation.finish"]
 
 
 def test_encrypted_volume_grows_through_luks(api: Api, stack: ThreadStack) -> None:
@@ -310,10 +304,8 @@ def test_held_by_qemu_the_compute_resizes_and_completes(cloud: Cloud) -> None:
     (workflow_id,) = poll(lambda: extend_workflows(address, volume_id))
     save_history(address, volume_id, "extend", "ExtendVolume-compute-completion")
     assert history_steps(address, workflow_id) == [
-        "volume.load",
-        "scheduler.check_extend",
+        "scheduler.plan_extend",
         "driver.extend_volume",
-        "volume.servers",
         "volume.await_compute",
         "compute.volume_extended",
         "operation.finish",
