@@ -33,6 +33,10 @@ class SharedPayloadConverter(PydanticPayloadConverter):
     def __init__(self) -> None:
         """Built once, in __new__."""
 
+    def with_context(self, context: SerializationContext) -> Self:
+        """Never a context-bound copy (the SDK would rebuild and re-point the shared one)."""
+        return self
+
 
 @dataclasses.dataclass(frozen=True)
 class ContextFreeDataConverter(DataConverter):

@@ -129,6 +129,7 @@ class WorkerService:
                     workflow_runner=WORKFLOW_RUNNER,
                     activities=[activity for group in groups for activity in group.all()],
                     max_concurrent_activities=settings.db_concurrency,
+                    max_concurrent_local_activities=settings.db_concurrency,
                     graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 )
             )

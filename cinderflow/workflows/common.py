@@ -44,21 +44,39 @@ def control(summary: str | None = None) -> dict[str, Any]:
     }
 
 
-def run_control(
+LOCAL_ATTEMPTS_FOR = timedelta(minutes=2)
+"""How long a database step retries as a local activity before it goes on as a regular one:
+local retries each add workflow-task events to the history, a regular activity's retries add
+none, so a long database outage cannot grow a history towards its limit."""
+
+
+async def run_control(
     activity: Callable[[Any, A], Awaitable[T]], arg: A, summary: str | None = None
-) -> Awaitable[T]:
+) -> T:
     """Run a database step (an activity of the control groups).
 
     A local activity: it runs on the worker that runs this workflow's task, inside that task,
     so a step costs no round trip through the server (a create is 2 workflow tasks and 1
     activity instead of 4 and 3). It is as durable: its result is recorded in the history
     when the task completes; if the worker dies first the task runs again, and with it the
-    (idempotent, fenced) step. Workflows that started before this patch keep scheduling
-    regular activities on the control queue, so their histories replay.
+    (idempotent, fenced) step. A step still failing after LOCAL_ATTEMPTS_FOR (the database is
+    down) carries on as a regular activity on the control queue, retrying as long as it takes.
+    Workflows that started before this patch schedule regular activities, so their histories
+    replay.
     """
-    if workflow.patched(LOCAL_CONTROL_STEPS):
-        return workflow.execute_local_activity_method(activity, arg, **control(summary))
-    return workflow.execute_activity_method(activity, arg, **control(summary))
+    if not workflow.patched(LOCAL_CONTROL_STEPS):
+        return await workflow.execute_activity_method(activity, arg, **control(summary))
+    try:
+        return await workflow.execute_local_activity_method(
+            activity, arg, schedule_to_close_timeout=LOCAL_ATTEMPTS_FOR, **control(summary)
+        )
+    except ActivityError as error:
+        if not (
+            isinstance(error.cause, ActivityTimeout)
+            and error.cause.type == TimeoutType.SCHEDULE_TO_CLOSE
+        ):
+            raise
+    return await workflow.execute_activity_method(activity, arg, **control(summary))
 
 
 def driver(host: str, policy: OperationPolicy, summary: str | None = None) -> dict[str, Any]:

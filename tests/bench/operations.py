@@ -333,7 +333,8 @@ def run_pair(targets: list[Target], args: argparse.Namespace) -> None:
     for target in targets:
         log(f"-- {target.name}")
         result: dict[str, float] = {}
-        result.update(idle_rss(target))
+        if not target.results:  # idle: before this benchmark's load has grown any cache
+            result.update(idle_rss(target))
         result.update(sequential_creates(target, args.creates))
         result.update(extends(target, args.extends))
         result.update(concurrent_creates(target))

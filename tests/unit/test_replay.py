@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from cinderflow.temporal.converter import DATA_CONVERTER
 from cinderflow.workflows.registry import OPERATIONS, WORKFLOWS
 from tests.helpers import HISTORIES
 
@@ -34,7 +34,7 @@ def _workflow_type(path: Path) -> str:
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
 async def test_history_replays(path: Path) -> None:
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER)
     await replayer.replay_workflow(_history(path))
 
 
