@@ -382,16 +382,22 @@ def insert_rows(db_url: str, project: str, count: int, host: str) -> None:
         )
         for start in range(0, count, 5000):
             conn.execute(statement, batch[start : start + 5000])
+    if engine.dialect.name == "postgresql":
+        # What autovacuum does within a minute of such a change: without fresh statistics the
+        # planner guesses 11 rows per project and sorts all 100 000 instead of using an index.
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE volumes")
     engine.dispose()
 
 
 def rows_growth(target: Target, db_url: str, rows: int) -> list[list[str]]:
-    """Create -> available and a project's `detail?limit=100` with an empty database, then
-    with `rows` more volume rows (in the benchmark's own project: the quota's worst case)."""
+    """Create -> available and a project's `detail?limit=100` with 100 volumes in the
+    database, then with `rows` more volume rows (in the benchmark's own project: the quota's
+    worst case)."""
     api = target.endpoint(ROWS)
     api.unlimited()
-    first = api.create()
-    api.available(first)
+    populate(api, 100)  # a full page of 100 either way: the list renders the same amount
+    first = api.call("GET", "/volumes?limit=1").json()["volumes"][0]["id"]
     host = api.volume(first)["os-vol-host-attr:host"]
 
     def measure() -> tuple[float, float]:
@@ -573,7 +579,7 @@ def main() -> int:
                  str(burst["concurrent_errors"])]]))  # fmt: skip
             return 0
         if args.rows:
-            print(table(["metric", "0 rows", f"{args.rows} rows", "ratio"],
+            print(table(["metric", "100 rows", f"+{args.rows} rows", "ratio"],
                         rows_growth(ours, db_url, args.rows)))  # fmt: skip
             return 0
         other = None
