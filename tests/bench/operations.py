@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 
 from cinderflow.temporal.devserver import free_port
+from tests.helpers import poll as wait_for
 
 MAIN = "1111111111111111aaaaaaaaaaaaaaaa"
 LISTED = "3333333333333333cccccccccccccccc"
@@ -114,16 +115,14 @@ class Endpoint:
         timeout: float = 300,
         poll: float | None = None,
     ):
-        deadline = time.monotonic() + timeout
-        while True:
+        def settled() -> dict[str, Any] | None:
             volume = self.volume(volume_id)
             if volume["status"] in ERRORS:
                 raise RuntimeError(f"volume {volume_id} went to {volume['status']}")
-            if done(volume):
-                return volume
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"volume {volume_id} still {volume['status']}")
-            time.sleep(POLL_S if poll is None else poll)
+            return volume if done(volume) else None
+
+        interval = POLL_S if poll is None else poll
+        return wait_for(settled, timeout=timeout, interval=interval, what=f"volume {volume_id}")
 
     def available(self, volume_id: str, size: int | None = None, poll: float | None = None):
         self.wait(
@@ -140,16 +139,18 @@ class Endpoint:
     def delete_all(self, volume_ids: list[str], timeout: float = 600) -> None:
         for volume_id in volume_ids:
             self.call("DELETE", f"/volumes/{volume_id}", ok=(202, 404))
-        deadline = time.monotonic() + timeout
         left = set(volume_ids)
-        while left and time.monotonic() < deadline:
+
+        def gone() -> bool:
             for volume_id in list(left):
                 response = self.http.get(
                     f"{self.base}/{self.project}/volumes/{volume_id}", headers=self.headers
                 )
                 if response.status_code == 404:
                     left.discard(volume_id)
-            time.sleep(0.1)
+            return not left
+
+        wait_for(gone, timeout=timeout, what=f"{len(volume_ids)} volumes deleted")
 
 
 # Resources of a stack ------------------------------------------------------------------------
@@ -452,20 +453,27 @@ def cinderflow_dev(pg: bool) -> Iterator[tuple[Target, str]]:
         process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}/v3"
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/{MAIN}/os-services", headers={
-                        "X-Auth-Token": f"admin:{MAIN}"}).status_code == 200:  # fmt: skip
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
+
+            def serving() -> bool:
+                if process.poll() is not None:
                     raise SystemExit(Path(f"{tmp}/dev.log").read_text()[-3000:])
-                time.sleep(0.2)
+                with contextlib.suppress(httpx.HTTPError):
+                    return httpx.get(f"{base}/{MAIN}/os-services", headers={
+                        "X-Auth-Token": f"admin:{MAIN}"}).status_code == 200  # fmt: skip
+                return False
+
+            wait_for(serving, timeout=120, interval=0.2, what="cinderflow dev")
             markers = (f"postgres: postgres {database} ",) if pg else ()
             target = Target("cinderflow", base, Stack(root=process.pid, markers=markers))
             for project in (MAIN, LISTED):
                 target.endpoint(project).unlimited()
-            time.sleep(2)  # the first stats report and worker polls settle
+            wait_for(  # the backend has reported: placements can start
+                lambda: any(
+                    service["binary"] == "cinder-volume" and service["state"] == "up"
+                    for service in target.endpoint().call("GET", "/os-services").json()["services"]
+                ),
+                what="a backend reporting",
+            )
             yield target, db_url
         finally:
             process.send_signal(2)
