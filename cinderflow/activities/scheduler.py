@@ -128,13 +128,10 @@ class SchedulerActivities(ActivityGroup):
     def _plan_extend(self, check: ExtendCheck, workflow_id: str) -> ExtendPlan:
         with self.db.read() as session:
             volume = fencing.owned(session, Volume, check.volume_id, workflow_id)
-            servers = {
-                a.instance_uuid for a in attachment_db.live(session, volume.id) if a.instance_uuid
-            }
             return ExtendPlan(
                 volume=volume_db.volume_ref(session, volume),
                 refused=self._refusal(session, volume, check),
-                servers=sorted(servers),
+                servers=attachment_db.servers(session, volume.id),
             )
 
     @activity.defn(name="scheduler.check_extend")

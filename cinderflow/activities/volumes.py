@@ -48,9 +48,7 @@ class VolumeActivities(ActivityGroup):
 
     def _servers(self, volume_id: str) -> list[str]:
         with self.db.read() as session:
-            return sorted(
-                {a.instance_uuid for a in attachment_db.live(session, volume_id) if a.instance_uuid}
-            )
+            return attachment_db.servers(session, volume_id)
 
     @activity.defn(name="volume.await_compute")
     async def await_compute(self, request: ExtendRequest) -> None:

@@ -18,6 +18,11 @@ def live(session: Session, volume_id: str) -> list[Attachment]:
     return list(session.exec(select(Attachment).where(Attachment.volume_id == volume_id)))
 
 
+def servers(session: Session, volume_id: str) -> list[str]:
+    """The instances the volume is attached to (any attachment naming one), sorted."""
+    return sorted({a.instance_uuid for a in live(session, volume_id) if a.instance_uuid})
+
+
 def statuses(attachments: list[Attachment]) -> tuple[str, str]:
     """(volume status, volume attach_status) from the attachments that did not fail: the
     first in the order attached < attaching < detaching < reserved, else detached."""

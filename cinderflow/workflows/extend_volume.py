@@ -142,8 +142,6 @@ class ExtendVolume(OperationWorkflow):
             servers = await self.step(
                 lambda: common.run_control(VolumeActivities.servers, volume.id, "attached servers")
             )
-        else:  # where that step began: a reset or cancel that waited for the resize stops here
-            await self.boundary()
         if outcome == ExtendOutcome.NEEDS_COMPUTE_COMPLETION:
             return await self._with_compute(extend, servers)
         done = await self._end(new_size=request.new_size)

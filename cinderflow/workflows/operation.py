@@ -221,7 +221,7 @@ class OperationWorkflow:
         once it has completed nothing can be restored (a volume's backend delete), so the
         operation can only finish: it closes, and a reset waiting for it is told so."""
         while True:
-            await self.boundary()
+            await self._boundary()
             self._running += 1
             try:
                 task = asyncio.ensure_future(work())
@@ -259,7 +259,7 @@ class OperationWorkflow:
         effect: Callable[[T], dict[str, Any]] | None = None,
     ) -> T:
         """Run a step that is never cut short (see the module's docstring)."""
-        await self.boundary()
+        await self._boundary()
         self._critical.append(name)
         self._show()
         try:
@@ -305,7 +305,10 @@ class OperationWorkflow:
         self._show()
 
     async def finish(self, write: FinalWrite) -> OperationOutcome:
-        """The operation's end: close, then the one fenced final write."""
+        """The operation's end: close, then the one fenced final write. A reset or cancel
+        that waited for a critical step (the body's last step may be one) stops the
+        operation here, as it would have at the next step: "after any critical step"."""
+        await self._boundary()
         await self.close()
         return await self._write(write)
 
@@ -363,10 +366,9 @@ class OperationWorkflow:
         (after close, its last steps run whatever comes)."""
         return self.stop_requested and not self._finishing
 
-    async def boundary(self) -> None:
+    async def _boundary(self) -> None:
         """Between steps: wait while a reset checks the backend; stop if one took over or
-        the workflow was cancelled (every step begins here; a body calls it where a step it
-        no longer runs used to give a reset or cancel its chance)."""
+        the workflow was cancelled."""
         if self._reset_busy and not self._must_stop:
             await workflow.wait_condition(lambda: not self._reset_busy or self._must_stop)
         if self._must_stop:
