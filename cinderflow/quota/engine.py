@@ -74,7 +74,7 @@ def usage(session: Session, settings: Settings, project_id: str) -> dict[str, in
 
 def counted_usage(session: Session, settings: Settings, project_id: str) -> dict[str, int]:
     """`usage` counted from the rows themselves: what the counters must always equal
-    (tests, and an operator's check)."""
+    (tests/unit/test_usage_counts.py holds them to it)."""
     volumes = session.exec(
         select(
             literal("volumes"),
