@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cinderflow.drivers import qemu_img
+from cinderflow.drivers import qemu_img, qemu_locks
 from cinderflow.drivers.base import (
     ExtendOutcome,
     ModelUpdate,
@@ -172,18 +172,24 @@ class FileDriver(VolumeDriver, SupportsReset):
     def extend_volume(self, volume: VolumeRef, new_size: int) -> ExtendOutcome:
         """Grow the file (through the LUKS layer if encrypted). While a QEMU process holds
         the file (an attached, running guest), only that process can resize it: the compute
-        must do it (QMP block_resize) and then confirm with os-extend_volume_completion."""
+        must do it (QMP block_resize) and then confirm with os-extend_volume_completion.
+
+        A plain file grows in-process under QEMU's image locks (qemu_locks), an encrypted
+        one through `qemu-img resize`, which sees the same locks."""
         path = self._existing(volume)
+        if volume.encryption is None:
+            try:
+                qemu_locks.grow_raw(path, new_size * GIB)
+            except qemu_locks.ImageInUse:
+                if path.stat().st_size >= new_size * GIB:
+                    return ExtendOutcome.DONE  # an earlier, overlapping attempt already grew it
+                return ExtendOutcome.NEEDS_COMPUTE_COMPLETION
+            return ExtendOutcome.DONE
         try:
-            if volume.encryption is not None:
-                qemu_img.resize_luks(path, new_size, self._luks(volume)[0])
-            else:
-                qemu_img.resize(path, new_size)
+            qemu_img.resize_luks(path, new_size, self._luks(volume)[0])
         except qemu_img.QemuImgError as error:
             if qemu_img.LOCKED not in str(error):
                 raise
-            if volume.encryption is None and qemu_img.virtual_size_shared(path) >= new_size * GIB:
-                return ExtendOutcome.DONE  # an earlier, overlapping attempt already grew it
             return ExtendOutcome.NEEDS_COMPUTE_COMPLETION
         return ExtendOutcome.DONE
 

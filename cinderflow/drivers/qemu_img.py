@@ -214,14 +214,3 @@ def copy(
 
 def info(path: Path, fmt: str = "raw") -> dict[str, Any]:
     return json.loads(run("info", "--output=json", "-f", fmt, str(path)))
-
-
-def virtual_size_shared(path: Path) -> int:
-    """A raw image's size, read without taking QEMU's lock (another process may hold it)."""
-    return int(
-        json.loads(run("info", "-U", "--output=json", "-f", "raw", str(path)))["virtual-size"]
-    )
-
-
-def resize(path: Path, size_gib: int, fmt: str = "raw") -> None:
-    run("resize", "-q", "-f", fmt, str(path), f"{size_gib}G")
