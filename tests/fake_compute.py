@@ -33,6 +33,7 @@ class Guest:
     def __init__(self, volume_file: Path, workdir: Path) -> None:
         assert QEMU, "qemu-system-x86_64 is needed (Debian package qemu-system-x86)"
         self.socket_path = workdir / f"qmp-{volume_file.name[-12:]}.sock"
+        self.socket_path.unlink(missing_ok=True)  # an earlier guest's, which would answer nothing
         self.process = subprocess.Popen(
             [QEMU, "-M", "q35,accel=tcg", "-S", "-nodefaults", "-display", "none", "-m", "64",
              "-blockdev", f"driver=file,node-name=f0,filename={volume_file}",
@@ -47,6 +48,13 @@ class Guest:
             return self.socket_path.exists()
 
         poll(listening, timeout=30, interval=0.05, what="qemu's QMP socket")
+        # The socket exists before the disk is opened; QMP answers only from the main loop,
+        # after every device (and so the image's locks) is in place.
+        try:
+            ready = "return" in self.qmp("query-status")
+        except OSError:  # it exited (e.g. it could not lock the image) after making the socket
+            ready = False
+        assert ready and self.process.poll() is None, "qemu exited"
 
     def qmp(self, command: str, **arguments: Any) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX) as sock:

@@ -51,7 +51,8 @@ T = TypeVar("T")
 
 async def heartbeating(work: Awaitable[T], call: DriverCall | None = None) -> T:
     """Await `work`, heartbeating (with the call's progress) at a third of the heartbeat
-    timeout until it is done.
+    timeout until it is done. The first beat is sent after that interval, not at once: most
+    calls end sooner, and each beat is a write to the workflow's state on the server.
 
     A cancellation before the driver method has started ends the activity at once (and the
     method never starts). Once it runs, it changes the backend and cannot be interrupted: the
@@ -81,9 +82,10 @@ async def heartbeating(work: Awaitable[T], call: DriverCall | None = None) -> T:
 
 async def _beat_until_done(task: asyncio.Future[Any], call: DriverCall | None, interval: float):
     while not task.done():
-        details = call.details() if call is not None else None
-        activity.heartbeat(*([details] if details else []))
         await asyncio.wait({task}, timeout=interval)
+        if not task.done():
+            details = call.details() if call is not None else None
+            activity.heartbeat(*([details] if details else []))
 
 
 def as_activity_error(error: Exception) -> ApplicationError:

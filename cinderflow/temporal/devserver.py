@@ -27,12 +27,21 @@ LATENCY_DYNAMIC_CONFIG = {
     "history.transferProcessorMaxPollRPS": 1000,
     "history.timerProcessorMaxPollRPS": 1000,
     "history.visibilityProcessorMaxPollRPS": 1000,
+    "system.forceSearchAttributesCacheRefreshOnRead": False,
+    "matching.numTaskqueueWritePartitions": 1,
 }
 """The dev server has one history shard, and each of its task queues (transfer: dispatching
 workflow and activity tasks; timer; visibility: search attributes and listings) is polled at most
 20 times a second by default. Back to back, every hop of an operation then waits 24-44 ms for the
-next poll, most of a create's latency. A production cluster needs the same values (they apply per
-shard) and enough shards; docs/configuration.md "Temporal"."""
+next poll, most of a create's latency.
+
+Two dev-server defaults cost CPU on every operation (measured from the server's persistence
+metrics): it re-reads the cluster metadata on each search-attribute lookup (~11 reads per
+extend; the attributes here are registered before the first start, by flags, so the cache
+stays right), and a task added to one of a queue's 4 partitions that has no poller is forwarded
+to another (an extra matching call per activity). One write partition ends that; reads stay at
+4, so a data dir written with 4 partitions still drains its backlog. A production cluster needs
+the poll rates (they apply per shard) and enough shards; docs/configuration.md "Temporal"."""
 
 
 def dynamic_config_flags(values: dict[str, object] = LATENCY_DYNAMIC_CONFIG) -> list[str]:
