@@ -137,6 +137,9 @@ def temporal_cli(address: str, *args: str) -> str:
 HISTORIES = Path(__file__).parent / "histories"
 RECORD_HISTORIES = os.environ.get("CINDERFLOW_RECORD_HISTORIES") == "1"
 """Set to 1 to (re)write tests/histories/ from the end-to-end tests that save a history."""
+HISTORY_SUFFIX = os.environ.get("CINDERFLOW_HISTORY_SUFFIX", "")
+"""Appended to each recorded name (`-planned`: ExtendVolume-offline-planned.json): a new path
+through a changed workflow is added beside the old histories, which must keep replaying."""
 
 
 def workflows_of(
@@ -200,7 +203,7 @@ def save_history(address: str, volume_id: str, operation: str, name: str) -> Non
     poll(closed, what=f"{workflow_id} closed")
     HISTORIES.mkdir(exist_ok=True)
     shown = temporal_cli(address, "workflow", "show", "-w", workflow_id, "-o", "json")
-    (HISTORIES / f"{name}.json").write_text(shown)
+    (HISTORIES / f"{name}{HISTORY_SUFFIX}.json").write_text(shown)
 
 
 def new_project() -> str:

@@ -7,52 +7,24 @@ Backends are the `cinder-volume` service rows their workers keep fresh with driv
 from __future__ import annotations
 
 from concurrent.futures import Executor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import or_
-from sqlmodel import Session, select
+from sqlmodel import Session
 from temporalio import activity
 
 from cinderflow.activities import fencing
 from cinderflow.activities.group import ActivityGroup
-from cinderflow.db import attachments as attachment_db
 from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
-from cinderflow.db.models import Service, Snapshot, Volume, utcnow
+from cinderflow.db.models import Snapshot, Volume, utcnow
 from cinderflow.payloads import ExtendCheck, ExtendPlan, Placement
-from cinderflow.scheduling.filters import Candidate, Request, choose, pool_host
+from cinderflow.scheduling.backends import candidates, extend_plan, extend_refusal
+from cinderflow.scheduling.filters import Request, choose, pool_host
 from cinderflow.settings import Settings
 from cinderflow.temporal.queues import backend_of
 from cinderflow.threads import run_blocking
-
-VOLUME_BINARY = "cinder-volume"
-
-
-def candidates(session: Session) -> list[Candidate]:
-    """Every volume backend, with the sizes placed on it that its last report cannot include:
-    volumes still `creating`, and volumes created after the report."""
-    services = list(session.exec(select(Service).where(Service.binary == VOLUME_BINARY)))
-    oldest = min((s.updated_at for s in services if s.updated_at), default=None)
-    recent = session.exec(
-        select(Volume.host, Volume.size, Volume.status, Volume.created_at).where(
-            Volume.host.is_not(None),
-            or_(Volume.status == "creating", Volume.created_at > oldest)
-            if oldest
-            else Volume.status == "creating",
-        )
-    ).all()
-    result = []
-    for service in services:
-        pending = sum(
-            size
-            for host, size, status, created_at in recent
-            if backend_of(host) == service.host
-            and (status == "creating" or (service.updated_at and created_at > service.updated_at))
-        )
-        result.append(Candidate(service, pending))
-    return result
 
 
 class SchedulerActivities(ActivityGroup):
@@ -104,7 +76,7 @@ class SchedulerActivities(ActivityGroup):
             if origin.host is None:
                 return "No valid backend was found. The source has no backend."
             found = [c for c in found if c.service.host == backend_of(origin.host)]
-        best, reason = choose(found, request, utcnow() - self.service_down_time)
+        best, reason = choose(found, request, self._cutoff())
         if best is None:
             return reason
         host = origin.host if origin is not None and origin.host else pool_host(best)
@@ -128,30 +100,19 @@ class SchedulerActivities(ActivityGroup):
     def _plan_extend(self, check: ExtendCheck, workflow_id: str) -> ExtendPlan:
         with self.db.read() as session:
             volume = fencing.owned(session, Volume, check.volume_id, workflow_id)
-            return ExtendPlan(
-                volume=volume_db.volume_ref(session, volume),
-                refused=self._refusal(session, volume, check),
-                servers=attachment_db.servers(session, volume.id),
-            )
+            return extend_plan(session, volume, check.new_size, check.online, self._cutoff())
 
     @activity.defn(name="scheduler.check_extend")
     async def check_extend(self, check: ExtendCheck) -> str | None:
-        """Why the volume's backend cannot grow it now (capacity, state, online extend
-        support), or None if it can: Cinder's scheduler check before a driver extend."""
+        """Why the volume's backend cannot grow it now, or None if it can (workflows that
+        started before scheduler.plan_extend existed)."""
         return await run_blocking(self.executor, self._check_extend, check)
 
     def _check_extend(self, check: ExtendCheck) -> str | None:
         with self.db.read() as session:
-            return self._refusal(session, session.get(Volume, check.volume_id), check)
+            volume = session.get(Volume, check.volume_id)
+            return extend_refusal(session, volume, check.new_size, check.online, self._cutoff())
 
-    def _refusal(self, session: Session, volume: Volume | None, check: ExtendCheck) -> str | None:
-        if volume is None or volume.host is None:
-            return "the volume has no backend"
-        request = Request(
-            size=check.new_size - volume.size,
-            availability_zone=volume.availability_zone,
-            online_extend=check.online,
-        )
-        own = [c for c in candidates(session) if c.service.host == backend_of(volume.host)]
-        best, reason = choose(own, request, utcnow() - self.service_down_time)
-        return None if best is not None else reason
+    def _cutoff(self) -> datetime:
+        """Backends whose last report is older are down."""
+        return utcnow() - self.service_down_time

@@ -26,7 +26,7 @@ from cinderflow.activities.compute import ComputeActivities
 from cinderflow.activities.driver import MAX_HEARTBEAT_INTERVAL_S, DriverActivities
 from cinderflow.activities.keys import KeyActivities
 from cinderflow.activities.operation import OperationActivities
-from cinderflow.activities.scheduler import VOLUME_BINARY, SchedulerActivities
+from cinderflow.activities.scheduler import SchedulerActivities
 from cinderflow.activities.snapshots import SnapshotActivities
 from cinderflow.activities.volumes import VolumeActivities
 from cinderflow.db import services
@@ -36,6 +36,7 @@ from cinderflow.drivers.base import VolumeDriver
 from cinderflow.drivers.registry import load_driver
 from cinderflow.failpoints import Failpoints
 from cinderflow.keys.service import KeyService, key_service
+from cinderflow.scheduling.backends import VOLUME_BINARY
 from cinderflow.settings import BackendConfig, Settings
 from cinderflow.temporal import search_attributes
 from cinderflow.temporal.outbox import Outbox

@@ -1,7 +1,10 @@
 """Extend a volume: offline, online, or online with the compute's completion.
 
-The API has already set `extending` and reserved the extra gigabytes (keyed by the volume).
-The backend's capacity is checked, then the driver grows the volume and says how it went:
+The API has already set `extending`, reserved the extra gigabytes (keyed by the volume) and,
+in the same transaction, read the plan: the volume, whether its backend has the capacity (and
+online-extend support), the attached servers. A refused plan ends the operation back in its
+previous status with a user message; otherwise the driver grows the volume and says how it
+went:
 
 - `done`: commit (new size, reservation released), back to available/in-use; attached
   servers get a `volume-extended` event (best effort: a failure is only a user message);
@@ -36,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         ComputeEvent,
         ExtendCheck,
         ExtendCompletion,
+        ExtendPlan,
         ExtendRequest,
         FinalWrite,
         OperationOutcome,
@@ -55,6 +59,10 @@ class ExtendInput(OperationInput):
     previous_status: str
     """available (offline extend) or in-use (online); where a refused placement returns."""
     completion_timeout_s: float = 600.0
+    plan: ExtendPlan | None = None
+    """What the API read in the transaction that handed the volume over (the volume, its
+    backend's answer, the attached servers), so the workflow need not read it again. None in
+    requests from before it did: the workflow reads it as its first step then."""
 
 
 @workflow.defn(name="ExtendVolume")
@@ -95,7 +103,10 @@ class ExtendVolume(OperationWorkflow):
         online = request.previous_status == VolumeStatus.IN_USE
         check = ExtendCheck(volume_id=request.resource_id, new_size=request.new_size, online=online)
         servers: list[str] | None = None
-        if workflow.patched(common.LOCAL_CONTROL_STEPS):  # one read step instead of three
+        if request.plan is not None:  # read while the API handed the volume over
+            plan = request.plan
+            volume, refused, servers = plan.volume, plan.refused, plan.servers
+        elif workflow.patched(common.LOCAL_CONTROL_STEPS):  # one read step instead of three
             plan = await self.step(
                 lambda: common.run_control(
                     SchedulerActivities.plan_extend, check, "load volume, check capacity"

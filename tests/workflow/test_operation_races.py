@@ -19,6 +19,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -34,7 +35,7 @@ from temporalio.worker import Worker
 
 from cinderflow.db.admin_metadata import EXTEND_NEW_SIZE, EXTEND_RESERVATIONS
 from cinderflow.drivers.base import ExtendOutcome, SnapshotRef
-from cinderflow.payloads import ExtendCompletion, OperationProgress, ResetRequest
+from cinderflow.payloads import ExtendCompletion, ExtendPlan, OperationProgress, ResetRequest
 from cinderflow.settings import Settings
 from cinderflow.status import ResourceKind, SnapshotStatus
 from cinderflow.temporal.client import connect
@@ -49,7 +50,7 @@ from cinderflow.workflows.operation import OperationInput, OperationWorkflow
 from cinderflow.workflows.registry import WORKFLOWS
 from tests.helpers import poll_async
 from tests.workflow.saga import Saga
-from tests.workflow.stubs import HOST, QUICK, SagaSteps, Stubs
+from tests.workflow.stubs import HOST, QUICK, VOLUME, SagaSteps, Stubs
 
 CONTROL = "races"
 TEST_SERVER = shutil.which("temporal-test-server")
@@ -102,17 +103,26 @@ async def progress(handle: WorkflowHandle) -> OperationProgress:
     return await handle.query(OperationWorkflow.progress)
 
 
+def extend_input(planned: bool, previous_status: str = "available", **plan: Any) -> ExtendInput:
+    """An extend as the API hands it over (`planned`: with the plan it read), or as it did
+    before it read the plan (the workflow reads it as its first step)."""
+    return ExtendInput(
+        resource_id="v1",
+        new_size=2,
+        previous_status=previous_status,
+        policy=QUICK,
+        plan=ExtendPlan(volume=VOLUME, **plan) if planned else None,
+    )
+
+
+@pytest.mark.parametrize("planned", [True, False], ids=["planned-by-the-api", "read-in-a-step"])
 async def test_a_reset_waits_for_the_critical_resize_and_keeps_its_size(
-    env: WorkflowEnvironment,
+    env: WorkflowEnvironment, planned: bool
 ) -> None:
     stubs = Stubs()
     resize = stubs.hold("driver.extend_volume")
     async with workers(env, stubs):
-        handle = await start(
-            env,
-            ExtendVolume.run,
-            ExtendInput(resource_id="v1", new_size=2, previous_status="available", policy=QUICK),
-        )
+        handle = await start(env, ExtendVolume.run, extend_input(planned))
         await stubs.reached("driver.extend_volume")
         update = await handle.start_update(
             OperationWorkflow.reset_status,
@@ -131,6 +141,21 @@ async def test_a_reset_waits_for_the_critical_resize_and_keeps_its_size(
     assert set(write.admin_metadata) == {EXTEND_NEW_SIZE, EXTEND_RESERVATIONS}
     assert write.message is not None and write.message.detail == Detail.STOPPED_BY_RESET.id
     assert stubs.calls.index("driver.reset_state") > stubs.calls.index("driver.extend_volume")
+    assert ("scheduler.plan_extend" in stubs.calls) is not planned
+
+
+async def test_a_refused_plan_ends_back_in_the_previous_status_without_the_driver(
+    env: WorkflowEnvironment,
+) -> None:
+    stubs = Stubs()
+    async with workers(env, stubs):
+        refused = extend_input(True, "in-use", refused="not enough capacity")
+        outcome = await (await start(env, ExtendVolume.run, refused)).result()
+    assert not any(call.startswith(("driver.", "scheduler.")) for call in stubs.calls)
+    (write,) = stubs.writes
+    assert write.status == "in-use" and "size" not in write.values
+    assert write.message is not None and write.message.detail == Detail.NO_BACKEND_AVAILABLE.id
+    assert outcome is not None
 
 
 async def test_a_reset_during_a_cascading_delete_fails_nothing(env: WorkflowEnvironment) -> None:

@@ -21,9 +21,9 @@ from cinderflow.api.routing import ApiRequest, Router
 from cinderflow.api.validation import StrictModel
 from cinderflow.api.views import timestamp
 from cinderflow.db.models import Service, utcnow
+from cinderflow.scheduling.backends import VOLUME_BINARY
 
 router = Router()
-VOLUME_BINARY = "cinder-volume"
 
 
 def _reason(value: str) -> str:

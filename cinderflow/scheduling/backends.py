@@ -1,0 +1,74 @@
+"""The volume backends as the scheduler sees them (their last reports plus what was placed
+since), and the extend check on a volume's own backend: shared by the scheduling activities
+and the API, which reads an extend's plan in the transaction that hands the volume over."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_
+from sqlmodel import Session, select
+
+from cinderflow.db import attachments as attachment_db
+from cinderflow.db import volumes as volume_db
+from cinderflow.db.models import Service, Volume
+from cinderflow.payloads import ExtendPlan
+from cinderflow.scheduling.filters import Candidate, Request, choose
+from cinderflow.temporal.queues import backend_of
+
+VOLUME_BINARY = "cinder-volume"
+
+
+def candidates(session: Session) -> list[Candidate]:
+    """Every volume backend, with the sizes placed on it that its last report cannot include:
+    volumes still `creating`, and volumes created after the report."""
+    services = list(session.exec(select(Service).where(Service.binary == VOLUME_BINARY)))
+    oldest = min((s.updated_at for s in services if s.updated_at), default=None)
+    recent = session.exec(
+        select(Volume.host, Volume.size, Volume.status, Volume.created_at).where(
+            Volume.host.is_not(None),
+            or_(Volume.status == "creating", Volume.created_at > oldest)
+            if oldest
+            else Volume.status == "creating",
+        )
+    ).all()
+    result = []
+    for service in services:
+        pending = sum(
+            size
+            for host, size, status, created_at in recent
+            if backend_of(host) == service.host
+            and (status == "creating" or (service.updated_at and created_at > service.updated_at))
+        )
+        result.append(Candidate(service, pending))
+    return result
+
+
+def extend_refusal(
+    session: Session, volume: Volume | None, new_size: int, online: bool, cutoff: datetime
+) -> str | None:
+    """Why the volume's backend cannot grow it to `new_size` now (capacity, state, online
+    extend support), or None if it can: Cinder's scheduler check before a driver extend.
+    Backends whose last report is older than `cutoff` are down."""
+    if volume is None or volume.host is None:
+        return "the volume has no backend"
+    request = Request(
+        size=new_size - volume.size,
+        availability_zone=volume.availability_zone,
+        online_extend=online,
+    )
+    own = [c for c in candidates(session) if c.service.host == backend_of(volume.host)]
+    best, reason = choose(own, request, cutoff)
+    return None if best is not None else reason
+
+
+def extend_plan(
+    session: Session, volume: Volume, new_size: int, online: bool, cutoff: datetime
+) -> ExtendPlan:
+    """An extend's reads before the driver's resize: the volume, the backend's answer, the
+    attached servers."""
+    return ExtendPlan(
+        volume=volume_db.volume_ref(session, volume),
+        refused=extend_refusal(session, volume, new_size, online, cutoff),
+        servers=attachment_db.servers(session, volume.id),
+    )
