@@ -25,6 +25,7 @@ from cinderflow.temporal.devserver import free_port
 from tests.helpers import poll
 
 QEMU = shutil.which("qemu-system-x86_64")
+QMP_TIMEOUT_S = 30
 
 
 class Guest:
@@ -52,12 +53,15 @@ class Guest:
         # after every device (and so the image's locks) is in place.
         try:
             ready = "return" in self.qmp("query-status")
-        except OSError:  # it exited (e.g. it could not lock the image) after making the socket
+        except (OSError, ValueError):  # it exited (could not lock the image) after the socket
             ready = False
-        assert ready and self.process.poll() is None, "qemu exited"
+        if not ready or self.process.poll() is not None:
+            self.stop()
+            raise AssertionError("qemu exited")
 
     def qmp(self, command: str, **arguments: Any) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(QMP_TIMEOUT_S)  # a hung QEMU fails the test, not hangs it
             sock.connect(str(self.socket_path))
             stream = sock.makefile("rw")
             stream.readline()  # greeting

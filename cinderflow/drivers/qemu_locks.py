@@ -1,11 +1,11 @@
 """Growing a raw image file the way `qemu-img resize` does, without starting qemu-img.
 
-A raw, unencrypted volume file grows by a sparse truncate; spawning `qemu-img resize` for it
-cost an extend more CPU and wall time than the rest of the driver call. What qemu-img adds is
-QEMU's image locking, and that is kept here: QEMU (file-posix) takes open-file-description
-(OFD) read locks on single bytes of the image: byte 100+i while it *uses* permission i, byte
-200+i while it *does not share* permission i with others (i: 0 consistent read, 1 write,
-3 resize). A running guest holds 100, 101 and 201, so:
+A raw, unencrypted volume file grows sparsely (its last byte allocated); spawning
+`qemu-img resize` for it cost an extend more CPU and wall time than the rest of the driver
+call. What qemu-img adds is QEMU's image locking, and that is kept here: QEMU (file-posix)
+takes open-file-description (OFD) read locks on single bytes of the image: byte 100+i while
+it *uses* permission i, byte 200+i while it *does not share* permission i with others (i: 0
+consistent read, 1 write, 3 resize). A running guest holds 100, 101 and 201, so:
 
 - before growing we take what qemu-img resize takes for the permissions it uses (write and
   resize: bytes 101 and 103), so a guest that starts meanwhile fails to open the image, as it
@@ -20,6 +20,7 @@ The locks belong to our own open file description and go with it when it is clos
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import struct
@@ -64,7 +65,9 @@ def held_for_resize(path: Path) -> Iterator[int]:
         for permission in USED_FOR_RESIZE:
             try:
                 fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_RDLCK, PERM_BASE + permission))
-            except OSError as error:  # a write lock there: no QEMU takes one, but be exact
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise  # no OFD locks here (ENOLCK, EINVAL...): a driver error, not a guest
                 raise ImageInUse(f"{path} is locked by another process") from error
         for permission in USED_FOR_RESIZE:
             if _held_by_another(fd, SHARED_BASE + permission):
@@ -75,8 +78,14 @@ def held_for_resize(path: Path) -> Iterator[int]:
 
 
 def grow_raw(path: Path, size_bytes: int) -> None:
-    """Grow a raw image to `size_bytes` (never shrink: a retried or overlapping attempt that
-    finds it grown already is done)."""
+    """Grow a raw image to at least `size_bytes` and make the new size durable before the
+    caller records it.
+
+    Never shrinks, even racing another attempt (a late, overlapping retry of an older,
+    smaller extend): allocating the last byte only ever extends a file, where a size check
+    followed by a truncate could cut back what a newer attempt had just grown. The rest
+    stays sparse."""
     with held_for_resize(path) as fd:
         if os.fstat(fd).st_size < size_bytes:
-            os.ftruncate(fd, size_bytes)
+            os.posix_fallocate(fd, size_bytes - 1, 1)
+        os.fdatasync(fd)

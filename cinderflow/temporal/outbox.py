@@ -29,6 +29,10 @@ from cinderflow.db.models import OutboxEntry, utcnow
 from cinderflow.temporal import search_attributes
 from cinderflow.threads import run_blocking
 
+PLAN = "plan"
+"""The input field in which an operation carries what the API read at request time
+(`ExtendInput.plan`); a late start leaves it out."""
+
 log = logging.getLogger(__name__)
 
 START_RPC_TIMEOUT = timedelta(seconds=10)
@@ -77,15 +81,18 @@ class Outbox:
         self.client = client
         self.executor = executor
 
-    async def start(self, entry: OutboxEntry) -> bool:
+    async def start(self, entry: OutboxEntry, late: bool = False) -> bool:
         """Start the entry's workflow (or find it started) and drop the entry.
 
         Returns False, leaving the entry for the sweeper, when Temporal cannot be reached.
+        A `late` start (the sweeper's) leaves out the input's `plan`, what the API read when it
+        handed the resource over: the workflow reads it afresh, fenced by its ownership.
         """
+        arg = {k: v for k, v in entry.input.items() if k != PLAN} if late else entry.input
         try:
             await self.client.start_workflow(
                 entry.workflow_type,
-                entry.input,
+                arg,
                 id=entry.workflow_id,
                 task_queue=entry.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -155,7 +162,7 @@ class Outbox:
         pending = await run_blocking(self.executor, self._pending, utcnow() - grace)
         started = 0
         for entry in pending:
-            if await self.start(entry):
+            if await self.start(entry, late=True):
                 started += 1
                 log.info("sweeper started %s (%s)", entry.workflow_id, entry.operation)
         return started

@@ -24,6 +24,11 @@ LOCAL_CONTROL_STEPS = "local-control-steps"
 """The patch that made database steps local activities (workflows started before it run
 them as regular activities on the control queue to their end; docs/design.md)."""
 
+PLAN_IN_INPUT = "plan-in-input"
+"""The patch under which an operation uses the plan its input carries (read by the API in the
+hand-over's transaction) instead of reading it in a step. A worker from before it ran such a
+workflow's first task with the read step; a newer worker replaying that history must too."""
+
 CONTROL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),

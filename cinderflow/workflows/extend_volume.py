@@ -62,7 +62,8 @@ class ExtendInput(OperationInput):
     plan: ExtendPlan | None = None
     """What the API read in the transaction that handed the volume over (the volume, its
     backend's answer, the attached servers), so the workflow need not read it again. None in
-    requests from before it did: the workflow reads it as its first step then."""
+    requests from before it did, and when the outbox sweeper starts the workflow late (the
+    answer may be stale then): the workflow reads it, fenced, as its first step."""
 
 
 @workflow.defn(name="ExtendVolume")
@@ -103,7 +104,8 @@ class ExtendVolume(OperationWorkflow):
         online = request.previous_status == VolumeStatus.IN_USE
         check = ExtendCheck(volume_id=request.resource_id, new_size=request.new_size, online=online)
         servers: list[str] | None = None
-        if request.plan is not None:  # read while the API handed the volume over
+        if request.plan is not None and workflow.patched(common.PLAN_IN_INPUT):
+            # read while the API handed the volume over
             plan = request.plan
             volume, refused, servers = plan.volume, plan.refused, plan.servers
         elif workflow.patched(common.LOCAL_CONTROL_STEPS):  # one read step instead of three
@@ -124,11 +126,11 @@ class ExtendVolume(OperationWorkflow):
                     SchedulerActivities.check_extend, check, "check backend capacity"
                 )
             )
-        assert volume.host is not None
-        if refused:
+        if refused:  # also "the volume has no backend": back where it was, with a message
             return await self._end(
                 status=request.previous_status, reason=refused, detail=Detail.NO_BACKEND_AVAILABLE
             )
+        assert volume.host is not None
         self.report(f"Extending to {request.new_size} GiB on `{volume.host}`.")
         extend = ExtendRequest(volume=volume, new_size=request.new_size)
         try:

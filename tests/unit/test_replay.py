@@ -9,6 +9,7 @@ test fails until it does. Re-record with CINDERFLOW_RECORD_HISTORIES=1 only to a
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -41,3 +42,22 @@ async def test_history_replays(path: Path) -> None:
 def test_every_operation_has_histories() -> None:
     recorded = {_workflow_type(path) for path in RECORDED}
     assert {op.workflow_type for op in OPERATIONS.values()} <= recorded
+
+
+def _input(events: list[dict]) -> dict:
+    payload = events[0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
+    return json.loads(base64.b64decode(payload["data"]))
+
+
+async def test_a_plan_an_older_worker_ignored_replays_as_it_ran() -> None:
+    """Rolling upgrade: a new API sends an extend with a plan, a worker from before the plan
+    runs its first task (it reads, in a step), a newer worker replays that history."""
+    ran = json.loads((HISTORIES / "ExtendVolume-offline-local-steps.json").read_text())
+    planned = json.loads((HISTORIES / "ExtendVolume-offline-planned.json").read_text())
+    plan = _input(planned["events"])["plan"]
+    request = {**_input(ran["events"]), "plan": plan}
+    assert request["plan"] is not None
+    payload = ran["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
+    payload["data"] = base64.b64encode(json.dumps(request).encode()).decode()
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER)
+    await replayer.replay_workflow(WorkflowHistory.from_json("hybrid", json.dumps(ran)))

@@ -26,11 +26,13 @@ from tests.helpers import (
     Process,
     ThreadStack,
     assert_fault,
+    history_steps,
     hold_failpoint,
     poll,
     stack_settings,
     wait_backends_reported,
     wait_failpoint,
+    workflows_of,
 )
 
 pytestmark = pytest.mark.slow
@@ -174,6 +176,15 @@ def test_temporal_unreachable_at_request_time(
         )
         worker = ThreadStack(online, api=False).start()
         api.wait_status(volume_id, "available", timeout=60)
+
+        # Started late by the sweeper, an extend leaves out the plan the API read at request
+        # time (it may be stale by now) and reads it afresh, fenced, as its first step.
+        extended = api.post(f"/volumes/{volume_id}/action", {"os-extend": {"new_size": 2}})
+        assert extended.status_code == 202, extended.text
+        poll(lambda: (api.volume(volume_id) or {}).get("size") == 2, timeout=60, what="extend")
+        assert api.wait_status(volume_id, "available")["size"] == 2
+        (workflow_id,) = workflows_of(temporal.address, volume_id, "extend")
+        assert history_steps(temporal.address, workflow_id)[0] == "scheduler.plan_extend"
     finally:
         if worker:
             worker.stop()

@@ -149,7 +149,9 @@ async def test_a_refused_plan_ends_back_in_the_previous_status_without_the_drive
 ) -> None:
     stubs = Stubs()
     async with workers(env, stubs):
-        refused = extend_input(True, "in-use", refused="not enough capacity")
+        refused = extend_input(True, "in-use", refused="the volume has no backend")
+        assert refused.plan is not None
+        refused.plan.volume = VOLUME.model_copy(update={"host": None})  # e.g. a failed create
         outcome = await (await start(env, ExtendVolume.run, refused)).result()
     assert not any(call.startswith(("driver.", "scheduler.")) for call in stubs.calls)
     (write,) = stubs.writes
