@@ -31,6 +31,7 @@ from cinderflow.drivers.base import (
     Passphrases,
     SnapshotRef,
     SupportsReset,
+    SupportsRetype,
     VolumeDriver,
     VolumeDriverError,
     VolumeRef,
@@ -42,7 +43,7 @@ GIB = 1024**3
 log = logging.getLogger(__name__)
 
 
-class FileDriver(VolumeDriver, SupportsReset):
+class FileDriver(VolumeDriver, SupportsReset, SupportsRetype):
     storage_protocol = "local"
 
     def __init__(
@@ -192,6 +193,19 @@ class FileDriver(VolumeDriver, SupportsReset):
                 raise
             return ExtendOutcome.NEEDS_COMPUTE_COMPLETION
         return ExtendOutcome.DONE
+
+    # Retype --------------------------------------------------------------------------------
+
+    def retype(
+        self, volume: VolumeRef, new_type: dict[str, Any], diff: dict[str, Any], host: str
+    ) -> tuple[bool, ModelUpdate]:
+        """In place on this backend unless the encryption changes: a file keeps nothing of its
+        type but its bytes, so extra specs and QoS need no change here; a new encryption
+        needs the data copied (re-encrypted) into a new file."""
+        self._existing(volume)
+        if diff.get("encryption"):
+            return False, None
+        return True, None
 
     # Attach --------------------------------------------------------------------------------
 
