@@ -48,7 +48,11 @@ class Guest:
             assert self.process.poll() is None, "qemu exited"
             return self.socket_path.exists()
 
-        poll(listening, timeout=30, interval=0.05, what="qemu's QMP socket")
+        try:
+            poll(listening, timeout=30, interval=0.05, what="qemu's QMP socket")
+        except BaseException:
+            self.stop()
+            raise
         # The socket exists before the disk is opened; QMP answers only from the main loop,
         # after every device (and so the image's locks) is in place.
         try:
@@ -79,7 +83,11 @@ class Guest:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(10)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
 
 
 class FakeCompute:

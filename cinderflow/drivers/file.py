@@ -67,7 +67,9 @@ class FileDriver(VolumeDriver, SupportsReset, SupportsRetype):
             qemu_img.binary()
         except VolumeDriverError as missing:
             log.warning(
-                "backend %s: %s; extend will fail until it is installed", self.backend_name, missing
+                "backend %s: %s; encrypted volumes and copies will fail until it is installed",
+                self.backend_name,
+                missing,
             )
 
     def path(self, volume: VolumeRef) -> Path:
@@ -145,8 +147,7 @@ class FileDriver(VolumeDriver, SupportsReset, SupportsRetype):
             return {"provider_location": str(path)}
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        if path.stat().st_size < volume.size * GIB:
-            os.truncate(path, volume.size * GIB)
+        qemu_locks.grow_file(path, volume.size * GIB)  # never shrinks one grown since
         return {"provider_location": str(path)}
 
     def _luks(self, volume: VolumeRef) -> tuple[bytes, str]:
@@ -290,8 +291,8 @@ class FileDriver(VolumeDriver, SupportsReset, SupportsRetype):
         if volume.encryption is not None:
             if qemu_img.info(target, "luks")["virtual-size"] < volume.size * GIB:
                 qemu_img.resize_luks(target, volume.size, self._luks(volume)[0])
-        elif target.stat().st_size < volume.size * GIB:
-            os.truncate(target, volume.size * GIB)
+        else:
+            qemu_locks.grow_file(target, volume.size * GIB)
         return {"provider_location": str(target)}
 
     def _publish(self, target: Path, make: Any) -> None:

@@ -1,6 +1,6 @@
 """Growing a raw image file the way `qemu-img resize` does, without starting qemu-img.
 
-A raw, unencrypted volume file grows sparsely (its last byte allocated); spawning
+A raw, unencrypted volume file grows by a sparse truncate; spawning
 `qemu-img resize` for it cost an extend more CPU and wall time than the rest of the driver
 call. What qemu-img adds is QEMU's image locking, and that is kept here: QEMU (file-posix)
 takes open-file-description (OFD) read locks on single bytes of the image: byte 100+i while
@@ -33,6 +33,8 @@ PERM_BASE = 100
 SHARED_BASE = 200
 WRITE = 1
 RESIZE = 3
+GROW_BYTE = 300
+"""Locked exclusively by our own growing attempts only; QEMU locks bytes 100-1xx and 200-2xx."""
 USED_FOR_RESIZE = (WRITE, RESIZE)
 """The permissions a resize uses (qemu-img opens the image read-write, with resize)."""
 
@@ -78,14 +80,28 @@ def held_for_resize(path: Path) -> Iterator[int]:
 
 
 def grow_raw(path: Path, size_bytes: int) -> None:
-    """Grow a raw image to at least `size_bytes` and make the new size durable before the
-    caller records it.
-
-    Never shrinks, even racing another attempt (a late, overlapping retry of an older,
-    smaller extend): allocating the last byte only ever extends a file, where a size check
-    followed by a truncate could cut back what a newer attempt had just grown. The rest
-    stays sparse."""
+    """Grow a raw image that a guest may hold to at least `size_bytes`, under QEMU's locks."""
     with held_for_resize(path) as fd:
-        if os.fstat(fd).st_size < size_bytes:
-            os.posix_fallocate(fd, size_bytes - 1, 1)
-        os.fdatasync(fd)
+        grow_open(fd, size_bytes)
+
+
+def grow_file(path: Path, size_bytes: int) -> None:
+    """Grow a file no guest can hold yet (a new volume, a fresh copy) to at least
+    `size_bytes`."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        grow_open(fd, size_bytes)
+    finally:
+        os.close(fd)
+
+
+def grow_open(fd: int, size_bytes: int) -> None:
+    """Grow sparsely, never shrink, and make the size durable before the caller records it.
+
+    Our own attempts take GROW_BYTE exclusively around the size check and the truncate, so a
+    late, overlapping attempt for an older, smaller size (a retried create after an extend)
+    cannot cut back what another attempt grew."""
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _flock(fcntl.F_WRLCK, GROW_BYTE))
+    if os.fstat(fd).st_size < size_bytes:
+        os.ftruncate(fd, size_bytes)
+    os.fdatasync(fd)

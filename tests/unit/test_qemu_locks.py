@@ -3,8 +3,10 @@ real QEMU guest holding the file and against real `qemu-img resize`."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,22 @@ def test_the_file_driver_hands_an_attached_extend_to_the_compute(tmp_path: Path)
         assert driver.extend_volume(volume, 2) is ExtendOutcome.DONE
     finally:
         guest.stop()
+
+
+def test_a_grow_that_holds_the_size_lock_makes_a_late_smaller_one_wait(tmp_path: Path) -> None:
+    """The size check and the truncate are one step among our attempts: a late attempt for a
+    smaller size, started while another holds the step, cannot cut the file back."""
+    path = raw_file(tmp_path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, qemu_locks._flock(fcntl.F_WRLCK, qemu_locks.GROW_BYTE))
+        late = threading.Thread(target=qemu_locks.grow_file, args=(path, 2 * GIB))
+        late.start()
+        late.join(0.3)
+        assert late.is_alive(), "the late attempt must wait for the step in progress"
+        os.ftruncate(fd, 3 * GIB)  # the step in progress grows further
+    finally:
+        os.close(fd)  # ends the step (the lock goes with the description)
+    late.join(10)
+    assert path.stat().st_size == 3 * GIB
+    assert path.stat().st_blocks == 0  # still sparse
