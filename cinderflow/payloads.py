@@ -179,6 +179,12 @@ class ExtendCheck(BaseModel):
     online: bool
 
 
+REQUEST_TIME_PLAN = "plan"
+"""The input field in which any operation carries what the API read in the transaction that
+handed the resource over (`ExtendInput.plan`). The outbox sweeper's late starts leave it out:
+by then it may be stale, and the workflow reads afresh, fenced by its ownership."""
+
+
 class ExtendPlan(BaseModel):
     """What an extend reads before the driver's resize, in one step: the volume, why its
     backend cannot grow it (None: it can), and the servers it is attached to (an extending

@@ -10,6 +10,7 @@ event. It answers the event first and completes afterwards, as Nova does.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -20,12 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from cinderflow.temporal.devserver import free_port
 from tests.helpers import poll
 
 QEMU = shutil.which("qemu-system-x86_64")
 QMP_TIMEOUT_S = 30
+needs_qemu = pytest.mark.skipif(
+    QEMU is None and os.environ.get("CINDERFLOW_TEST_REQUIRE_QEMU") != "1",
+    reason="needs qemu-system-x86_64 (Debian qemu-system-x86); CI requires it",
+)
 
 
 class Guest:

@@ -7,7 +7,7 @@ Backends are the `cinder-volume` service rows their workers keep fresh with driv
 from __future__ import annotations
 
 from concurrent.futures import Executor
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlmodel import Session
 from temporalio import activity
@@ -18,9 +18,14 @@ from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
-from cinderflow.db.models import Snapshot, Volume, utcnow
+from cinderflow.db.models import Snapshot, Volume
 from cinderflow.payloads import ExtendCheck, ExtendPlan, Placement
-from cinderflow.scheduling.backends import candidates, extend_plan, extend_refusal
+from cinderflow.scheduling.backends import (
+    candidates,
+    extend_plan,
+    extend_refusal,
+    reports_since,
+)
 from cinderflow.scheduling.filters import Request, choose, pool_host
 from cinderflow.settings import Settings
 from cinderflow.temporal.queues import backend_of
@@ -31,7 +36,7 @@ class SchedulerActivities(ActivityGroup):
     def __init__(self, db: Database, settings: Settings, executor: Executor | None = None) -> None:
         self.db = db
         self.executor = executor
-        self.service_down_time = timedelta(seconds=settings.service_down_time)
+        self.service_down_time_s = settings.service_down_time
 
     @activity.defn(name="scheduler.place_volume")
     async def place_volume(self, volume_id: str) -> Placement:
@@ -114,5 +119,4 @@ class SchedulerActivities(ActivityGroup):
             return extend_refusal(session, volume, check.new_size, check.online, self._cutoff())
 
     def _cutoff(self) -> datetime:
-        """Backends whose last report is older are down."""
-        return utcnow() - self.service_down_time
+        return reports_since(self.service_down_time_s)

@@ -4,19 +4,24 @@ and the API, which reads an extend's plan in the transaction that hands the volu
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_
 from sqlmodel import Session, select
 
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db import volumes as volume_db
-from cinderflow.db.models import Service, Volume
+from cinderflow.db.models import Service, Volume, utcnow
 from cinderflow.payloads import ExtendPlan
 from cinderflow.scheduling.filters import Candidate, Request, choose
 from cinderflow.temporal.queues import backend_of
 
 VOLUME_BINARY = "cinder-volume"
+
+
+def reports_since(service_down_time_s: float) -> datetime:
+    """The oldest last report of a backend that is up (`service_down_time`)."""
+    return utcnow() - timedelta(seconds=service_down_time_s)
 
 
 def candidates(session: Session) -> list[Candidate]:

@@ -26,12 +26,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from cinderflow.db.engine import Database
 from cinderflow.db.models import OutboxEntry, utcnow
+from cinderflow.payloads import REQUEST_TIME_PLAN
 from cinderflow.temporal import search_attributes
 from cinderflow.threads import run_blocking
-
-PLAN = "plan"
-"""The input field in which an operation carries what the API read at request time
-(`ExtendInput.plan`); a late start leaves it out."""
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +85,11 @@ class Outbox:
         A `late` start (the sweeper's) leaves out the input's `plan`, what the API read when it
         handed the resource over: the workflow reads it afresh, fenced by its ownership.
         """
-        arg = {k: v for k, v in entry.input.items() if k != PLAN} if late else entry.input
+        arg = (
+            {k: v for k, v in entry.input.items() if k != REQUEST_TIME_PLAN}
+            if late
+            else entry.input
+        )
         try:
             await self.client.start_workflow(
                 entry.workflow_type,

@@ -14,12 +14,7 @@ import pytest
 from cinderflow.drivers import qemu_img, qemu_locks
 from cinderflow.drivers.base import ExtendOutcome, VolumeRef
 from cinderflow.drivers.file import GIB, FileDriver
-from tests.fake_compute import QEMU, Guest
-
-needs_qemu = pytest.mark.skipif(
-    QEMU is None and os.environ.get("CINDERFLOW_TEST_REQUIRE_QEMU") != "1",
-    reason="needs qemu-system-x86_64 (Debian qemu-system-x86); CI requires it",
-)
+from tests.fake_compute import Guest, needs_qemu
 
 
 def raw_file(tmp_path: Path, size: int = GIB) -> Path:

@@ -7,7 +7,6 @@ hypervisor" is held by a real paused QEMU guest, which only QMP `block_resize` c
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from cinderflow.temporal.client import connect
 from cinderflow.temporal.devserver import DevServer
 from cinderflow.workflows.extend_volume import ExtendVolume
 from tests.conftest import Databases
-from tests.fake_compute import QEMU, FakeCompute, Guest
+from tests.fake_compute import FakeCompute, Guest, needs_qemu
 from tests.helpers import (
     Api,
     Process,
@@ -42,10 +41,6 @@ from tests.helpers import (
 
 GIB = 1 << 30
 CONNECTOR = {"initiator": "iqn.2026-11.test:compute", "host": "compute1", "ip": "127.0.0.1"}
-needs_qemu = pytest.mark.skipif(
-    QEMU is None and os.environ.get("CINDERFLOW_TEST_REQUIRE_QEMU") != "1",
-    reason="needs qemu-system-x86_64 (Debian qemu-system-x86); CI requires it",
-)
 
 
 @dataclass

@@ -9,7 +9,6 @@ volume that is not waiting is refused synchronously.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 from pydantic import Field
@@ -33,9 +32,9 @@ from cinderflow.api.routing import ApiRequest, Router
 from cinderflow.api.validation import Boolean, PositiveInt, StrictModel
 from cinderflow.db import admin_metadata, ownership
 from cinderflow.db import volumes as volume_db
-from cinderflow.db.models import OutboxEntry, Service, Volume, VolumeType, utcnow
+from cinderflow.db.models import OutboxEntry, Service, Volume, VolumeType
 from cinderflow.payloads import ExtendCompletion
-from cinderflow.scheduling.backends import extend_plan
+from cinderflow.scheduling.backends import extend_plan, reports_since
 from cinderflow.status import VolumeStatus
 from cinderflow.temporal.owner import OwnerGone, UpdateRefused
 from cinderflow.temporal.queues import backend_of
@@ -88,7 +87,6 @@ async def extend(req: ApiRequest) -> Response:
                 deltas={"gigabytes": delta, f"gigabytes_{type_name}": delta},
                 volume_size=new_size,
             )
-            down_before = utcnow() - timedelta(seconds=settings.service_down_time)
             payload = ExtendInput(
                 resource_id=volume.id,
                 new_size=new_size,
@@ -96,7 +94,9 @@ async def extend(req: ApiRequest) -> Response:
                 policy=operation_policy(settings),
                 request_id=req.ctx.request_id,
                 completion_timeout_s=settings.extend_completion_timeout,
-                plan=extend_plan(session, volume, new_size, online, down_before),
+                plan=extend_plan(
+                    session, volume, new_size, online, reports_since(settings.service_down_time)
+                ),
             )
             entry = hand_over(
                 session,
