@@ -59,6 +59,9 @@ class Volume(SQLModel, table=True):
     """`<host>@<backend>#<pool>` once scheduled."""
     provider_location: str | None = Field(default=None, max_length=1024)
     provider_id: str | None = Field(default=None, max_length=255)
+    name_id: str | None = Field(default=None, max_length=36)
+    """The id the backend object is named after when it is not the volume's own (a migrated
+    volume keeps its id; its data is the destination's, `volume-<name_id>`), Cinder's."""
     snapshot_id: str | None = Field(default=None, max_length=36)
     source_volid: str | None = Field(default=None, max_length=36)
     bootable: bool = False

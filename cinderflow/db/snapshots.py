@@ -22,6 +22,7 @@ def snapshot_ref(session: Session, snapshot: Snapshot) -> SnapshotRef:
         host=volume.host if volume else None,
         provider_location=snapshot.provider_location,
         encryption_key_id=snapshot.encryption_key_id,
+        volume_name_id=volume.name_id if volume else None,
     )
 
 

@@ -141,4 +141,5 @@ def volume_ref(session: Session, volume: Volume) -> VolumeRef:
         encryption=encryption_spec(session, volume.volume_type_id),
         encryption_key_id=volume.encryption_key_id,
         admin_metadata=admin_metadata_of(session, volume.id),
+        name_id=volume.name_id,
     )

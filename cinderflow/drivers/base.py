@@ -25,7 +25,8 @@ report progress, to notice that the operation stopped waiting (`cancelled()`), a
 from what an earlier attempt reported (`resumed`).
 
 Core methods are abstract; optional capabilities are the mixins at the end (`SupportsReset`,
-`SupportsImageCopy`, `SupportsRetype`, `SupportsMigration`, `SupportsTransfer`): a driver
+`SupportsImageCopy`, `SupportsRetype`, `SupportsMigration`, `SupportsVolumeCopy`,
+`SupportsTransfer`): a driver
 inherits those it implements, and cinderflow checks `isinstance` before calling one.
 
 Drivers receive `VolumeRef`/`SnapshotRef` values, never database rows. This module is imported
@@ -73,11 +74,14 @@ class VolumeRef(BaseModel):
     encryption: EncryptionSpec | None = None
     encryption_key_id: str | None = None
     admin_metadata: dict[str, str] = Field(default_factory=dict)
+    name_id: str | None = None
+    """Set when the backend object is named after another id (a migrated volume's data is
+    the destination's); Cinder's `name_id`."""
 
     @property
     def name(self) -> str:
-        """Backend object name, Cinder's `volume_name_template`."""
-        return f"volume-{self.id}"
+        """Backend object name, Cinder's `volume_name_template` over `name_id`."""
+        return f"volume-{self.name_id or self.id}"
 
 
 class SnapshotRef(BaseModel):
@@ -89,10 +93,17 @@ class SnapshotRef(BaseModel):
     host: str | None = None
     provider_location: str | None = None
     encryption_key_id: str | None = None
+    volume_name_id: str | None = None
+    """The volume's `name_id` (see VolumeRef)."""
 
     @property
     def name(self) -> str:
         return f"snapshot-{self.id}"
+
+    @property
+    def volume_name(self) -> str:
+        """The backend object name of the snapshot's volume."""
+        return f"volume-{self.volume_name_id or self.volume_id}"
 
 
 ModelUpdate = dict[str, Any] | None
@@ -303,6 +314,25 @@ class SupportsMigration(abc.ABC):
 
         :returns: `(True, model update)`, or `(False, None)` for "use the generic copy".
         :raises VolumeDriverError: the move failed.
+        """
+
+
+class SupportsVolumeCopy(abc.ABC):
+    """The backend can fill one of its volumes from another backend's export: the data copy
+    of a generic (host-assisted) migration, Cinder's `_copy_volume_data`, run on the
+    destination's queue."""
+
+    @abc.abstractmethod
+    def copy_volume_data(
+        self, target: VolumeRef, source: VolumeRef, source_connection: dict[str, Any]
+    ) -> None:
+        """Copy every guest-visible byte of `source` into `target` (created empty by this
+        driver, same size), decrypting with the source's key and encrypting with the
+        target's where they are encrypted. Report progress (`current_call().progress`) and
+        stop when `cancelled()`; a retry starts the copy again.
+
+        :param source_connection: `initialize_connection` of the source on its backend.
+        :raises VolumeDriverError: the export cannot be read here, or the copy failed.
         """
 
 

@@ -262,3 +262,67 @@ def test_a_flaky_qemu_img_is_retried_not_final(tmp_path: Path, monkeypatch) -> N
     assert b"secret" not in str(flaky.value).encode()
     assert as_activity_error(flaky.value).non_retryable is False
     assert as_activity_error(VolumeDriverError("refused")).non_retryable is True
+
+
+def guest_bytes(driver: FileDriver, vol: VolumeRef, offset: int, length: int) -> bytes:
+    """What a guest reads at `offset` (decrypted if the volume is encrypted)."""
+    if vol.encryption is None:
+        with open(driver.path(vol), "rb") as handle:
+            handle.seek(offset)
+            return handle.read(length)
+    secret = driver.keys.passphrase("p", vol.encryption_key_id)  # type: ignore[union-attr]
+    return qemu_img.read_luks(driver.path(vol), offset, length, secret)
+
+
+def guest_write(driver: FileDriver, vol: VolumeRef, offset: int, data: bytes) -> None:
+    """Write as a guest would (through LUKS if encrypted)."""
+    if vol.encryption is None:
+        with open(driver.path(vol), "r+b") as handle:
+            handle.seek(offset)
+            handle.write(data)
+        return
+    plain = driver.root / "plain.raw"
+    plain.write_bytes(b"\0" * offset + data)
+    qemu_img.convert_into(
+        plain,
+        driver.path(vol),
+        target_secret=driver.keys.passphrase("p", vol.encryption_key_id),  # type: ignore[union-attr]
+    )
+    plain.unlink()
+
+
+@pytest.mark.parametrize(
+    ("source_encrypted", "target_encrypted"),
+    [(False, False), (False, True), (True, False), (True, True)],
+    ids=["plain-plain", "plain-luks", "luks-plain", "luks-new-key"],
+)
+def test_copy_volume_data_keeps_the_guest_bytes_across_encryption_changes(
+    keyed: FileDriver, source_encrypted: bool, target_encrypted: bool
+) -> None:
+    """A migration's copy: the target reads back what the source held, whatever each side's
+    encryption (a LUKS target gets its own key), and the source is left as it was. (Sectors
+    a guest never wrote read as noise through LUKS, so only a plain copy stays sparse.)"""
+    source = encrypted(keyed, "src") if source_encrypted else volume(1, "src")
+    target = encrypted(keyed, "dst") if target_encrypted else volume(1, "dst")
+    keyed.create_volume(source)
+    keyed.create_volume(target)
+    guest_write(keyed, source, 3 << 20, b"written by the guest before the migration")
+    connection = keyed.initialize_connection(source, {"host": "migration"})
+    keyed.copy_volume_data(target, source, connection)
+    expected = b"written by the guest before the migration"
+    assert guest_bytes(keyed, target, 3 << 20, len(expected)) == expected
+    assert guest_bytes(keyed, target, 0, 4096) == b"\0" * 4096
+    assert guest_bytes(keyed, source, 3 << 20, len(expected)) == expected
+    if not (source_encrypted or target_encrypted):  # zeros are not written: still sparse
+        assert os.stat(keyed.path(target)).st_blocks * 512 < 16 << 20
+
+
+def test_copy_volume_data_refuses_what_it_cannot_read(driver: FileDriver) -> None:
+    target = volume(1, "dst")
+    driver.create_volume(target)
+    with pytest.raises(VolumeDriverError, match="copies from local files, not from iscsi"):
+        driver.copy_volume_data(target, volume(1, "src"), {"driver_volume_type": "iscsi"})
+    with pytest.raises(VolumeDriverError, match="cannot be read here"):
+        driver.copy_volume_data(
+            target, volume(1, "src"), {"driver_volume_type": "local", "data": {"device_path": "/x"}}
+        )
