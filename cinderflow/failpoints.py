@@ -3,7 +3,9 @@
 A test creates `<dir>/<name>.hold`. A process that reaches `await failpoints.reach(name)` writes
 `<dir>/<name>.reached` (containing its pid) and waits until the hold file is gone, so the test
 can SIGKILL it at exactly that point, which is how the durability invariant is proven without
-mocking any part of cinderflow.
+mocking any part of cinderflow. Rewriting the hold file with other content lets the process
+held at it go on, to hold again the next time it passes (a copy stepped one progress report
+at a time).
 """
 
 from __future__ import annotations
@@ -20,23 +22,32 @@ class Failpoints:
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
 
-    def _hold(self, name: str) -> Path | None:
-        """The hold file of `name` if it exists now (then `.reached` is written)."""
+    def _hold(self, name: str) -> tuple[Path, str] | None:
+        """The hold file of `name` and its content if it exists now (then `.reached` is
+        written)."""
         if self.directory is None:
             return None
         hold = self.directory / f"{name}.hold"
-        if not hold.exists():
+        content = _content(hold)
+        if content is None:
             return None
         (self.directory / f"{name}.reached").write_text(str(os.getpid()))
-        return hold
+        return hold, content
 
     async def reach(self, name: str) -> None:
-        hold = self._hold(name)
-        while hold is not None and hold.exists():
+        held = self._hold(name)
+        while held is not None and _content(held[0]) == held[1]:
             await asyncio.sleep(POLL_S)
 
     def reach_blocking(self, name: str) -> None:
         """The same, for a thread (a driver call's progress report)."""
-        hold = self._hold(name)
-        while hold is not None and hold.exists():
+        held = self._hold(name)
+        while held is not None and _content(held[0]) == held[1]:
             time.sleep(POLL_S)
+
+
+def _content(hold: Path) -> str | None:
+    try:
+        return hold.read_text()
+    except FileNotFoundError:
+        return None

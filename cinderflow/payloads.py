@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cinderflow.drivers.base import SnapshotRef, VolumeRef
+from cinderflow.drivers.base import EncryptionSpec, SnapshotRef, VolumeRef
 from cinderflow.status import ResourceKind
 
 
@@ -199,6 +199,84 @@ class ExtendCompletion(BaseModel):
     """What the compute answers (os-extend_volume_completion): did it extend the disk?"""
 
     error: bool = False
+
+
+class RetypeCheck(BaseModel):
+    """What a retype (or an administrator's migration) asks the scheduler."""
+
+    volume_id: str
+    new_type_id: str
+    migration_policy: str = "never"
+    host: str | None = None
+    """An administrator's migration: the backend (`<host>@<backend>[#pool]`) to move to."""
+
+
+class NewType(BaseModel):
+    """The type a volume is retyped to, as its driver and its destination need it."""
+
+    id: str
+    name: str
+    extra_specs: dict[str, str] = Field(default_factory=dict)
+    encryption: EncryptionSpec | None = None
+
+
+class RetypePlan(BaseModel):
+    """What a retype reads before it changes anything: the volume, the new type and how
+    it differs, where the volume should live under it, and what would block a migration."""
+
+    volume: VolumeRef
+    new_type: NewType
+    diff: dict[str, Any] = Field(default_factory=dict)
+    host: str | None = None
+    """The backend (pool host) the volume fits under the new type; its own if that fits."""
+    refused: str | None = None
+    """Why no backend fits (the scheduler's reasons); None: `host` is set."""
+    snapshots: int = 0
+    servers: list[str] = Field(default_factory=list)
+
+    @property
+    def same_backend(self) -> bool:
+        return self.host is not None and self.host == self.volume.host
+
+
+class RetypeRequest(BaseModel):
+    """The driver's in-place retype (`SupportsRetype.retype`) on the volume's backend."""
+
+    volume: VolumeRef
+    new_type: NewType
+    diff: dict[str, Any]
+    host: str
+
+
+class Retyped(BaseModel):
+    done: bool
+    """False: the driver cannot change it in place (the data must be copied)."""
+    update: dict[str, Any] = Field(default_factory=dict)
+
+
+class VolumeCopy(BaseModel):
+    """A migration's data copy, run by the destination's driver from the source's export."""
+
+    target: VolumeRef
+    source: VolumeRef
+    source_connection: dict[str, Any]
+
+
+class MigrationKey(BaseModel):
+    """The destination's new encryption key, recorded on the volume's admin metadata."""
+
+    volume_id: str
+    new_type_id: str
+
+
+class VolumeKey(BaseModel):
+    project_id: str
+    key_id: str
+
+
+class MigrationState(BaseModel):
+    volume_id: str
+    migration_status: str
 
 
 class VolumeMessage(BaseModel):

@@ -38,6 +38,8 @@ class Action:
     REIMAGE_VOLUME = Code("016", "reimage volume")
     RESET_STATUS = Code("101", "reset status")
     """cinderflow's own (Cinder has no reset action; ids from 101 stay clear of Cinder's)."""
+    RETYPE_VOLUME = Code("102", "retype volume")
+    """cinderflow's own too: Cinder records no message when a retype fails."""
 
 
 class Detail:
@@ -52,6 +54,10 @@ class Detail:
     SNAPSHOT_IS_BUSY = Code("015", "Snapshot is busy.")
     DRIVER_FAILED_RESET = Code("101", "Volume driver failed to reset the volume's state.")
     STOPPED_BY_RESET = Code("102", "The operation was stopped by an administrator's reset.")
+    RETYPE_NEEDS_MIGRATION = Code("103", "Retype requires migration but is not allowed.")
+    VOLUME_HAS_SNAPSHOTS = Code("104", "Volume must not have snapshots.")
+    MIGRATION_FAILED = Code("105", "Volume data could not be copied to the new backend.")
+    DRIVER_FAILED_RETYPE = Code("106", "Volume driver failed to retype the volume.")
     SNAPSHOT_DELETE_ERROR = Code("016", "Snapshot failed to delete.")
     ATTACH_ERROR = Code("021", "Failed to attach volume.")
     DETACH_ERROR = Code("022", "Failed to detach volume.")

@@ -87,6 +87,11 @@ def hold_failpoint(settings: Settings, point: str) -> Path:
     return hold
 
 
+def step_failpoint(settings: Settings, point: str) -> None:
+    """Let the process held at `point` go on, to hold again when it next passes."""
+    (settings.failpoint_dir / f"{point}.hold").write_text(uuid.uuid4().hex)
+
+
 def wait_failpoint(settings: Settings, point: str) -> None:
     """Wait until a process pauses at `point` (and forget that it did, for the next time)."""
     reached = settings.failpoint_dir / f"{point}.reached"

@@ -25,6 +25,8 @@ from cinderflow.drivers.base import (
     ModelUpdate,
     SnapshotRef,
     SupportsReset,
+    SupportsRetype,
+    SupportsVolumeCopy,
     VolumeDriver,
     VolumeDriverError,
     VolumeRef,
@@ -35,7 +37,10 @@ from cinderflow.payloads import (
     Connection,
     DriverReset,
     ExtendRequest,
+    Retyped,
+    RetypeRequest,
     VolumeClone,
+    VolumeCopy,
     VolumeFromSnapshot,
 )
 from cinderflow.threads import run_blocking
@@ -45,11 +50,17 @@ MAX_HEARTBEAT_INTERVAL_S = 2.0
 """Beat at least this often (the worker lets them through as often, temporal/worker.py): a
 cancellation arrives with a heartbeat's answer, so a reset reaches a driver call in seconds."""
 RESET_NOT_IMPLEMENTED = "not_implemented"
+COPY_PROGRESS_SIGNAL = "copy_progress"
+"""The signal a copy sends its workflow each time its percentage grows (at most 100)."""
 
 T = TypeVar("T")
 
 
-async def heartbeating(work: Awaitable[T], call: DriverCall | None = None) -> T:
+async def heartbeating(
+    work: Awaitable[T],
+    call: DriverCall | None = None,
+    on_beat: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+) -> T:
     """Await `work`, heartbeating (with the call's progress) at a third of the heartbeat
     timeout until it is done. The first beat is sent after that interval, not at once: most
     calls end sooner, and each beat is a write to the workflow's state on the server.
@@ -66,13 +77,13 @@ async def heartbeating(work: Awaitable[T], call: DriverCall | None = None) -> T:
     task = asyncio.ensure_future(work)
     try:
         try:
-            await _beat_until_done(task, call, interval)
+            await _beat_until_done(task, call, interval, on_beat)
         except asyncio.CancelledError:
             if call is None or not call.cancel():
                 raise
             while not task.done():
                 with contextlib.suppress(asyncio.CancelledError):
-                    await _beat_until_done(task, call, interval)
+                    await _beat_until_done(task, call, interval, None)
             if task.exception() is not None:
                 raise asyncio.CancelledError from task.exception()  # it stopped as asked
         return task.result()
@@ -80,12 +91,50 @@ async def heartbeating(work: Awaitable[T], call: DriverCall | None = None) -> T:
         task.cancel()
 
 
-async def _beat_until_done(task: asyncio.Future[Any], call: DriverCall | None, interval: float):
+async def _beat_until_done(
+    task: asyncio.Future[Any],
+    call: DriverCall | None,
+    interval: float,
+    on_beat: Callable[[dict[str, Any]], Awaitable[None]] | None,
+) -> None:
     while not task.done():
         await asyncio.wait({task}, timeout=interval)
         if not task.done():
             details = call.details() if call is not None else None
             activity.heartbeat(*([details] if details else []))
+            if details and on_beat is not None:
+                await on_beat(details)
+
+
+def percent_of(details: dict[str, Any] | None) -> int | None:
+    """A call's progress (`done` of `total`) in whole percent."""
+    if not details or not details.get("total"):
+        return None
+    return min(100, int(100 * details["done"] / details["total"]))
+
+
+class ProgressSignal:
+    """Tell the activity's workflow how far its copy got, once per percent: the workflow shows
+    it (current details, `progress` query, a volume's `migration_progress`), which it could
+    not see in the heartbeats. Best effort: a lost signal is made up by the next."""
+
+    def __init__(self) -> None:
+        self.sent: int | None = None
+
+    async def __call__(self, details: dict[str, Any]) -> None:
+        percent = percent_of(details)
+        if percent is None or (self.sent is not None and percent <= self.sent):
+            return
+        info = activity.info()
+        handle = activity.client().get_workflow_handle(
+            info.workflow_id, run_id=info.workflow_run_id
+        )
+        try:
+            await handle.signal(COPY_PROGRESS_SIGNAL, percent)
+        except Exception as error:  # the server is briefly away: the next beat tries again
+            activity.logger.debug("progress signal not sent: %s", error)
+            return
+        self.sent = percent
 
 
 def as_activity_error(error: Exception) -> ApplicationError:
@@ -112,7 +161,12 @@ class DriverActivities(ActivityGroup):
         self.failpoints = failpoints
         self.executor = executor
 
-    async def _call(self, name: str, fn: Callable[[], T]) -> T:
+    async def _call(
+        self,
+        name: str,
+        fn: Callable[[], T],
+        on_beat: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> T:
         call = DriverCall(
             attempt=activity.info().attempt,
             resumed=_resumed(),
@@ -128,7 +182,7 @@ class DriverActivities(ActivityGroup):
             await self.failpoints.reach(f"driver.{name}.after")
             return result
 
-        return await heartbeating(guarded(), call)
+        return await heartbeating(guarded(), call, on_beat)
 
     @activity.defn(name="driver.create_volume")
     async def create_volume(self, volume: VolumeRef) -> dict[str, Any]:
@@ -170,6 +224,39 @@ class DriverActivities(ActivityGroup):
             return str(self.driver.extend_volume(request.volume, request.new_size))
 
         return await self._call("extend_volume", call)
+
+    @activity.defn(name="driver.retype")
+    async def retype(self, request: RetypeRequest) -> Retyped:
+        """The driver's in-place retype; not done if it cannot (or cannot retype at all)."""
+        driver = self.driver
+        if not isinstance(driver, SupportsRetype):
+            return Retyped(done=False)
+
+        def call() -> Retyped:
+            done, update = driver.retype(
+                request.volume, request.new_type.model_dump(), request.diff, request.host
+            )
+            return Retyped(done=bool(done), update=update or {})
+
+        return await self._call("retype", call)
+
+    @activity.defn(name="driver.copy_volume_data")
+    async def copy_volume_data(self, request: VolumeCopy) -> None:
+        """A migration's copy, on the destination's backend, its percentage signalled to the
+        workflow as it grows."""
+        driver = self.driver
+        if not isinstance(driver, SupportsVolumeCopy):
+            raise ApplicationError(
+                f"backend {driver.backend_name} cannot copy volume data (its driver lacks "
+                "SupportsVolumeCopy)",
+                type="NotImplementedError",
+                non_retryable=True,
+            )
+
+        def call() -> None:
+            driver.copy_volume_data(request.target, request.source, request.source_connection)
+
+        await self._call("copy_volume_data", call, ProgressSignal())
 
     @activity.defn(name="driver.initialize_connection")
     async def initialize_connection(self, connection: Connection) -> dict[str, Any]:

@@ -16,13 +16,14 @@ from temporalio import activity
 
 from cinderflow.activities import fencing
 from cinderflow.activities.group import ActivityGroup
-from cinderflow.db import ownership
+from cinderflow.db import admin_metadata, ownership
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Snapshot, Volume
 from cinderflow.drivers.base import VolumeRef
 from cinderflow.keys.service import KeyService
+from cinderflow.payloads import MigrationKey, VolumeKey
 from cinderflow.threads import run_blocking
 
 
@@ -87,3 +88,40 @@ class KeyActivities(ActivityGroup):
             await run_blocking(
                 self.executor, self.keys.delete, volume.project_id, volume.encryption_key_id
             )
+
+    @activity.defn(name="keys.create_migration_key")
+    async def create_migration_key(self, request: MigrationKey) -> str:
+        """A new key for a migration's destination (the new type's encryption), recorded in
+        the volume's admin metadata (`migration_key_id`) so that a retry returns it; the
+        migration's end removes the record, its undo deletes the key."""
+        return await run_blocking(
+            self.executor, self._create_migration_key, request, activity.info().workflow_id
+        )
+
+    def _create_migration_key(self, request: MigrationKey, workflow_id: str) -> str:
+        with self.db.read() as session:
+            volume = fencing.owned(session, Volume, request.volume_id, workflow_id)
+            recorded = _migration_key(session, volume.id)
+            if recorded:
+                return recorded
+            spec = volume_db.encryption_spec(session, request.new_type_id)
+        assert spec is not None, "only an encrypted new type needs a key"
+        key_id = self.keys.create(volume.project_id, spec)
+        with self.db.transaction() as session:
+            fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
+            recorded = _migration_key(session, volume.id)
+            if recorded is None:
+                admin_metadata.put(session, volume.id, {admin_metadata.MIGRATION_KEY_ID: key_id})
+        if recorded is not None:  # an overlapping attempt recorded its own
+            self.keys.delete(volume.project_id, key_id)
+            return recorded
+        return key_id
+
+    @activity.defn(name="keys.delete_key")
+    async def delete_key(self, key: VolumeKey) -> None:
+        """Delete a key nothing uses any more (a migration's old or abandoned key)."""
+        await run_blocking(self.executor, self.keys.delete, key.project_id, key.key_id)
+
+
+def _migration_key(session, volume_id: str) -> str | None:
+    return volume_db.admin_metadata_of(session, volume_id).get(admin_metadata.MIGRATION_KEY_ID)

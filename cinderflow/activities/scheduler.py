@@ -19,12 +19,13 @@ from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Snapshot, Volume
-from cinderflow.payloads import ExtendCheck, ExtendPlan, Placement
+from cinderflow.payloads import ExtendCheck, ExtendPlan, Placement, RetypeCheck, RetypePlan
 from cinderflow.scheduling.backends import (
     candidates,
     extend_plan,
     extend_refusal,
     reports_since,
+    retype_plan,
 )
 from cinderflow.scheduling.filters import Request, choose, pool_host
 from cinderflow.settings import Settings
@@ -106,6 +107,18 @@ class SchedulerActivities(ActivityGroup):
         with self.db.read() as session:
             volume = fencing.owned(session, Volume, check.volume_id, workflow_id)
             return extend_plan(session, volume, check.new_size, check.online, self._cutoff())
+
+    @activity.defn(name="scheduler.plan_retype")
+    async def plan_retype(self, check: RetypeCheck) -> RetypePlan:
+        """The owned volume, its new type and the backend it fits under it (or why none)."""
+        return await run_blocking(
+            self.executor, self._plan_retype, check, activity.info().workflow_id
+        )
+
+    def _plan_retype(self, check: RetypeCheck, workflow_id: str) -> RetypePlan:
+        with self.db.read() as session:
+            volume = fencing.owned(session, Volume, check.volume_id, workflow_id)
+            return retype_plan(session, volume, check, self._cutoff())
 
     @activity.defn(name="scheduler.check_extend")
     async def check_extend(self, check: ExtendCheck) -> str | None:

@@ -19,10 +19,11 @@ from cinderflow.db import admin_metadata
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.admin_metadata import EXTEND_NEW_SIZE, EXTEND_RESERVATIONS
+from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Reservation, Volume
 from cinderflow.drivers.base import VolumeRef
-from cinderflow.payloads import Connection, ExtendRequest
+from cinderflow.payloads import Connection, ExtendRequest, MigrationState
 from cinderflow.threads import run_blocking
 
 
@@ -70,6 +71,25 @@ class VolumeActivities(ActivityGroup):
                     EXTEND_NEW_SIZE: str(request.new_size),
                     EXTEND_RESERVATIONS: json.dumps([str(r) for r in reservations]),
                 },
+            )
+
+    @activity.defn(name="volume.set_migration_status")
+    async def set_migration_status(self, state: MigrationState) -> None:
+        """A migration's progress through Cinder's `migration_status` (starting, migrating),
+        written by the migration that owns the volume; its end is the final write's."""
+        await run_blocking(
+            self.executor, self._set_migration_status, state, activity.info().workflow_id
+        )
+
+    def _set_migration_status(self, state: MigrationState, workflow_id: str) -> None:
+        with self.db.transaction() as session:
+            fencing.owned(session, Volume, state.volume_id, workflow_id, lock=True)
+            compare_and_swap(
+                session,
+                Volume,
+                state.volume_id,
+                expected={"workflow_id": workflow_id},
+                values={"migration_status": state.migration_status},
             )
 
     @activity.defn(name="volume.connections")

@@ -32,6 +32,7 @@ from cinderflow.api.routes import (
     messages,
     quotas,
     reset_status,
+    retype,
     services,
     snapshots,
     type_encryption,
@@ -78,6 +79,7 @@ def api_router() -> Router:
         snapshots,
         attachments,
         volume_actions,
+        retype,
         reset_status,
     ):
         router.include(module.router)

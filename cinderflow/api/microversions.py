@@ -59,7 +59,7 @@ class APIVersion:
 
 
 MIN_VERSION = APIVersion(3, 0)
-MAX_VERSION = APIVersion(3, 71)
+MAX_VERSION = APIVersion(3, 72)
 
 # Feature versions used by cinderflow (Cinder's constant names).
 MESSAGES = "3.3"
@@ -93,6 +93,9 @@ SNAPSHOT_IN_USE = "3.66"
 PROJECT_ID_OPTIONAL_IN_URL = "3.67"
 TRANSFER_ENCRYPTED_VOLUME = "3.70"
 EXTEND_VOLUME_COMPLETION = "3.71"
+MIGRATION_PROGRESS = "3.72"
+"""cinderflow's first own microversion (spec migration-progress-in-volume-details): an
+admin's volume show carries `migration_progress` while the volume is migrating."""
 
 
 class VersionNotAcceptable(ApiError):

@@ -12,7 +12,9 @@ from cinderflow.db.models import VolumeAdminMetadata
 
 EXTEND_NEW_SIZE = "extend_new_size"
 EXTEND_RESERVATIONS = "extend_reservations"
-OPERATION_KEYS = (EXTEND_NEW_SIZE, EXTEND_RESERVATIONS)
+MIGRATION_KEY_ID = "migration_key_id"
+"""A migration's destination key until the migration ends (then the volume's, or deleted)."""
+OPERATION_KEYS = (EXTEND_NEW_SIZE, EXTEND_RESERVATIONS, MIGRATION_KEY_ID)
 """Keys an operation in flight publishes; the end of any operation removes its own."""
 VISIBLE = (EXTEND_NEW_SIZE,)
 """Shown to clients in `metadata`: the compute reads the target size of an online extend."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update as sa_update
 from sqlmodel import Session, SQLModel, select
 
 from cinderflow import quota, user_messages
@@ -28,11 +29,21 @@ MODELS: dict[ResourceKind, type[SQLModel]] = {
 }
 FIELDS: dict[ResourceKind, frozenset[str]] = {
     ResourceKind.VOLUME: frozenset(
-        {"provider_location", "provider_id", "size", "host", "migration_status"}
+        {
+            "provider_location",
+            "provider_id",
+            "size",
+            "host",
+            "migration_status",
+            "volume_type_id",
+            "name_id",
+            "encryption_key_id",
+        }
     ),
     ResourceKind.SNAPSHOT: frozenset({"provider_location", "progress"}),
 }
-"""Fields a final write may change besides the status (a driver's model update, a new size)."""
+"""Fields a final write may change besides the status (a driver's model update, a new size, a
+retype's new type and a migration's new backend object)."""
 ERROR_STATUS = {
     ResourceKind.VOLUME: VolumeStatus.ERROR,
     ResourceKind.SNAPSHOT: SnapshotStatus.ERROR,
@@ -84,6 +95,8 @@ def apply(
         values["migration_status"] = (
             None if write.migration_status == MigrationStatus.NONE else write.migration_status
         )
+    if "volume_type_id" in values and write.resource == ResourceKind.VOLUME:
+        _retype_snapshots(session, row.id, values["volume_type_id"])
     status = write.status
     if write.previous:
         status = row.previous_status or ERROR_STATUS[write.resource]
@@ -100,6 +113,16 @@ def apply(
         )
     assert released, "the row is locked and its owner was checked above"
     return True
+
+
+def _retype_snapshots(session: Session, volume_id: str, volume_type_id: str) -> None:
+    """A volume's snapshots have its type (Cinder forgot them, LP#1877164): their counted
+    quota usage moves with them."""
+    session.exec(
+        sa_update(Snapshot)
+        .where(Snapshot.volume_id == volume_id)
+        .values(volume_type_id=volume_type_id)
+    )
 
 
 def _already_written(row: Any, write: FinalWrite, workflow_id: str | None) -> bool:

@@ -265,6 +265,8 @@ class FileDriver(VolumeDriver, SupportsReset, SupportsRetype, SupportsVolumeCopy
             shutil.rmtree(self._exports(volume), ignore_errors=True)
         else:
             (self._exports(volume) / _connector_key(connector)).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # gone, or another consumer's export is left
+                self._exports(volume).rmdir()
 
     def exports(self, volume: VolumeRef) -> list[dict[str, Any]]:
         """The connectors the volume is exported to."""

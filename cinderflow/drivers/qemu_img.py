@@ -253,9 +253,7 @@ def _convert(
     pass_fds: tuple[int, ...] = (),
 ) -> None:
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=errors, pass_fds=pass_fds
-        )
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, pass_fds=pass_fds)
         assert proc.stdout is not None
         try:
             while chunk := proc.stdout.read1(256):

@@ -4,6 +4,7 @@ and the API, which reads an extend's plan in the transaction that hands the volu
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_
@@ -11,9 +12,10 @@ from sqlmodel import Session, select
 
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db import volumes as volume_db
-from cinderflow.db.models import Service, Volume, utcnow
-from cinderflow.payloads import ExtendPlan
-from cinderflow.scheduling.filters import Candidate, Request, choose
+from cinderflow.db.models import Service, Snapshot, Volume, VolumeType, utcnow
+from cinderflow.db.type_diff import types_diff
+from cinderflow.payloads import ExtendPlan, NewType, RetypeCheck, RetypePlan
+from cinderflow.scheduling.filters import Candidate, Request, choose, pool_host
 from cinderflow.temporal.queues import backend_of
 
 VOLUME_BINARY = "cinder-volume"
@@ -77,3 +79,63 @@ def extend_plan(
         refused=extend_refusal(session, volume, new_size, online, cutoff),
         servers=attachment_db.servers(session, volume.id),
     )
+
+
+def retype_plan(
+    session: Session, volume: Volume, check: RetypeCheck, cutoff: datetime
+) -> RetypePlan:
+    """A retype's reads before it changes anything (Cinder's `find_retype_backend` and
+    `volume_types_diff`): the volume's own backend if it passes the new type's filters,
+    else (`on-demand`) the best other one; an administrator's migration names its backend.
+    The own backend needs no room for an in-place change, only for a copy (a new
+    encryption)."""
+    new_type = session.get(VolumeType, check.new_type_id)
+    assert new_type is not None, "types in use cannot be deleted"
+    diff = types_diff(session, volume.volume_type_id, new_type.id)
+    encryption = volume_db.encryption_spec(session, new_type.id)
+    target = NewType(
+        id=new_type.id,
+        name=new_type.name,
+        extra_specs=volume_db.extra_specs(session, new_type.id),
+        encryption=encryption,
+    )
+    plan = RetypePlan(
+        volume=volume_db.volume_ref(session, volume),
+        new_type=target,
+        diff=diff,
+        snapshots=len(
+            session.exec(select(Snapshot.id).where(Snapshot.volume_id == volume.id)).all()
+        ),
+        servers=attachment_db.servers(session, volume.id),
+    )
+    if volume.host is None:
+        plan.refused = "the volume has no backend"
+        return plan
+    request = Request(
+        size=volume.size,
+        availability_zone=volume.availability_zone,
+        extra_specs=target.extra_specs,
+        encryption_provider=encryption.provider if encryption else None,
+    )
+    found = candidates(session)
+    own = [c for c in found if c.service.host == backend_of(volume.host)]
+    if check.host is None:
+        in_place = replace(request, size=volume.size if diff["encryption"] else 0)
+        best, reason = choose(own, in_place, cutoff)
+        if best is not None:
+            plan.host = volume.host
+            return plan
+        if check.migration_policy != "on-demand":
+            plan.refused = reason
+            return plan
+        others = [c for c in found if c.service.host != backend_of(volume.host)]
+        best, reason = choose(others, request, cutoff)
+    else:
+        named = [c for c in found if c.service.host == backend_of(check.host)]
+        best, reason = choose(named, request, cutoff) if named else (None, "")
+        reason = reason or f"No valid backend was found. {check.host} is not a volume backend."
+    if best is None:
+        plan.refused = reason
+        return plan
+    plan.host = check.host if check.host and "#" in check.host else pool_host(best)
+    return plan

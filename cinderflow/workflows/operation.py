@@ -13,7 +13,8 @@ The body does its work through these verbs and ends with `finish` or `fail`:
 - `critical(name, work, effect=...)`: a step that is never cut (an extend's resize); a reset
   or cancel waits for it.
 - `undo_with(name, undo)`: how to undo what a step just created; on failure, reset or cancel
-  the undos run in reverse (a saga's compensations).
+  the undos run in reverse (a saga's compensations). `undone_by_step(name)` forgets one that
+  a later step made unnecessary.
 - `report(phase, percent)`: progress in workflow state, shown as current details and read
   through the `progress` query.
 - `close()`, then `finish(write)` / `fail(write)`: the one fenced final write
@@ -275,6 +276,11 @@ class OperationWorkflow:
         """Register the undo of what a step just created (run in reverse if the operation
         fails, is reset or cancelled)."""
         self._undos.append((name, undo))
+
+    def undone_by_step(self, name: str) -> None:
+        """The step just run undid what `name` would undo (a connection ended on the way):
+        forget that undo."""
+        self._undos = [(n, undo) for n, undo in self._undos if n != name]
 
     def record_effect(self, changes: dict[str, Any]) -> None:
         """Field changes the backend now has (a compute grew the disk), whoever ends it."""

@@ -22,6 +22,7 @@ from cinderflow.workflows.delete_snapshot import DeleteSnapshot
 from cinderflow.workflows.delete_volume import DeleteVolume
 from cinderflow.workflows.extend_volume import ExtendVolume
 from cinderflow.workflows.reset_volume import ResetVolume
+from cinderflow.workflows.retype_volume import RetypeVolume
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ def _extend(row: Any, request: Any) -> str:
     return f" to {request.new_size} GiB{attached}"
 
 
+def _retype(row: Any, request: Any) -> str:
+    return f" to type {request.new_type_id} (migration {request.migration_policy})"
+
+
 def _reset(row: Any, request: Any) -> str:
     attach = f", attach status {request.attach_status}" if request.attach_status else ""
     return f" to {request.status}{attach}"
@@ -83,6 +88,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("create", CreateVolume, ResourceKind.VOLUME, _volume("create", _source)),
         Operation("delete", DeleteVolume, ResourceKind.VOLUME, _volume("delete")),
         Operation("extend", ExtendVolume, ResourceKind.VOLUME, _volume("extend", _extend)),
+        Operation("retype", RetypeVolume, ResourceKind.VOLUME, _volume("retype", _retype)),
         Operation("reset", ResetVolume, ResourceKind.VOLUME, _volume("reset", _reset)),
         Operation("create_snapshot", CreateSnapshot, ResourceKind.SNAPSHOT, _snapshot("create")),
         Operation("delete_snapshot", DeleteSnapshot, ResourceKind.SNAPSHOT, _snapshot("delete")),

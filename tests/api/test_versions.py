@@ -18,7 +18,7 @@ def test_version_documents_need_no_auth(api: Api, path: str, code: int) -> None:
     assert set(version) == VERSION_KEYS
     assert version["id"] == "v3.0"
     assert version["status"] == "CURRENT"
-    assert (version["min_version"], version["version"]) == ("3.0", "3.71")
+    assert (version["min_version"], version["version"]) == ("3.0", "3.72")
     self_links = [link["href"] for link in version["links"] if link["rel"] == "self"]
     assert self_links == [api.base_url + "/v3/"]
 
@@ -34,7 +34,7 @@ def test_no_header_means_3_0_and_is_echoed(api: Api) -> None:
 
 @pytest.mark.parametrize(
     ("header", "echo"),
-    [("volume 3.27", "3.27"), ("volume latest", "3.71"), ("compute 2.1, volume 3.5", "3.5")],
+    [("volume 3.27", "3.27"), ("volume latest", "3.72"), ("compute 2.1, volume 3.5", "3.5")],
 )
 def test_requested_version_is_echoed(api: Api, header: str, echo: str) -> None:
     response = api.get("/volumes", version=None, headers={"OpenStack-API-Version": header})
@@ -51,7 +51,7 @@ def test_legacy_header_is_an_alias(api: Api) -> None:
 def test_out_of_range_version_is_406(api: Api, requested: str) -> None:
     response = api.get("/volumes", version=requested)
     message = assert_fault(response, 406, f"Version {requested} is not supported by the API.")
-    assert "Minimum is 3.0 and maximum is 3.71." in message
+    assert "Minimum is 3.0 and maximum is 3.72." in message
     assert response.headers["Vary"] == "OpenStack-API-Version"
 
 

@@ -27,7 +27,7 @@ def test_create_list_show_delete(cinder, stack: ThreadStack) -> None:
 def test_old_microversion_and_version_list(cinder) -> None:
     assert "ID" in cinder("--os-volume-api-version", "3.0", "list").stdout
     versions = cinder("version-list").stdout
-    assert "3.71" in versions and "3.0" in versions
+    assert "3.72" in versions and "3.0" in versions
 
 
 def test_errors_are_reported_by_the_cli(cinder) -> None:

@@ -97,7 +97,7 @@ def test_dev_serves_persists_and_stops_cleanly(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{dev.port}/v3" in output
         assert f"http://127.0.0.1:{dev.ui_port}" in output
         root = httpx.get(f"http://127.0.0.1:{dev.port}/")
-        assert root.status_code == 300 and root.json()["versions"][0]["version"] == "3.71"
+        assert root.status_code == 300 and root.json()["versions"][0]["version"] == "3.72"
         poll(
             lambda: httpx.get(f"http://127.0.0.1:{dev.ui_port}/").status_code == 200,
             what="Temporal UI",

@@ -47,6 +47,7 @@ from cinderflow.db.engine import Database
 from cinderflow.db.metadata import VOLUMES, set_metadata
 from cinderflow.db.models import OutboxEntry, Service, Snapshot, Volume, VolumeType, utcnow
 from cinderflow.db.paging import MarkerNotFound
+from cinderflow.payloads import OperationProgress
 from cinderflow.settings import Settings
 from cinderflow.status import (
     AttachStatus,
@@ -55,6 +56,8 @@ from cinderflow.status import (
     SnapshotStatus,
     VolumeStatus,
 )
+from cinderflow.temporal.outbox import TemporalUnavailable
+from cinderflow.temporal.owner import OwnerGone, UpdateRefused
 from cinderflow.workflows.create_volume import CreateVolumeInput
 from cinderflow.workflows.delete_volume import DeleteVolumeInput
 
@@ -346,7 +349,32 @@ async def show(req: ApiRequest) -> Response:
             volume = visible_volume(session, req.ctx, req.path_params["volume_id"])
             return views.load(session, [volume])[0]
 
-    return volume_response(req, await run_in_threadpool(run))
+    view = await run_in_threadpool(run)
+    body = views.detail(req, view)
+    progress = await migration_progress(req, view.volume)
+    if progress:
+        body["migration_progress"] = progress
+    return JSONResponse({"volume": body})
+
+
+async def migration_progress(req: ApiRequest, volume: Volume) -> str | None:
+    """How far a migration's copy is, in percent as a string (3.72, admin, only while
+    `migrating`; spec migration-progress-in-volume-details), asked of the migration's
+    workflow; None, so the field is left out, when there is no answer (no worker runs it)."""
+    if not (
+        req.at_least(mv.MIGRATION_PROGRESS)
+        and req.allowed("volume_extension:volume_mig_status_attribute")
+        and volume.migration_status == MigrationStatus.MIGRATING
+        and volume.workflow_id
+    ):
+        return None
+    try:
+        progress = await req.services.owners.query(
+            volume.workflow_id, "progress", result_type=OperationProgress
+        )
+    except (UpdateRefused, OwnerGone, TemporalUnavailable):
+        return None
+    return str(progress.percent) if progress.percent is not None else None
 
 
 # Update ------------------------------------------------------------------------------------

@@ -115,6 +115,10 @@ class VolumeDetail(VolumeSummary):
     volume_type_id: str | None = Field(default=None, description="from 3.63")
     encryption_key_id: str | None = Field(default=None, description="from 3.64")
     consumes_quota: bool | None = Field(default=None, description="from 3.65")
+    migration_progress: str | None = Field(
+        default=None,
+        description="from 3.72, admin only, volume show only while migrating: percent copied",
+    )
 
 
 class VolumeBody(BaseModel):

@@ -100,7 +100,7 @@ def detail(req: ApiRequest, view: VolumeView) -> dict[str, Any]:
         body["os-vol-host-attr:host"] = v.host
     if req.allowed("volume_extension:volume_mig_status_attribute"):
         body["os-vol-mig-status-attr:migstat"] = v.migration_status
-        body["os-vol-mig-status-attr:name_id"] = None
+        body["os-vol-mig-status-attr:name_id"] = v.name_id
     versioned = {
         "group_id": None,
         "provider_id": v.provider_id,

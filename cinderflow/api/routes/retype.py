@@ -1,0 +1,146 @@
+"""`POST /volumes/{id}/action` os-retype: Cinder's checks in Cinder's order (contract §3.3),
+then, in one transaction, the new type's per-type quota reserved (keyed by the volume), the
+volume compared-and-swapped `available|in-use -> retyping` and handed to RetypeVolume.
+
+Later failures (no backend, a migration `never` allows, snapshots) are the workflow's: the
+volume returns to its status with a user message, as in Cinder (there, without the message).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from cinderflow import quota
+from cinderflow.api import policy
+from cinderflow.api.errors import (
+    Conflict,
+    invalid_input,
+    invalid_volume,
+    volume_type_not_found,
+)
+from cinderflow.api.handover import hand_over, operation_policy
+from cinderflow.api.lookups import visible_volume
+from cinderflow.api.routes.volume_actions import ACTIONS, router
+from cinderflow.api.routing import ApiRequest
+from cinderflow.api.validation import StrictModel
+from cinderflow.db import ownership
+from cinderflow.db import types as type_db
+from cinderflow.db import volumes as volume_db
+from cinderflow.db.models import OutboxEntry, Volume, VolumeType
+from cinderflow.status import MigrationStatus, VolumeStatus
+from cinderflow.workflows.retype_volume import RetypeInput
+
+NOT_RETYPABLE = (
+    "Retype needs volume to be in available or in-use state, not be part of an active "
+    "migration or a consistency group, requested type has to be different that the one from "
+    "the volume, and for in-use volumes front-end qos specs cannot change."
+)
+"""Cinder's message, word for word (its typo included): clients and tests match it."""
+RETYPABLE = (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE)
+NOT_MIGRATING = ("deleting", MigrationStatus.ERROR, MigrationStatus.SUCCESS)
+
+
+class Retype(StrictModel):
+    new_type: str = Field(min_length=1, max_length=255)
+    migration_policy: Literal["never", "on-demand"] | None = None
+
+
+class RetypeBody(StrictModel):
+    retype: Retype = Field(alias="os-retype")
+
+
+@router.action(ACTIONS, "os-retype", body=RetypeBody)
+async def retype(req: ApiRequest) -> Response:
+    """Change a volume's type, in place or (`on-demand`) by migration."""
+    assert isinstance(req.body, RetypeBody)
+    body = req.body.retype
+
+    def run() -> OutboxEntry:
+        with req.services.db.transaction() as session:
+            volume = visible_volume(session, req.ctx, req.path_params["volume_id"], for_update=True)
+            policy.authorize(req.ctx, "volume:retype", volume.project_id)
+            visible_to = None if req.ctx.is_admin else req.ctx.project_id
+            new_type = type_db.find(session, body.new_type, project_id=visible_to)
+            if new_type is None:
+                raise volume_type_not_found(body.new_type)
+            _check_type(session, volume, new_type)
+            settings = req.services.settings
+            if new_type.id != volume.volume_type_id:  # else the status check below refuses
+                quota.reserve(
+                    session,
+                    settings,
+                    volume_id=volume.id,
+                    project_id=volume.project_id,
+                    deltas={
+                        f"volumes_{new_type.name}": 1,
+                        f"gigabytes_{new_type.name}": volume.size,
+                    },
+                )
+            _check_retypable(session, volume, new_type)
+            payload = RetypeInput(
+                resource_id=volume.id,
+                new_type_id=new_type.id,
+                migration_policy=body.migration_policy or "never",
+                previous_status=volume.status,
+                policy=operation_policy(settings),
+                request_id=req.ctx.request_id,
+            )
+            entry = hand_over(
+                session,
+                settings,
+                "retype",
+                volume,
+                payload,
+                status=VolumeStatus.RETYPING,
+                expected={"status": volume.status},
+            )
+            assert entry is not None, "the row is locked and was checked above"
+            return entry
+
+    await req.services.outbox.start(await run_in_threadpool(run))
+    return Response(status_code=202)
+
+
+def _check_type(session: Session, volume: Volume, new_type: VolumeType) -> None:
+    """What the new type itself forbids (Cinder's checks before the quota)."""
+    specs = volume_db.extra_specs(session, new_type.id)
+    multiattach = specs.get("multiattach") == "<is> True"
+    if multiattach != volume.multiattach and volume.status != VolumeStatus.AVAILABLE:
+        raise invalid_input(
+            "Invalid volume_type passed, retypes affecting multiattach are only allowed on "
+            "available volumes, the given volume has a status of: " + volume.status + "."
+        )
+    if multiattach and type_db.encryption_of(session, new_type.id) is not None:
+        raise invalid_input("Multiattach cannot be enabled on encrypted volume types.")
+    low, high = specs.get("provisioning:min_vol_size"), specs.get("provisioning:max_vol_size")
+    if low and low.isdigit() and volume.size < int(low):
+        raise invalid_input(
+            f"Specified volume size of {volume.size} is less than the minimum "
+            f"required size of {low} for volume type {new_type.name}."
+        )
+    if high and high.isdigit() and volume.size > int(high):
+        raise invalid_input(
+            f"Specified volume size of {volume.size} is greater than the maximum "
+            f"allowable size of {high} for volume type {new_type.name}."
+        )
+
+
+def _check_retypable(session: Session, volume: Volume, new_type: VolumeType) -> None:
+    """Cinder's compare-and-swap condition, checked on the locked row, with its one message;
+    a retypable volume that an operation owns or holds is busy (409), as for extend."""
+    migrating = volume.migration_status not in (None, *NOT_MIGRATING)
+    if volume.status not in RETYPABLE or migrating or new_type.id == volume.volume_type_id:
+        raise invalid_volume(NOT_RETYPABLE)
+    held = ownership.holds_on(session, volume.id)
+    if volume.workflow_id is not None or held:
+        holder = (
+            f"operation {volume.workflow_id} owns it"
+            if volume.workflow_id
+            else ownership.hold_reason(held[0])
+        )
+        raise Conflict(f"Volume {volume.id} is busy: {holder}; retype it once that has ended.")

@@ -1,0 +1,333 @@
+"""Retype a volume: in place where its backend can change it, else by migration (contract §6).
+
+The API has set `retyping` (the status before is kept) and reserved the new type's
+`volumes_<type>`/`gigabytes_<type>`, keyed by the volume. Here:
+
+1. **Plan** (one read): the new type, how it differs (`types_diff`), and the backend the volume
+   fits under it: its own if that passes the new type's filters, else with `on-demand` the best
+   other one. No backend, or a copy that `never` forbids, or snapshots (a copy cannot take them
+   along) end the retype back in the previous status with a user message.
+2. **In place**: types that differ in nothing the driver must copy for go to `driver.retype`;
+   done, the final write commits the new type (the snapshots follow it, and so does the counted
+   quota usage).
+3. **Migration** (Cinder's generic, host-assisted copy, `_migrate_volume_generic`), each step
+   undone in reverse if a later one fails, a reset takes over or the workflow is cancelled:
+   `migration_status` `starting`; a new key if the new type is encrypted (undo: delete it); the
+   destination created on the target backend under a new name (`volume-<name_id>`; undo:
+   delete it); the source exported to the copy (undo: end the export); `migrating`; the copy,
+   run by the destination's driver, its percentage signalled here as it grows (current
+   details, the `progress` query, the volume's `migration_progress` at 3.72); the export ended.
+   Then the one final write: the volume keeps its id, its data is the destination's (`host`,
+   `name_id`, `provider_location`, `encryption_key_id`), new type, `migration_status`
+   `success`. Only after it, the old backend object and the old key are deleted: until the
+   write the source is the volume, intact, whatever happens to the copy.
+
+An attached volume's migration needs its compute to copy (swap volume); it is refused here
+with a user message, the volume back `in-use`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from cinderflow.activities.driver import COPY_PROGRESS_SIGNAL, DriverActivities
+    from cinderflow.activities.keys import KeyActivities
+    from cinderflow.activities.scheduler import SchedulerActivities
+    from cinderflow.activities.volumes import VolumeActivities
+    from cinderflow.db.admin_metadata import MIGRATION_KEY_ID
+    from cinderflow.drivers.base import VolumeRef
+    from cinderflow.payloads import (
+        Connection,
+        FinalWrite,
+        MigrationKey,
+        MigrationState,
+        OperationOutcome,
+        RetypeCheck,
+        Retyped,
+        RetypePlan,
+        RetypeRequest,
+        VolumeCopy,
+        VolumeKey,
+    )
+    from cinderflow.status import MigrationStatus, VolumeStatus
+    from cinderflow.user_messages import Action, Code, Detail
+    from cinderflow.workflows import common
+    from cinderflow.workflows.operation import OperationInput, OperationWorkflow
+
+MIGRATION_CONNECTOR = {"host": "cinderflow-migration", "initiator": "cinderflow-migration"}
+"""The consumer the source is exported to for the copy (the destination's driver reads it)."""
+END_EXPORT = "end the source's export"
+
+
+class RetypeInput(OperationInput):
+    new_type_id: str
+    migration_policy: str = "never"
+    previous_status: str
+    """available or in-use: where the volume returns whatever the outcome."""
+
+
+@workflow.defn(name="RetypeVolume")
+class RetypeVolume(OperationWorkflow):
+    operation = "retype"
+    admin_metadata_keys = (MIGRATION_KEY_ID,)
+
+    @workflow.init
+    def __init__(self, request: RetypeInput) -> None:
+        super().__init__()
+        self.request = request
+        self.migrating = False
+        """The migration has begun: whichever way it stops, `migration_status` ends `error`."""
+        self.copying = ""
+
+    @workflow.signal(name=COPY_PROGRESS_SIGNAL)
+    def copy_progress(self, percent: int) -> None:
+        """The copy's percentage, sent by its activity as it grows."""
+        if self.copying and 0 <= percent <= 100:
+            self.report(self.copying, percent)
+
+    @workflow.run
+    async def run(self, request: RetypeInput) -> OperationOutcome:
+        return await self.execute(request, self._retype(request))
+
+    async def _retype(self, request: RetypeInput) -> OperationOutcome:
+        self.report("Choosing a backend for the new type.")
+        check = RetypeCheck(
+            volume_id=request.resource_id,
+            new_type_id=request.new_type_id,
+            migration_policy=request.migration_policy,
+        )
+        plan = await self.step(
+            lambda: common.run_control(SchedulerActivities.plan_retype, check, "plan retype")
+        )
+        if plan.refused or plan.host is None:
+            return await self._back(plan.refused or "no backend", Detail.NO_BACKEND_AVAILABLE)
+        new_type = {"volume_type_id": plan.new_type.id}
+        if plan.diff.get("equal"):
+            return await self._done(new_type, f"retyped to {plan.new_type.name} (nothing differs)")
+        if plan.same_backend and not plan.diff.get("encryption"):
+            retyped = await self._in_place(plan)
+            if retyped.done:
+                values = {**new_type, **retyped.update}
+                return await self._done(values, f"retyped to {plan.new_type.name} in place")
+        if request.migration_policy != "on-demand":
+            return await self._back(
+                "Retype requires migration but is not allowed.", Detail.RETYPE_NEEDS_MIGRATION
+            )
+        if plan.snapshots:
+            return await self._back("Volume must not have snapshots.", Detail.VOLUME_HAS_SNAPSHOTS)
+        if request.previous_status == VolumeStatus.IN_USE or plan.servers:
+            return await self._back(
+                "Migrating an attached volume needs its compute to copy the data (swap "
+                "volume), which this retype cannot ask for; detach it first.",
+                Detail.MIGRATION_FAILED,
+            )
+        return await self._migrate(plan)
+
+    async def _in_place(self, plan: RetypePlan) -> Retyped:
+        """The driver's retype on the volume's backend; a failure counts as "cannot" (Cinder),
+        so a copy may still do it."""
+        volume = plan.volume
+        assert volume.host is not None
+        self.report(f"Retyping in place on `{volume.host}`.")
+        retype = RetypeRequest(
+            volume=volume, new_type=plan.new_type, diff=plan.diff, host=volume.host
+        )
+        try:
+            return await self.critical(
+                "the driver's retype",
+                lambda: workflow.execute_activity_method(
+                    DriverActivities.retype,
+                    retype,
+                    **common.driver(volume.host, self.request.policy, "driver retype"),
+                ),
+            )
+        except ActivityError as error:
+            workflow.logger.info("in-place retype failed, a copy may do: %s", error)
+            return Retyped(done=False)
+
+    async def _migrate(self, plan: RetypePlan) -> OperationOutcome:
+        source, target_host = plan.volume, plan.host
+        assert source.host is not None and target_host is not None
+        policy = self.request.policy
+        self.migrating = True
+        await self._migration_status(MigrationStatus.STARTING)
+        key_id: str | None = None
+        if plan.new_type.encryption is not None:
+            self.report("Creating the destination's encryption key.")
+            new_key = MigrationKey(volume_id=source.id, new_type_id=plan.new_type.id)
+            key_id = await self.step(
+                lambda: common.run_control(
+                    KeyActivities.create_migration_key, new_key, "destination key"
+                )
+            )
+            assert key_id is not None
+            key = VolumeKey(project_id=source.project_id, key_id=key_id)
+            self.undo_with(
+                "delete the destination's key",
+                lambda: common.run_control(KeyActivities.delete_key, key, "delete key"),
+            )
+        target = VolumeRef(
+            id=source.id,
+            name_id=str(workflow.uuid4()),
+            size=source.size,
+            project_id=source.project_id,
+            host=target_host,
+            volume_type_id=plan.new_type.id,
+            extra_specs=plan.new_type.extra_specs,
+            encryption=plan.new_type.encryption,
+            encryption_key_id=key_id,
+        )
+        self.report(f"Creating the destination on `{target_host}`.")
+        try:
+            update = await self.step(
+                lambda: workflow.execute_activity_method(
+                    DriverActivities.create_volume,
+                    target,
+                    **common.driver(target_host, policy, "driver create_volume (destination)"),
+                )
+            )
+        except ActivityError as error:
+            return await self._migration_failed(error)
+        self.undo_with(
+            "delete the destination",
+            lambda: workflow.execute_activity_method(
+                DriverActivities.delete_volume,
+                target,
+                **common.driver(target_host, policy, "driver delete_volume (destination)"),
+            ),
+        )
+        target = target.model_copy(update=update)
+        export = Connection(
+            attachment_id=f"migration-{target.name_id}",
+            volume=source,
+            connector=MIGRATION_CONNECTOR,
+        )
+        try:
+            connection = await self.step(
+                lambda: workflow.execute_activity_method(
+                    DriverActivities.initialize_connection,
+                    export,
+                    **common.driver(source.host, policy, "driver initialize_connection (source)"),
+                )
+            )
+        except ActivityError as error:
+            return await self._migration_failed(error)
+        self.undo_with(END_EXPORT, lambda: self._end_export(export))
+        await self._migration_status(MigrationStatus.MIGRATING)
+        self.copying = f"Copying {source.size} GiB from `{source.host}` to `{target_host}`."
+        self.report(self.copying, 0)
+        copy = VolumeCopy(target=target, source=source, source_connection=connection)
+        try:
+            await self.step(
+                lambda: workflow.execute_activity_method(
+                    DriverActivities.copy_volume_data,
+                    copy,
+                    **common.driver(target_host, policy, "driver copy_volume_data"),
+                )
+            )
+        except ActivityError as error:
+            return await self._migration_failed(error)
+        finally:
+            self.copying = ""
+        self.report("Ending the source's export.", 100)
+        await self.step(lambda: self._end_export(export))
+        self.undone_by_step(END_EXPORT)
+        values = {
+            "volume_type_id": plan.new_type.id,
+            "host": target_host,
+            "name_id": target.name_id,
+            "provider_location": target.provider_location,
+            "encryption_key_id": key_id,
+        }
+        done = await self._done(
+            values,
+            f"retyped to {plan.new_type.name} by migration to {target_host}",
+            migration_status=MigrationStatus.SUCCESS,
+        )
+        await self._remove_source(source, key_id)
+        return done
+
+    async def _remove_source(self, source: VolumeRef, key_id: str | None) -> None:
+        """After the final write: the old backend object and the old key are no one's now.
+        Run through a cancel (shielded); a failure leaves them, said in the workflow's log."""
+        assert source.host is not None
+        self.report(f"Deleting the source on `{source.host}`.")
+        try:
+            await self.shielded(
+                workflow.execute_activity_method(
+                    DriverActivities.delete_volume,
+                    source,
+                    **common.driver(
+                        source.host, self.request.policy, "driver delete_volume (source)"
+                    ),
+                )
+            )
+            if source.encryption_key_id and source.encryption_key_id != key_id:
+                old = VolumeKey(project_id=source.project_id, key_id=source.encryption_key_id)
+                await self.shielded(
+                    common.run_control(KeyActivities.delete_key, old, "delete the old key")
+                )
+        except ActivityError as error:
+            workflow.logger.warning("the migrated volume's source was not removed: %s", error)
+        self.report("Migrated.")
+
+    async def _end_export(self, export: Connection) -> None:
+        assert export.volume.host is not None
+        await workflow.execute_activity_method(
+            DriverActivities.terminate_connection,
+            export,
+            **common.driver(export.volume.host, self.request.policy, "driver terminate_connection"),
+        )
+
+    async def _migration_status(self, status: str) -> None:
+        state = MigrationState(volume_id=self.request.resource_id, migration_status=status)
+        await self.step(
+            lambda: common.run_control(
+                VolumeActivities.set_migration_status, state, f"migration_status {status}"
+            )
+        )
+
+    async def _migration_failed(self, error: ActivityError) -> OperationOutcome:
+        return await self._back(
+            f"Migration failed: {common.failure_message(error)}", Detail.MIGRATION_FAILED
+        )
+
+    async def _done(
+        self, values: dict[str, Any], reason: str, *, migration_status: str | None = None
+    ) -> OperationOutcome:
+        """The retype's commit: the new type (and where the data now is), back to the status
+        before; the reservation is released as the counted usage moves with the rows."""
+        outcome = await self.finish(
+            FinalWrite(
+                resource_id=self.request.resource_id,
+                status=self.request.previous_status,
+                values=values,
+                migration_status=migration_status,
+                reason=reason,
+            )
+        )
+        return outcome.model_copy(update={"status": reason})
+
+    async def _back(self, reason: str, detail: Code) -> OperationOutcome:
+        """The retype did not happen: previous status and type, reservation released, undos
+        run, a user message; a migration that had begun ends `error`."""
+        return await self.fail(
+            FinalWrite(
+                resource_id=self.request.resource_id,
+                status=self.request.previous_status,
+                migration_status=MigrationStatus.ERROR if self.migrating else None,
+                reason=reason,
+                message=self.message(Action.RETYPE_VOLUME, detail),
+            )
+        )
+
+    def stopped_write(self, write: FinalWrite) -> FinalWrite:
+        """A reset or cancel that stopped a migration: `migration_status` `error` unless the
+        reset names one."""
+        if self.migrating and write.migration_status is None:
+            write.migration_status = MigrationStatus.ERROR
+        return write

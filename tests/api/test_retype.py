@@ -1,0 +1,424 @@
+"""os-retype on a stack with two file backends (`gold`, `silver`): Cinder's checks, in place,
+by migration (data copy, encryption changes), progress, resets and quota."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cinderflow.db.engine import Database
+from cinderflow.drivers import qemu_img
+from cinderflow.keys.service import KeyService, key_service
+from cinderflow.quota.engine import counted_usage, reserved, usage
+from cinderflow.settings import BackendConfig
+from tests.conftest import Databases
+from tests.helpers import (
+    Api,
+    ThreadStack,
+    assert_fault,
+    history_steps,
+    hold_failpoint,
+    poll,
+    save_history,
+    stack_settings,
+    step_failpoint,
+    wait_failpoint,
+    workflows_of,
+)
+
+LUKS = {"provider": "luks", "cipher": "aes-xts-plain64", "key_size": 256}
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def two(
+    tmp_path_factory: pytest.TempPathFactory, temporal, databases: Databases
+) -> Iterator[ThreadStack]:
+    """A stack whose worker serves two backends."""
+    tmp = tmp_path_factory.mktemp("two-backends")
+    backends = [
+        BackendConfig(name=name, options={"path": str(tmp / name), "luks_iter_time_ms": 10})
+        for name in ("gold", "silver")
+    ]
+    settings = stack_settings(tmp, databases.new("sqlite"), temporal.address, backends=backends)
+    running = ThreadStack(settings).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def api(two: ThreadStack) -> Api:
+    return two.api()
+
+
+def root(stack: ThreadStack, backend: str) -> Path:
+    return Path(next(b for b in stack.settings.backends if b.name == backend).options["path"])
+
+
+def new_type(api: Api, backend: str | None, encrypted: bool = False, **specs: str) -> dict:
+    name = f"{backend or 'any'}-{uuid.uuid4().hex[:6]}"
+    extra = {**({"volume_backend_name": backend} if backend else {}), **specs}
+    body = {"volume_type": {"name": name, "extra_specs": extra}}
+    vtype = api.post("/types", body).json()["volume_type"]
+    if encrypted:
+        enc = {"encryption": {**LUKS, "control_location": "front-end"}}
+        assert api.post(f"/types/{vtype['id']}/encryption", enc).status_code == 200
+    return vtype
+
+
+def backend_file(stack: ThreadStack, volume: dict) -> Path:
+    backend = volume["os-vol-host-attr:host"].split("@")[1].split("#")[0]
+    name = volume["os-vol-mig-status-attr:name_id"] or volume["id"]
+    return root(stack, backend) / f"volume-{name}"
+
+
+def keys_of(stack: ThreadStack) -> KeyService:
+    return key_service(stack.settings, Database(stack.settings.db_url))
+
+
+def write_guest(stack: ThreadStack, volume: dict, offset: int, data: bytes) -> None:
+    """Write as the guest would (through LUKS when encrypted)."""
+    path = backend_file(stack, volume)
+    if not volume["encrypted"]:
+        with open(path, "r+b") as handle:
+            handle.seek(offset)
+            handle.write(data)
+        return
+    plain = path.with_name("plain.raw")
+    plain.write_bytes(b"\0" * offset + data)
+    secret = keys_of(stack).passphrase(
+        volume["os-vol-tenant-attr:tenant_id"], volume["encryption_key_id"]
+    )
+    qemu_img.convert_into(plain, path, target_secret=secret)
+    plain.unlink()
+
+
+def passphrase(stack: ThreadStack, volume: dict) -> bytes:
+    return keys_of(stack).passphrase(
+        volume["os-vol-tenant-attr:tenant_id"], volume["encryption_key_id"]
+    )
+
+
+def guest_digest(stack: ThreadStack, volume: dict, length: int) -> str:
+    """A checksum of the first `length` guest-visible bytes."""
+    path = backend_file(stack, volume)
+    if not volume["encrypted"]:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read(length)).hexdigest()
+    secret = keys_of(stack).passphrase(
+        volume["os-vol-tenant-attr:tenant_id"], volume["encryption_key_id"]
+    )
+    return hashlib.sha256(qemu_img.read_luks(path, 0, length, secret)).hexdigest()
+
+
+def snapshot_of(api: Api, volume_id: str) -> dict:
+    """An available snapshot of the volume."""
+    snapshot = api.post("/snapshots", {"snapshot": {"volume_id": volume_id}}).json()["snapshot"]
+    return poll(
+        lambda: (
+            (s := api.get(f"/snapshots/{snapshot['id']}").json()["snapshot"])["status"]
+            == "available"
+            and s
+        ),
+        what="snapshot available",
+    )
+
+
+def message_of(api: Api, volume_id: str) -> str:
+    """The user message recorded about the volume (exactly one)."""
+    (message,) = [
+        m for m in api.get("/messages").json()["messages"] if m["resource_uuid"] == volume_id
+    ]
+    return message["user_message"]
+
+
+def retype(api: Api, volume_id: str, new: str, policy: str | None = "on-demand"):
+    body = {"os-retype": {"new_type": new, **({"migration_policy": policy} if policy else {})}}
+    return api.post(f"/volumes/{volume_id}/action", body)
+
+
+def settled(api: Api, volume_id: str) -> dict:
+    """The volume once its retype has ended (no workflow owns it)."""
+    return api.wait_status(volume_id, "available", "in-use", "error")
+
+
+def assert_quota_exact(stack: ThreadStack, project: str) -> None:
+    db = Database(stack.settings.db_url)
+    try:
+        with db.read() as session:
+            assert usage(session, stack.settings, project) == counted_usage(
+                session, stack.settings, project
+            )
+            assert reserved(session, project) == {}
+    finally:
+        db.dispose()
+
+
+def wait_retype_ended(stack: ThreadStack, volume_id: str) -> str:
+    workflow_id = poll(lambda: workflows_of(stack.settings.temporal_address, volume_id, "retype"))[
+        -1
+    ]
+    poll(
+        lambda: (
+            not workflows_of(stack.settings.temporal_address, volume_id, "retype", running=True)
+        ),
+        what="retype ended",
+    )
+    return workflow_id
+
+
+# Cinder's checks ---------------------------------------------------------------------------
+
+
+def test_unknown_type_same_type_and_bad_bodies(api: Api) -> None:
+    gold = new_type(api, "gold")
+    volume = api.available_volume(1, volume_type=gold["name"])
+    assert_fault(
+        retype(api, volume["id"], "no-such-type"),
+        404,
+        "Volume type with name no-such-type could not be found.",
+    )
+    assert_fault(retype(api, volume["id"], gold["name"]), 400, "requested type has to be different")
+    assert_fault(
+        retype(api, volume["id"], gold["id"]), 400, "Retype needs volume to be in available"
+    )
+    assert_fault(retype(api, volume["id"], gold["name"], policy="sometimes"), 400)
+    bad = api.post(f"/volumes/{volume['id']}/action", {"os-retype": {"migration_policy": "never"}})
+    assert_fault(bad, 400)
+    assert api.volume(volume["id"])["status"] == "available"
+
+
+def test_quota_of_the_new_type_is_checked(api: Api, two: ThreadStack) -> None:
+    gold, other = new_type(api, "gold"), new_type(api, "gold")
+    volume = api.available_volume(1, volume_type=gold["name"])
+    quota = {"quota_set": {f"volumes_{other['name']}": 0}}
+    assert api.put(f"/os-quota-sets/{api.project}", quota).status_code == 200
+    assert_fault(retype(api, volume["id"], other["name"]), 413, f"volumes_{other['name']}")
+    assert api.volume(volume["id"])["status"] == "available"
+    assert_quota_exact(two, api.project)
+
+
+def test_members_retype_their_own(api: Api, two: ThreadStack) -> None:
+    gold, other = new_type(api, "gold"), new_type(api, "gold", **{"file:tier": "b"})
+    member = api.as_user("alice")
+    volume = member.available_volume(1, volume_type=gold["name"])
+    assert retype(member, volume["id"], other["name"]).status_code == 202
+    assert settled(api, volume["id"])["volume_type"] == other["name"]
+
+
+# In place ------------------------------------------------------------------------------------
+
+
+def test_in_place_keeps_the_file_and_moves_the_quota(api: Api, two: ThreadStack) -> None:
+    gold, other = new_type(api, "gold"), new_type(api, "gold", **{"file:tier": "b"})
+    volume = api.available_volume(1, volume_type=gold["name"])
+    before = os.stat(backend_file(two, volume))
+    snapshot = api.post("/snapshots", {"snapshot": {"volume_id": volume["id"]}}).json()["snapshot"]
+    poll(
+        lambda: api.get(f"/snapshots/{snapshot['id']}").json()["snapshot"]["status"] == "available"
+    )
+    assert retype(api, volume["id"], other["name"]).status_code == 202
+    done = settled(api, volume["id"])
+    assert done["status"] == "available" and done["volume_type"] == other["name"]
+    assert done["os-vol-mig-status-attr:name_id"] is None
+    after = os.stat(backend_file(two, done))
+    assert (after.st_ino, after.st_dev) == (before.st_ino, before.st_dev)  # no copy
+    limits = api.get(f"/os-quota-sets/{api.project}", params={"usage": "true"}).json()["quota_set"]
+    assert limits[f"volumes_{other['name']}"]["in_use"] == 1
+    assert limits[f"volumes_{gold['name']}"]["in_use"] == 0
+    assert limits[f"snapshots_{other['name']}"]["in_use"] == 1  # the snapshot follows its volume
+    assert_quota_exact(two, api.project)
+    save_history(two.settings.temporal_address, volume["id"], "retype", "RetypeVolume-in-place")
+
+
+def test_never_to_another_backend_returns_with_a_message(api: Api, two: ThreadStack) -> None:
+    gold, silver = new_type(api, "gold"), new_type(api, "silver")
+    volume = api.available_volume(1, volume_type=gold["name"])
+    assert retype(api, volume["id"], silver["name"], policy="never").status_code == 202
+    wait_retype_ended(two, volume["id"])
+    back = api.volume(volume["id"])
+    assert back["status"] == "available" and back["volume_type"] == gold["name"]
+    # Cinder's scheduler looks at the volume's own backend only: no valid backend
+    assert message_of(api, volume["id"]) == (
+        "retype volume:Could not find any available weighted backend."
+    )
+    assert_quota_exact(two, api.project)
+    save_history(two.settings.temporal_address, volume["id"], "retype", "RetypeVolume-never")
+
+
+def test_never_refuses_a_copy_on_the_same_backend(api: Api, two: ThreadStack) -> None:
+    """The own backend fits the new type, but a new encryption needs a copy: `never` says no."""
+    gold, encrypted = new_type(api, "gold"), new_type(api, "gold", encrypted=True)
+    volume = api.available_volume(1, volume_type=gold["name"])
+    assert retype(api, volume["id"], encrypted["name"], policy=None).status_code == 202
+    wait_retype_ended(two, volume["id"])
+    back = api.volume(volume["id"])
+    assert back["status"] == "available" and back["volume_type"] == gold["name"]
+    assert back["encrypted"] is False
+    assert message_of(api, volume["id"]) == (
+        "retype volume:Retype requires migration but is not allowed."
+    )
+    assert_quota_exact(two, api.project)
+
+
+def test_snapshots_block_a_migration(api: Api, two: ThreadStack) -> None:
+    gold, silver = new_type(api, "gold"), new_type(api, "silver")
+    volume = api.available_volume(1, volume_type=gold["name"])
+    snapshot = api.post("/snapshots", {"snapshot": {"volume_id": volume["id"]}}).json()["snapshot"]
+    poll(
+        lambda: api.get(f"/snapshots/{snapshot['id']}").json()["snapshot"]["status"] == "available"
+    )
+    assert retype(api, volume["id"], silver["name"]).status_code == 202
+    wait_retype_ended(two, volume["id"])
+    back = api.volume(volume["id"])
+    assert back["status"] == "available" and back["volume_type"] == gold["name"]
+    assert back["os-vol-mig-status-attr:migstat"] is None  # it never began
+    assert message_of(api, volume["id"]) == "retype volume:Volume must not have snapshots."
+
+
+# Migration ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source_encrypted", "target_encrypted", "same_backend"),
+    [
+        (False, False, False),
+        (False, True, True),
+        (True, False, False),
+        (True, True, False),
+    ],
+    ids=["plain-to-other-backend", "plain-to-luks", "luks-to-plain", "luks-new-key"],
+)
+def test_migration_keeps_the_data(
+    api: Api, two: ThreadStack, source_encrypted: bool, target_encrypted: bool, same_backend: bool
+) -> None:
+    source_type = new_type(api, "gold", encrypted=source_encrypted)
+    target_type = new_type(api, "gold" if same_backend else "silver", encrypted=target_encrypted)
+    volume = api.available_volume(1, volume_type=source_type["name"])
+    write_guest(two, volume, 2 * MIB, os.urandom(64 * 1024))
+    digest = guest_digest(two, volume, 4 * MIB)
+    old_file, old_key = backend_file(two, volume), volume["encryption_key_id"]
+    assert retype(api, volume["id"], target_type["name"]).status_code == 202
+    done = settled(api, volume["id"])
+    assert done["status"] == "available" and done["volume_type"] == target_type["name"]
+    assert done["os-vol-mig-status-attr:migstat"] == "success"
+    assert done["os-vol-mig-status-attr:name_id"] not in (None, volume["id"])
+    assert (
+        done["os-vol-host-attr:host"].split("@")[1].startswith("gold" if same_backend else "silver")
+    )
+    assert done["encrypted"] is target_encrypted
+    if target_encrypted:
+        assert done["encryption_key_id"] and done["encryption_key_id"] != old_key
+    else:
+        assert done["encryption_key_id"] is None
+    assert guest_digest(two, done, 4 * MIB) == digest
+    poll(lambda: not old_file.exists(), what="the source file deleted")
+    if old_key:
+        keys = keys_of(two)
+        poll(lambda: not _key_exists(keys, api.project, old_key), what="the old key deleted")
+    assert_quota_exact(two, api.project)
+    workflow_id = wait_retype_ended(two, volume["id"])
+    steps = history_steps(two.settings.temporal_address, workflow_id)
+    assert "driver.copy_volume_data" in steps and "driver.create_volume" in steps
+    if source_encrypted == target_encrypted == False:  # noqa: E712
+        save_history(
+            two.settings.temporal_address, volume["id"], "retype", "RetypeVolume-migration"
+        )
+
+
+def _key_exists(keys: KeyService, project: str, key_id: str) -> bool:
+    try:
+        keys.passphrase(project, key_id)
+    except Exception:
+        return False
+    return True
+
+
+# Progress and reset ------------------------------------------------------------------------
+
+COPY_PROGRESS = "driver.copy_volume_data.progress"
+
+
+def progress_of(api: Api, volume_id: str) -> str | None:
+    return (
+        api.get(f"/volumes/{volume_id}", version="3.72").json()["volume"].get("migration_progress")
+    )
+
+
+def test_progress_then_reset_mid_copy_leaves_only_the_source(api: Api, two: ThreadStack) -> None:
+    """While the copy runs, an admin at 3.72 sees `migration_progress` rise (a member never
+    does, nor does 3.71); a reset mid-copy stops it: the destination and its key are gone, the
+    reservation released, the source intact and usable, `migration_status` error."""
+    gold, silver = new_type(api, "gold"), new_type(api, "silver", encrypted=True)
+    volume = api.available_volume(1, volume_type=gold["name"])
+    write_guest(two, volume, 0, os.urandom(300 * MIB))
+    digest = guest_digest(two, volume, 300 * MIB)
+    silver_files = set(root(two, "silver").iterdir())
+    hold = hold_failpoint(two.settings, COPY_PROGRESS)
+    try:
+        assert retype(api, volume["id"], silver["name"]).status_code == 202
+        seen: list[int] = []
+        for _ in range(4):  # let the copy go on one progress report at a time
+            wait_failpoint(two.settings, COPY_PROGRESS)
+            shown = poll(
+                lambda: (
+                    (p := progress_of(api, volume["id"])) is not None
+                    and (not seen or int(p) > seen[-1])
+                    and p
+                ),
+                what="migration_progress rising",
+            )
+            seen.append(int(shown))
+            step_failpoint(two.settings, COPY_PROGRESS)
+        rising = seen[1:]  # the first may be qemu-img's 0% report
+        assert all(0 < p < 100 for p in rising) and rising == sorted(set(rising)), seen
+        migrating = api.volume(volume["id"])
+        assert migrating["status"] == "retyping"
+        assert migrating["os-vol-mig-status-attr:migstat"] == "migrating"
+        member = api.as_user("alice")
+        assert (
+            "migration_progress"
+            not in member.get(f"/volumes/{volume['id']}", version="3.72").json()["volume"]
+        )
+        assert (
+            "migration_progress"
+            not in api.get(f"/volumes/{volume['id']}", version="3.71").json()["volume"]
+        )
+        key_id = poll(lambda: _migration_key(two, volume["id"]), what="destination key")
+        wait_failpoint(two.settings, COPY_PROGRESS)
+        reset = {"os-reset_status": {"status": "available"}}
+        assert api.post(f"/volumes/{volume['id']}/action", reset).status_code == 202
+    finally:
+        hold.unlink(missing_ok=True)
+    wait_retype_ended(two, volume["id"])
+    after = api.volume(volume["id"])
+    assert after["status"] == "available" and after["volume_type"] == gold["name"]
+    assert after["os-vol-mig-status-attr:migstat"] == "error"
+    assert after["os-vol-mig-status-attr:name_id"] is None
+    assert set(root(two, "silver").iterdir()) == silver_files  # no destination, no partial
+    assert not (root(two, "gold") / ".exports" / f"volume-{volume['id']}").exists()
+    assert not _key_exists(keys_of(two), api.project, key_id)
+    assert guest_digest(two, after, 300 * MIB) == digest
+    assert_quota_exact(two, api.project)
+    # usable: the same retype now runs to its end
+    assert retype(api, volume["id"], silver["name"]).status_code == 202
+    done = settled(api, volume["id"])
+    assert done["volume_type"] == silver["name"] and done["encrypted"] is True
+    assert guest_digest(two, done, 300 * MIB) == digest
+    save_history(two.settings.temporal_address, volume["id"], "retype", "RetypeVolume-encrypting")
+
+
+def _migration_key(stack: ThreadStack, volume_id: str) -> str | None:
+    from cinderflow.db import volumes as volume_db
+
+    db = Database(stack.settings.db_url)
+    try:
+        with db.read() as session:
+            return volume_db.admin_metadata_of(session, volume_id).get("migration_key_id")
+    finally:
+        db.dispose()
