@@ -3,19 +3,11 @@ by migration (data copy, encryption changes), progress, resets and quota."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from cinderflow.db.engine import Database
-from cinderflow.drivers import qemu_img
-from cinderflow.keys.service import KeyService, key_service
-from cinderflow.quota.engine import counted_usage, reserved, usage
-from cinderflow.settings import BackendConfig
 from tests.conftest import Databases
 from tests.helpers import (
     Api,
@@ -28,11 +20,27 @@ from tests.helpers import (
     stack_settings,
     step_failpoint,
     wait_failpoint,
-    workflows_of,
 )
-
-LUKS = {"provider": "luks", "cipher": "aes-xts-plain64", "key_size": 256}
-MIB = 1 << 20
+from tests.retyping import (
+    COPY_PROGRESS,
+    MIB,
+    assert_quota_exact,
+    backend_file,
+    guest_digest,
+    key_exists,
+    keys_of,
+    message_of,
+    migration_key,
+    new_type,
+    progress_of,
+    retype,
+    root,
+    settled,
+    snapshot_of,
+    two_backends,
+    wait_retype_ended,
+    write_guest,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +49,9 @@ def two(
 ) -> Iterator[ThreadStack]:
     """A stack whose worker serves two backends."""
     tmp = tmp_path_factory.mktemp("two-backends")
-    backends = [
-        BackendConfig(name=name, options={"path": str(tmp / name), "luks_iter_time_ms": 10})
-        for name in ("gold", "silver")
-    ]
-    settings = stack_settings(tmp, databases.new("sqlite"), temporal.address, backends=backends)
+    settings = stack_settings(
+        tmp, databases.new("sqlite"), temporal.address, backends=two_backends(tmp)
+    )
     running = ThreadStack(settings).start()
     yield running
     running.stop()
@@ -54,122 +60,6 @@ def two(
 @pytest.fixture
 def api(two: ThreadStack) -> Api:
     return two.api()
-
-
-def root(stack: ThreadStack, backend: str) -> Path:
-    return Path(next(b for b in stack.settings.backends if b.name == backend).options["path"])
-
-
-def new_type(api: Api, backend: str | None, encrypted: bool = False, **specs: str) -> dict:
-    name = f"{backend or 'any'}-{uuid.uuid4().hex[:6]}"
-    extra = {**({"volume_backend_name": backend} if backend else {}), **specs}
-    body = {"volume_type": {"name": name, "extra_specs": extra}}
-    vtype = api.post("/types", body).json()["volume_type"]
-    if encrypted:
-        enc = {"encryption": {**LUKS, "control_location": "front-end"}}
-        assert api.post(f"/types/{vtype['id']}/encryption", enc).status_code == 200
-    return vtype
-
-
-def backend_file(stack: ThreadStack, volume: dict) -> Path:
-    backend = volume["os-vol-host-attr:host"].split("@")[1].split("#")[0]
-    name = volume["os-vol-mig-status-attr:name_id"] or volume["id"]
-    return root(stack, backend) / f"volume-{name}"
-
-
-def keys_of(stack: ThreadStack) -> KeyService:
-    return key_service(stack.settings, Database(stack.settings.db_url))
-
-
-def write_guest(stack: ThreadStack, volume: dict, offset: int, data: bytes) -> None:
-    """Write as the guest would (through LUKS when encrypted)."""
-    path = backend_file(stack, volume)
-    if not volume["encrypted"]:
-        with open(path, "r+b") as handle:
-            handle.seek(offset)
-            handle.write(data)
-        return
-    plain = path.with_name("plain.raw")
-    plain.write_bytes(b"\0" * offset + data)
-    secret = keys_of(stack).passphrase(
-        volume["os-vol-tenant-attr:tenant_id"], volume["encryption_key_id"]
-    )
-    qemu_img.convert_into(plain, path, target_secret=secret)
-    plain.unlink()
-
-
-def passphrase(stack: ThreadStack, volume: dict) -> bytes:
-    return keys_of(stack).passphrase(
-        volume["os-vol-tenant-attr:tenant_id"], volume["encryption_key_id"]
-    )
-
-
-def guest_digest(stack: ThreadStack, volume: dict, length: int) -> str:
-    """A checksum of the first `length` guest-visible bytes."""
-    path = backend_file(stack, volume)
-    if not volume["encrypted"]:
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read(length)).hexdigest()
-    secret = keys_of(stack).passphrase(
-        volume["os-vol-tenant-attr:tenant_id"], volume["encryption_key_id"]
-    )
-    return hashlib.sha256(qemu_img.read_luks(path, 0, length, secret)).hexdigest()
-
-
-def snapshot_of(api: Api, volume_id: str) -> dict:
-    """An available snapshot of the volume."""
-    snapshot = api.post("/snapshots", {"snapshot": {"volume_id": volume_id}}).json()["snapshot"]
-    return poll(
-        lambda: (
-            (s := api.get(f"/snapshots/{snapshot['id']}").json()["snapshot"])["status"]
-            == "available"
-            and s
-        ),
-        what="snapshot available",
-    )
-
-
-def message_of(api: Api, volume_id: str) -> str:
-    """The user message recorded about the volume (exactly one)."""
-    (message,) = [
-        m for m in api.get("/messages").json()["messages"] if m["resource_uuid"] == volume_id
-    ]
-    return message["user_message"]
-
-
-def retype(api: Api, volume_id: str, new: str, policy: str | None = "on-demand"):
-    body = {"os-retype": {"new_type": new, **({"migration_policy": policy} if policy else {})}}
-    return api.post(f"/volumes/{volume_id}/action", body)
-
-
-def settled(api: Api, volume_id: str) -> dict:
-    """The volume once its retype has ended (no workflow owns it)."""
-    return api.wait_status(volume_id, "available", "in-use", "error")
-
-
-def assert_quota_exact(stack: ThreadStack, project: str) -> None:
-    db = Database(stack.settings.db_url)
-    try:
-        with db.read() as session:
-            assert usage(session, stack.settings, project) == counted_usage(
-                session, stack.settings, project
-            )
-            assert reserved(session, project) == {}
-    finally:
-        db.dispose()
-
-
-def wait_retype_ended(stack: ThreadStack, volume_id: str) -> str:
-    workflow_id = poll(lambda: workflows_of(stack.settings.temporal_address, volume_id, "retype"))[
-        -1
-    ]
-    poll(
-        lambda: (
-            not workflows_of(stack.settings.temporal_address, volume_id, "retype", running=True)
-        ),
-        what="retype ended",
-    )
-    return workflow_id
 
 
 # Cinder's checks ---------------------------------------------------------------------------
@@ -218,10 +108,7 @@ def test_in_place_keeps_the_file_and_moves_the_quota(api: Api, two: ThreadStack)
     gold, other = new_type(api, "gold"), new_type(api, "gold", **{"file:tier": "b"})
     volume = api.available_volume(1, volume_type=gold["name"])
     before = os.stat(backend_file(two, volume))
-    snapshot = api.post("/snapshots", {"snapshot": {"volume_id": volume["id"]}}).json()["snapshot"]
-    poll(
-        lambda: api.get(f"/snapshots/{snapshot['id']}").json()["snapshot"]["status"] == "available"
-    )
+    snapshot_of(api, volume["id"])
     assert retype(api, volume["id"], other["name"]).status_code == 202
     done = settled(api, volume["id"])
     assert done["status"] == "available" and done["volume_type"] == other["name"]
@@ -269,10 +156,7 @@ def test_never_refuses_a_copy_on_the_same_backend(api: Api, two: ThreadStack) ->
 def test_snapshots_block_a_migration(api: Api, two: ThreadStack) -> None:
     gold, silver = new_type(api, "gold"), new_type(api, "silver")
     volume = api.available_volume(1, volume_type=gold["name"])
-    snapshot = api.post("/snapshots", {"snapshot": {"volume_id": volume["id"]}}).json()["snapshot"]
-    poll(
-        lambda: api.get(f"/snapshots/{snapshot['id']}").json()["snapshot"]["status"] == "available"
-    )
+    snapshot_of(api, volume["id"])
     assert retype(api, volume["id"], silver["name"]).status_code == 202
     wait_retype_ended(two, volume["id"])
     back = api.volume(volume["id"])
@@ -320,7 +204,7 @@ def test_migration_keeps_the_data(
     poll(lambda: not old_file.exists(), what="the source file deleted")
     if old_key:
         keys = keys_of(two)
-        poll(lambda: not _key_exists(keys, api.project, old_key), what="the old key deleted")
+        poll(lambda: not key_exists(keys, api.project, old_key), what="the old key deleted")
     assert_quota_exact(two, api.project)
     workflow_id = wait_retype_ended(two, volume["id"])
     steps = history_steps(two.settings.temporal_address, workflow_id)
@@ -331,23 +215,7 @@ def test_migration_keeps_the_data(
         )
 
 
-def _key_exists(keys: KeyService, project: str, key_id: str) -> bool:
-    try:
-        keys.passphrase(project, key_id)
-    except Exception:
-        return False
-    return True
-
-
 # Progress and reset ------------------------------------------------------------------------
-
-COPY_PROGRESS = "driver.copy_volume_data.progress"
-
-
-def progress_of(api: Api, volume_id: str) -> str | None:
-    return (
-        api.get(f"/volumes/{volume_id}", version="3.72").json()["volume"].get("migration_progress")
-    )
 
 
 def test_progress_then_reset_mid_copy_leaves_only_the_source(api: Api, two: ThreadStack) -> None:
@@ -389,7 +257,7 @@ def test_progress_then_reset_mid_copy_leaves_only_the_source(api: Api, two: Thre
             "migration_progress"
             not in api.get(f"/volumes/{volume['id']}", version="3.71").json()["volume"]
         )
-        key_id = poll(lambda: _migration_key(two, volume["id"]), what="destination key")
+        key_id = poll(lambda: migration_key(two, volume["id"]), what="destination key")
         wait_failpoint(two.settings, COPY_PROGRESS)
         reset = {"os-reset_status": {"status": "available"}}
         assert api.post(f"/volumes/{volume['id']}/action", reset).status_code == 202
@@ -402,7 +270,7 @@ def test_progress_then_reset_mid_copy_leaves_only_the_source(api: Api, two: Thre
     assert after["os-vol-mig-status-attr:name_id"] is None
     assert set(root(two, "silver").iterdir()) == silver_files  # no destination, no partial
     assert not (root(two, "gold") / ".exports" / f"volume-{volume['id']}").exists()
-    assert not _key_exists(keys_of(two), api.project, key_id)
+    assert not key_exists(keys_of(two), api.project, key_id)
     assert guest_digest(two, after, 300 * MIB) == digest
     assert_quota_exact(two, api.project)
     # usable: the same retype now runs to its end
@@ -411,14 +279,3 @@ def test_progress_then_reset_mid_copy_leaves_only_the_source(api: Api, two: Thre
     assert done["volume_type"] == silver["name"] and done["encrypted"] is True
     assert guest_digest(two, done, 300 * MIB) == digest
     save_history(two.settings.temporal_address, volume["id"], "retype", "RetypeVolume-encrypting")
-
-
-def _migration_key(stack: ThreadStack, volume_id: str) -> str | None:
-    from cinderflow.db import volumes as volume_db
-
-    db = Database(stack.settings.db_url)
-    try:
-        with db.read() as session:
-            return volume_db.admin_metadata_of(session, volume_id).get("migration_key_id")
-    finally:
-        db.dispose()
