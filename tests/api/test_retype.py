@@ -264,6 +264,9 @@ def test_progress_then_reset_mid_copy_leaves_only_the_source(api: Api, two: Thre
     finally:
         hold.unlink(missing_ok=True)
     wait_retype_ended(two, volume["id"])
+    save_history(
+        two.settings.temporal_address, volume["id"], "retype", "RetypeVolume-reset-mid-copy"
+    )
     after = api.volume(volume["id"])
     assert after["status"] == "available" and after["volume_type"] == gold["name"]
     assert after["os-vol-mig-status-attr:migstat"] == "error"
