@@ -1,7 +1,8 @@
 """A client for the compute API's external events (`POST /os-server-external-events`).
 
 Only what cinderflow needs: telling the compute that a volume attached to its servers was
-extended, as Cinder does (`cinder/compute/nova.py`).
+extended, and asking it to swap a server's disk to a migration's destination, as Cinder does
+(`cinder/compute/nova.py`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,24 @@ class ComputeClient:
         refused = [e for e in _events(response) if e.get("code", 200) != 200]
         if refused:
             raise ComputeError(f"compute refused events: {refused}")
+
+    async def swap_volume(self, server_uuid: str, old_volume_id: str, new_volume_id: str) -> None:
+        """Nova's swap volume (`PUT /servers/{id}/os-volume_attachments/{old}`), as Cinder asks
+        for it to migrate an attached volume; the compute answers later, through
+        os-migrate_volume_completion."""
+        try:
+            async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+                response = await client.put(
+                    f"{self.endpoint}/servers/{server_uuid}/os-volume_attachments/{old_volume_id}",
+                    json={"volumeAttachment": {"volumeId": new_volume_id}},
+                    headers=self._headers(self.api_version),
+                )
+        except httpx.HTTPError as error:
+            raise ComputeError(f"compute API unreachable: {error!r}") from error
+        if response.status_code != 202:
+            raise ComputeError(
+                f"compute API refused the swap: {response.status_code}: {response.text[:300]}"
+            )
 
 
 def _events(response: httpx.Response) -> list[dict[str, Any]]:

@@ -73,6 +73,9 @@ class FinalWrite(BaseModel):
     """The operation's admin metadata keys, removed."""
     snapshots: dict[str, str] = Field(default_factory=dict)
     """Statuses for snapshots this operation still owns; the rest get their previous status."""
+    exchange_with: str | None = None
+    """A migration target whose backend object and attachments the volume exchanges for its
+    own (Cinder's finish_volume_migration), before the values are written."""
     reason: str | None = None
     """Why it ended so (kept in the workflow's result)."""
     message: UserMessageSpec | None = None
@@ -267,6 +270,35 @@ class MigrationKey(BaseModel):
 
     volume_id: str
     new_type_id: str
+
+
+class MigrationTarget(BaseModel):
+    """The temporary volume row of an attached volume's migration (db/migration_targets.py)."""
+
+    source_id: str
+    target_id: str
+    values: dict[str, Any]
+    """volume_type_id, host, provider_location, encryption_key_id of the destination."""
+
+
+class SwapRequest(BaseModel):
+    """Ask the compute to move a server's disk from one volume to another (swap volume)."""
+
+    server_id: str
+    old_volume_id: str
+    new_volume_id: str
+
+
+class MigrationCompletion(BaseModel):
+    """The compute's answer to a swap (os-migrate_volume_completion)."""
+
+    new_volume: str
+    error: bool = False
+
+
+class MigrationCompleted(BaseModel):
+    save_volume_id: str
+    """The volume id the compute keeps using (the source's: it keeps its id)."""
 
 
 class VolumeKey(BaseModel):

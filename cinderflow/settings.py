@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     (default: compute_api_version)."""
     extend_completion_timeout: float = 600.0
     """Seconds an online extend waits for the compute's os-extend_volume_completion."""
+    migration_completion_timeout: float = 3600.0
+    """Seconds the migration of an attached volume waits for the compute's swap
+    (os-migrate_volume_completion) before it rolls back."""
     reset_wait_timeout: float = 30.0
     """Seconds os-reset_status waits for the reset's outcome before answering 202 anyway."""
 

@@ -5,6 +5,14 @@ depending on `mode`, it reads `extend_new_size` from the volume's metadata throu
 API, resizes the guest's disk through QMP (`block_resize`, as Nova's libvirt driver does), and
 calls `os-extend_volume_completion`; or answers `error: true`; or stays silent; or refuses the
 event. It answers the event first and completes afterwards, as Nova does.
+
+`PUT /servers/{id}/os-volume_attachments/{old}` with a new volume id is Nova's swap volume, as
+a migration of an attached volume asks for it. The compute does what Nova's compute does with
+new-style attachments: it creates and connects an attachment of the new volume, mirrors the
+guest's disk into the new file through QMP (`blockdev-mirror`, then `block-job-complete`, as
+libvirt's block copy), completes the new attachment, calls `os-migrate_volume_completion` on
+the old volume and deletes the old attachment. Mode `error` answers the completion with
+`error: true` without copying; `silent` accepts the swap and does nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from cinderflow.temporal.devserver import free_port
 from tests.helpers import poll
 
 QEMU = shutil.which("qemu-system-x86_64")
+CONNECTOR = {"initiator": "iqn.2026-11.test:compute", "host": "compute1", "ip": "127.0.0.1"}
 QMP_TIMEOUT_S = 30
 needs_qemu = pytest.mark.skipif(
     QEMU is None and os.environ.get("CINDERFLOW_TEST_REQUIRE_QEMU") != "1",
@@ -80,7 +89,34 @@ class Guest:
                 stream.write(json.dumps(message) + "\n")
                 stream.flush()
                 reply = json.loads(stream.readline())
+                while "event" in reply:  # asynchronous events (a block job's) come in between
+                    reply = json.loads(stream.readline())
             return reply
+
+    def disk_file(self) -> str:
+        """The file behind the guest's disk now (its device's root node's file)."""
+        (device,) = [d for d in self.qmp("query-block")["return"] if d.get("inserted")]
+        return device["inserted"]["file"]
+
+    def mirror_to(self, volume_file: str) -> None:
+        """Move the guest's disk to `volume_file` while it runs: a full mirror, completed once
+        it is in sync, then the old nodes closed (their locks released)."""
+        for args in ({"driver": "file", "node-name": "f1", "filename": volume_file},
+                     {"driver": "raw", "node-name": "r1", "file": "f1"}):  # fmt: skip
+            assert "return" in self.qmp("blockdev-add", **args), args
+        reply = self.qmp("blockdev-mirror", **{"job-id": "swap", "device": "r0", "target": "r1",
+                                               "sync": "full"})  # fmt: skip
+        assert "return" in reply, reply
+
+        def job() -> dict[str, Any] | None:
+            jobs = self.qmp("query-block-jobs")["return"]
+            return jobs[0] if jobs else None
+
+        poll(lambda: (j := job()) and j.get("ready"), timeout=60, what="mirror in sync")
+        assert "return" in self.qmp("block-job-complete", device="swap")
+        poll(lambda: job() is None, timeout=60, what="mirror completed")
+        for node in ("r0", "f0"):
+            assert "return" in self.qmp("blockdev-del", **{"node-name": node}), node
 
     def resize(self, size_bytes: int) -> None:
         reply = self.qmp("block_resize", **{"node-name": "r0", "size": size_bytes})
@@ -111,6 +147,10 @@ class FakeCompute:
         self.seen: dict[str, dict[str, Any]] = {}
         """volume id -> the volume as the compute read it on its event"""
         self.completions: list[httpx.Response] = []
+        self.swaps: list[tuple[str, str, str]] = []
+        """(server, old volume, new volume) of each swap asked for"""
+        self.swapped: list[httpx.Response] = []
+        """os-migrate_volume_completion responses"""
         self.port = free_port()
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -136,6 +176,8 @@ class FakeCompute:
         self.versions.clear()
         self.seen.clear()
         self.completions.clear()
+        self.swaps.clear()
+        self.swapped.clear()
         for guest in self.guests.values():
             guest.stop()
         self.guests.clear()
@@ -165,6 +207,20 @@ class FakeCompute:
                 for event in events:
                     threading.Thread(target=compute._handle, args=(event,), daemon=True).start()
 
+            def do_PUT(self) -> None:
+                parts = self.path.strip("/").split("/")
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if len(parts) != 5 or parts[1] != "servers" or parts[3] != "os-volume_attachments":
+                    self._answer(404, {"itemNotFound": {"code": 404, "message": "no such path"}})
+                    return
+                server, old = parts[2], parts[4]
+                new = body["volumeAttachment"]["volumeId"]
+                compute.swaps.append((server, old, new))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                threading.Thread(target=compute._swap, args=(server, old, new), daemon=True).start()
+
             def _answer(self, code: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(code)
@@ -177,7 +233,7 @@ class FakeCompute:
 
     def _cinder(self) -> httpx.Client:
         return httpx.Client(base_url=f"{self.cinder_url}/v3/{self.project}", timeout=30, headers={
-            "X-Auth-Token": f"nova:{self.project}", "X-Roles": "reader,service",
+            "X-Auth-Token": f"nova:{self.project}", "X-Roles": "member,reader,service",
             "OpenStack-API-Version": "volume 3.71"})  # fmt: skip
 
     def _handle(self, event: dict[str, Any]) -> None:
@@ -200,3 +256,39 @@ class FakeCompute:
                 f"/volumes/{volume_id}/action",
                 json={"os-extend_volume_completion": {"error": error}},
             ))  # fmt: skip
+
+    def _swap(self, server: str, old: str, new: str) -> None:
+        """Nova's swap volume with new-style attachments (see the module's docstring)."""
+        if self.mode == "silent":
+            return
+        with self._cinder() as cinder:
+
+            def completion(error: bool) -> None:
+                body = {"os-migrate_volume_completion": {"new_volume": new, "error": error}}
+                self.swapped.append(cinder.post(f"/volumes/{old}/action", json=body))
+
+            if self.mode == "error":
+                completion(True)
+                return
+            (old_attachment,) = [
+                a
+                for a in cinder.get("/attachments/detail").json()["attachments"]
+                if a["volume_id"] == old and a["instance"] == server
+            ]
+            reserve = {"attachment": {"volume_uuid": new, "instance_uuid": server}}
+            created = _ok(cinder.post("/attachments", json=reserve))["attachment"]
+            connect = {"attachment": {"connector": CONNECTOR}}
+            updated = _ok(cinder.put(f"/attachments/{created['id']}", json=connect))
+            path = updated["attachment"]["connection_info"]["data"]["device_path"]
+            guest = self.guests.get(old)
+            if guest is not None:
+                guest.mirror_to(path)
+                self.guests[new] = guest
+            cinder.post(f"/attachments/{created['id']}/action", json={"os-complete": None})
+            completion(False)
+            cinder.delete(f"/attachments/{old_attachment['id']}")
+
+
+def _ok(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code < 300, f"{response.request.method} {response.url}: {response.text}"
+    return response.json()

@@ -1,4 +1,5 @@
-"""Telling the compute service about extended volumes (control queue; HTTP, no database)."""
+"""Telling the compute service about extended volumes and asking it to swap a migrating
+volume (control queue; HTTP, no database)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from temporalio.exceptions import ApplicationError
 
 from cinderflow.activities.group import ActivityGroup
 from cinderflow.compute import ComputeClient, ComputeError
-from cinderflow.payloads import ComputeEvent
+from cinderflow.payloads import ComputeEvent, SwapRequest
 from cinderflow.settings import Settings
 
 NO_COMPUTE = "NoComputeConfigured"
@@ -33,3 +34,19 @@ class ComputeActivities(ActivityGroup):
             )
         except ComputeError as error:
             raise ApplicationError(str(error), type=COMPUTE_FAILED) from error
+
+    @activity.defn(name="compute.swap_volume")
+    async def swap_volume(self, request: SwapRequest) -> None:
+        """Ask the compute to move the server's disk to the new volume (it answers later)."""
+        if self.client is None:
+            raise ApplicationError(
+                "no compute endpoint is configured (CINDERFLOW_COMPUTE_ENDPOINT)",
+                type=NO_COMPUTE,
+                non_retryable=True,
+            )
+        try:
+            await self.client.swap_volume(
+                request.server_id, request.old_volume_id, request.new_volume_id
+            )
+        except ComputeError as error:
+            raise ApplicationError(str(error), type=COMPUTE_FAILED, non_retryable=True) from error

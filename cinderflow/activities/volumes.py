@@ -15,7 +15,7 @@ from temporalio import activity
 
 from cinderflow.activities import fencing
 from cinderflow.activities.group import ActivityGroup
-from cinderflow.db import admin_metadata
+from cinderflow.db import admin_metadata, migration_targets, ownership
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.admin_metadata import EXTEND_NEW_SIZE, EXTEND_RESERVATIONS
@@ -23,7 +23,8 @@ from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Reservation, Volume
 from cinderflow.drivers.base import VolumeRef
-from cinderflow.payloads import Connection, ExtendRequest, MigrationState
+from cinderflow.payloads import Connection, ExtendRequest, MigrationState, MigrationTarget
+from cinderflow.status import ResourceKind
 from cinderflow.threads import run_blocking
 
 
@@ -91,6 +92,47 @@ class VolumeActivities(ActivityGroup):
                 expected={"workflow_id": workflow_id},
                 values={"migration_status": state.migration_status},
             )
+
+    @activity.defn(name="volume.add_migration_target")
+    async def add_migration_target(self, target: MigrationTarget) -> None:
+        """The temporary volume the compute swaps an attached volume's disk into, held by the
+        migration (no delete, extend or retype of it meanwhile)."""
+        await run_blocking(
+            self.executor, self._add_migration_target, target, activity.info().workflow_id
+        )
+
+    def _add_migration_target(self, target: MigrationTarget, workflow_id: str) -> None:
+        with self.db.transaction() as session:
+            source = fencing.owned(session, Volume, target.source_id, workflow_id, lock=True)
+            if session.get(Volume, target.target_id) is not None:
+                return  # an earlier attempt added it (and its hold)
+            migration_targets.add(session, source, target.target_id, target.values)
+            ownership.hold(
+                session,
+                resource_type=ResourceKind.VOLUME,
+                resource_id=target.target_id,
+                workflow_id=workflow_id,
+                holder_id=source.id,
+                operation="retype",
+            )
+
+    @activity.defn(name="volume.target_attachments")
+    async def target_attachments(self, target_id: str) -> int:
+        """How many attachments the migration target still has (the compute's)."""
+        return await run_blocking(self.executor, self._target_attachments, target_id)
+
+    def _target_attachments(self, target_id: str) -> int:
+        with self.db.read() as session:
+            return migration_targets.live_attachments(session, target_id)
+
+    @activity.defn(name="volume.remove_migration_target")
+    async def remove_migration_target(self, target_id: str) -> None:
+        """Remove the target row and its attachments (their exports were ended first)."""
+        await run_blocking(self.executor, self._remove_migration_target, target_id)
+
+    def _remove_migration_target(self, target_id: str) -> None:
+        with self.db.transaction() as session:
+            migration_targets.remove(session, target_id)
 
     @activity.defn(name="volume.connections")
     async def connections(self, volume_id: str) -> list[Connection]:

@@ -16,7 +16,7 @@ from sqlalchemy import update as sa_update
 from sqlmodel import Session, SQLModel, select
 
 from cinderflow import quota, user_messages
-from cinderflow.db import admin_metadata, ownership
+from cinderflow.db import admin_metadata, migration_targets, ownership
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import Snapshot, Volume
@@ -95,6 +95,8 @@ def apply(
         values["migration_status"] = (
             None if write.migration_status == MigrationStatus.NONE else write.migration_status
         )
+    if write.exchange_with is not None:
+        migration_targets.exchange(session, row, write.exchange_with)
     if "volume_type_id" in values and write.resource == ResourceKind.VOLUME:
         _retype_snapshots(session, row.id, values["volume_type_id"])
     status = write.status

@@ -22,18 +22,31 @@ The API has set `retyping` (the status before is kept) and reserved the new type
    `success`. Only after it, the old backend object and the old key are deleted: until the
    write the source is the volume, intact, whatever happens to the copy.
 
-An attached volume's migration needs its compute to copy (swap volume); it is refused here
-with a user message, the volume back `in-use`.
+**Attached** (one server): the compute copies, as Nova's swap volume does for Cinder. The
+destination gets a temporary volume row (`target:<source id>`, not counted in quota, held by
+the migration; undo: wait briefly for the compute's attachments to go, end the exports, remove
+the row), the compute is asked to swap (`PUT /servers/{id}/os-volume_attachments/{old}`), and
+the workflow waits, up to `migration_completion_timeout`, for `os-migrate_volume_completion`
+(the `complete_migration` update). Success: the final write exchanges the two volumes' backend
+objects and attachments (Cinder's finish_volume_migration), so the source keeps its id, its
+new data and the compute's new attachment, and the update answers `save_volume_id` only once
+that has been written (the compute deletes the old attachment next, which then belongs to the
+target row). After the compute has let go of the old object, it and the row are removed. An
+error or silence rolls back, the volume `in-use` on its old backend.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from cinderflow.activities.compute import ComputeActivities
     from cinderflow.activities.driver import COPY_PROGRESS_SIGNAL, DriverActivities
     from cinderflow.activities.keys import KeyActivities
     from cinderflow.activities.scheduler import SchedulerActivities
@@ -43,17 +56,21 @@ with workflow.unsafe.imports_passed_through():
     from cinderflow.payloads import (
         Connection,
         FinalWrite,
+        MigrationCompleted,
+        MigrationCompletion,
         MigrationKey,
         MigrationState,
+        MigrationTarget,
         OperationOutcome,
         RetypeCheck,
         Retyped,
         RetypePlan,
         RetypeRequest,
+        SwapRequest,
         VolumeCopy,
         VolumeKey,
     )
-    from cinderflow.status import MigrationStatus, VolumeStatus
+    from cinderflow.status import MigrationStatus
     from cinderflow.user_messages import Action, Code, Detail
     from cinderflow.workflows import common
     from cinderflow.workflows.operation import OperationInput, OperationWorkflow
@@ -61,6 +78,11 @@ with workflow.unsafe.imports_passed_through():
 MIGRATION_CONNECTOR = {"host": "cinderflow-migration", "initiator": "cinderflow-migration"}
 """The consumer the source is exported to for the copy (the destination's driver reads it)."""
 END_EXPORT = "end the source's export"
+NOT_SWAPPING = "Source volume not mid-migration."
+"""Cinder's words for a completion nothing waits for."""
+COMPUTE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+DRAIN_TIMEOUT = timedelta(seconds=120)
+"""How long an undo waits for the compute to delete its attachment of the target."""
 
 
 class RetypeInput(OperationInput):
@@ -68,6 +90,8 @@ class RetypeInput(OperationInput):
     migration_policy: str = "never"
     previous_status: str
     """available or in-use: where the volume returns whatever the outcome."""
+    completion_timeout_s: float = 3600.0
+    """How long an attached volume's migration waits for the compute's swap."""
 
 
 @workflow.defn(name="RetypeVolume")
@@ -82,12 +106,43 @@ class RetypeVolume(OperationWorkflow):
         self.migrating = False
         """The migration has begun: whichever way it stops, `migration_status` ends `error`."""
         self.copying = ""
+        self.swap_target: str | None = None
+        """The target volume a compute's os-migrate_volume_completion must name (None: no
+        completion is awaited)."""
+        self.swap_answer: MigrationCompletion | None = None
+        self.exchanged = False
 
     @workflow.signal(name=COPY_PROGRESS_SIGNAL)
     def copy_progress(self, percent: int) -> None:
         """The copy's percentage, sent by its activity as it grows."""
         if self.copying and 0 <= percent <= 100:
             self.report(self.copying, percent)
+
+    @workflow.update
+    async def complete_migration(self, completion: MigrationCompletion) -> MigrationCompleted:
+        """The compute's answer to the swap (REST os-migrate_volume_completion calls this).
+        A success is answered once the volumes have exchanged their backend objects and
+        attachments, so the compute may delete its old attachment as soon as it has the
+        answer."""
+        self.swap_answer = completion
+        if not completion.error:
+            await workflow.wait_condition(lambda: self.exchanged or self._ended)
+            if not self.exchanged:
+                raise ApplicationError(
+                    "the migration ended before the swap could complete", type="NotWaiting"
+                )
+        return MigrationCompleted(save_volume_id=self.request.resource_id)
+
+    @complete_migration.validator
+    def _only_while_swapping(self, completion: MigrationCompletion) -> None:
+        if self.swap_target is None or self.swap_answer is not None or self.stop_requested:
+            raise ApplicationError(NOT_SWAPPING, type="NotWaiting")
+        if completion.new_volume != self.swap_target:
+            raise ApplicationError(
+                f"Destination {completion.new_volume} is not this migration's target "
+                f"{self.swap_target}.",
+                type="NotWaiting",
+            )
 
     @workflow.run
     async def run(self, request: RetypeInput) -> OperationOutcome:
@@ -119,10 +174,10 @@ class RetypeVolume(OperationWorkflow):
             )
         if plan.snapshots:
             return await self._back("Volume must not have snapshots.", Detail.VOLUME_HAS_SNAPSHOTS)
-        if request.previous_status == VolumeStatus.IN_USE or plan.servers:
+        if len(plan.servers) > 1:
             return await self._back(
-                "Migrating an attached volume needs its compute to copy the data (swap "
-                "volume), which this retype cannot ask for; detach it first.",
+                "The compute swaps an attached volume for one server; this volume is attached "
+                f"to {len(plan.servers)}.",
                 Detail.MIGRATION_FAILED,
             )
         return await self._migrate(plan)
@@ -201,6 +256,8 @@ class RetypeVolume(OperationWorkflow):
             ),
         )
         target = target.model_copy(update=update)
+        if plan.servers:
+            return await self._swap(plan, target, key_id, plan.servers[0])
         export = Connection(
             attachment_id=f"migration-{target.name_id}",
             volume=source,
@@ -250,6 +307,143 @@ class RetypeVolume(OperationWorkflow):
         )
         await self._remove_source(source, key_id)
         return done
+
+    async def _swap(
+        self, plan: RetypePlan, target: VolumeRef, key_id: str | None, server: str
+    ) -> OperationOutcome:
+        """The compute copies (see the module's docstring)."""
+        source = plan.volume
+        assert target.name_id is not None and source.host is not None
+        target_id = target.name_id  # the target row's id names the destination's object
+        values = {
+            "volume_type_id": plan.new_type.id,
+            "host": target.host,
+            "provider_location": target.provider_location,
+            "encryption_key_id": key_id,
+        }
+        row = MigrationTarget(source_id=source.id, target_id=target_id, values=values)
+        await self.step(
+            lambda: common.run_control(
+                VolumeActivities.add_migration_target, row, "add the migration target"
+            )
+        )
+        self.undo_with("remove the migration target", lambda: self._remove_target(target))
+        await self._migration_status(MigrationStatus.MIGRATING)
+        self.swap_target = target_id  # a compute may answer before its 202 arrives here
+        swap = SwapRequest(server_id=server, old_volume_id=source.id, new_volume_id=target_id)
+        try:
+            await self.step(
+                lambda: workflow.execute_activity_method(
+                    ComputeActivities.swap_volume,
+                    swap,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=COMPUTE_RETRY,
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    summary="compute swap volume",
+                )
+            )
+        except ActivityError as error:
+            if self.swap_answer is None:
+                self.swap_target = None
+                return await self._migration_failed(error)
+        timeout = self.request.completion_timeout_s
+        since = workflow.now().strftime("%Y-%m-%d %H:%M:%S UTC")
+        self.report(
+            f"Waiting since {since} for the compute to move server {server}'s disk to volume "
+            f"{target_id} on `{target.host}` (os-migrate_volume_completion), at most "
+            f"{timeout:.0f} s."
+        )
+        deadline = workflow.now() + timedelta(seconds=timeout)
+        try:
+            await self.step(  # cut by a reset that is then refused, it waits the time left
+                lambda: workflow.wait_condition(
+                    lambda: self.swap_answer is not None,
+                    timeout=max(deadline - workflow.now(), timedelta(milliseconds=1)),
+                    timeout_summary="migration completion timeout",
+                )
+            )
+        except TimeoutError:
+            if self.swap_answer is None:
+                self.swap_target = None
+                return await self._back(
+                    f"no completion from the compute within {timeout:.0f} s",
+                    Detail.MIGRATION_FAILED,
+                )
+        assert self.swap_answer is not None
+        self.swap_target = None
+        if self.swap_answer.error:
+            return await self._back(
+                "the compute failed to copy the volume", Detail.MIGRATION_FAILED
+            )
+        reason = f"retyped to {plan.new_type.name} by the compute's swap to {target.host}"
+        done = await self.finish(
+            FinalWrite(
+                resource_id=source.id,
+                values={**values, "name_id": target_id},
+                migration_status=MigrationStatus.SUCCESS,
+                exchange_with=target_id,
+                reason=reason,
+            )
+        )
+        self.exchanged = True
+        await self._retire_target(source, target_id, key_id)
+        return done.model_copy(update={"status": reason})
+
+    async def _remove_target(self, target: VolumeRef) -> None:
+        """Undo the target row: let the compute end its attachments (briefly), end what is
+        left of their exports, remove the row."""
+        assert target.name_id is not None and target.host is not None
+        await self._drain(target.name_id, DRAIN_TIMEOUT)
+        every_export = Connection(attachment_id="migration-target", volume=target)
+        await workflow.execute_activity_method(
+            DriverActivities.terminate_connection,
+            every_export,
+            **common.driver(target.host, self.request.policy, "driver terminate_connection"),
+        )
+        await common.run_control(
+            VolumeActivities.remove_migration_target, target.name_id, "remove migration target"
+        )
+
+    async def _retire_target(self, source: VolumeRef, target_id: str, key_id: str | None) -> None:
+        """After the exchange the target row stands for the old backend object: once the
+        compute has deleted its old attachment, remove both (and the old key)."""
+        assert source.host is not None
+        self.report("Waiting for the compute to let go of the old volume.")
+        await self.shielded(
+            self._drain(target_id, timedelta(seconds=self.request.completion_timeout_s))
+        )
+        old = Connection(attachment_id="migration-source", volume=source)
+        try:
+            await self.shielded(
+                workflow.execute_activity_method(
+                    DriverActivities.terminate_connection,
+                    old,
+                    **common.driver(
+                        source.host, self.request.policy, "driver terminate_connection (source)"
+                    ),
+                )
+            )
+        except ActivityError as error:
+            workflow.logger.warning("the old exports were not all ended: %s", error)
+        await self._remove_source(source, key_id)
+        await self.shielded(
+            common.run_control(
+                VolumeActivities.remove_migration_target, target_id, "remove migration target"
+            )
+        )
+
+    async def _drain(self, target_id: str, timeout: timedelta) -> None:
+        """Wait (polling, backing off to 30 s) until the target has no attachments, or
+        `timeout` has passed."""
+        deadline, pause = workflow.now() + timeout, timedelta(seconds=1)
+        while workflow.now() < deadline:
+            left = await common.run_control(
+                VolumeActivities.target_attachments, target_id, "target's attachments"
+            )
+            if not left:
+                return
+            await workflow.sleep(min(pause, max(deadline - workflow.now(), timedelta(0))))
+            pause = min(pause * 2, timedelta(seconds=30))
 
     async def _remove_source(self, source: VolumeRef, key_id: str | None) -> None:
         """After the final write: the old backend object and the old key are no one's now.

@@ -1,6 +1,8 @@
 """`POST /volumes/{id}/action` os-retype: Cinder's checks in Cinder's order (contract §3.3),
 then, in one transaction, the new type's per-type quota reserved (keyed by the volume), the
 volume compared-and-swapped `available|in-use -> retyping` and handed to RetypeVolume.
+os-migrate_volume_completion, the compute's answer to the swap of an attached volume, is a
+thin call into that workflow's `complete_migration` update.
 
 Later failures (no backend, a migration `never` allows, snapshots) are the workflow's: the
 volume returns to its status with a user message, as in Cinder (there, without the message).
@@ -13,27 +15,31 @@ from typing import Literal
 from pydantic import Field
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from cinderflow import quota
 from cinderflow.api import policy
 from cinderflow.api.errors import (
     Conflict,
+    ServiceUnavailable,
     invalid_input,
     invalid_volume,
+    volume_not_found,
     volume_type_not_found,
 )
 from cinderflow.api.handover import hand_over, operation_policy
 from cinderflow.api.lookups import visible_volume
-from cinderflow.api.routes.volume_actions import ACTIONS, router
+from cinderflow.api.routes.volume_actions import ACTIONS, COMPLETION_WAIT_S, router
 from cinderflow.api.routing import ApiRequest
-from cinderflow.api.validation import StrictModel
-from cinderflow.db import ownership
+from cinderflow.api.validation import Boolean, StrictModel
+from cinderflow.db import migration_targets, ownership
 from cinderflow.db import types as type_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.models import OutboxEntry, Volume, VolumeType
+from cinderflow.payloads import MigrationCompleted, MigrationCompletion
 from cinderflow.status import MigrationStatus, VolumeStatus
-from cinderflow.workflows.retype_volume import RetypeInput
+from cinderflow.temporal.owner import OwnerGone, UpdateRefused
+from cinderflow.workflows.retype_volume import NOT_SWAPPING, RetypeInput, RetypeVolume
 
 NOT_RETYPABLE = (
     "Retype needs volume to be in available or in-use state, not be part of an active "
@@ -87,6 +93,7 @@ async def retype(req: ApiRequest) -> Response:
                 new_type_id=new_type.id,
                 migration_policy=body.migration_policy or "never",
                 previous_status=volume.status,
+                completion_timeout_s=settings.migration_completion_timeout,
                 policy=operation_policy(settings),
                 request_id=req.ctx.request_id,
             )
@@ -144,3 +151,58 @@ def _check_retypable(session: Session, volume: Volume, new_type: VolumeType) -> 
             else ownership.hold_reason(held[0])
         )
         raise Conflict(f"Volume {volume.id} is busy: {holder}; retype it once that has ended.")
+
+
+class MigrationCompletionFields(StrictModel):
+    new_volume: str = Field(min_length=1, max_length=36)
+    error: Boolean | None = None
+
+
+class MigrationCompletionBody(StrictModel):
+    completion: MigrationCompletionFields = Field(alias="os-migrate_volume_completion")
+
+
+@router.action(ACTIONS, "os-migrate_volume_completion", body=MigrationCompletionBody, status=200)
+async def migrate_volume_completion(req: ApiRequest) -> Response:
+    """The compute swapped (or failed to swap) an attached volume's disk to the migration's
+    target: 200 `{"save_volume_id": id}`, the id the compute keeps (the source's)."""
+    assert isinstance(req.body, MigrationCompletionBody)
+    fields = req.body.completion
+    policy.authorize(req.ctx, "volume_extension:volume_admin_actions:migrate_volume_completion")
+
+    def waiting_workflow() -> str:
+        with req.services.db.read() as session:
+            # Authorized above (admin or service role): the compute's service account.
+            volume = session.get(Volume, req.path_params["volume_id"])
+            if volume is None:
+                raise volume_not_found(req.path_params["volume_id"])
+            target = session.get(Volume, fields.new_volume)
+            if target is None:
+                raise volume_not_found(fields.new_volume)
+            if volume.migration_status != MigrationStatus.MIGRATING or volume.workflow_id is None:
+                raise invalid_volume(NOT_SWAPPING)
+            expected = migration_targets.target_status(volume.id)
+            if target.migration_status != expected:
+                raise invalid_volume(
+                    f"Destination has migration_status {target.migration_status}, expected "
+                    f"{expected}."
+                )
+            return volume.workflow_id
+
+    workflow_id = await run_in_threadpool(waiting_workflow)
+    try:
+        done = await req.services.owners.update(
+            workflow_id,
+            RetypeVolume.complete_migration,
+            MigrationCompletion(new_volume=fields.new_volume, error=bool(fields.error)),
+            wait=COMPLETION_WAIT_S,
+            result_type=MigrationCompleted,
+        )
+    except (UpdateRefused, OwnerGone) as refused:
+        raise invalid_volume(str(refused) or NOT_SWAPPING) from None
+    if done is None:
+        raise ServiceUnavailable(
+            "The completion was taken but not finished in time (is a worker running?); send "
+            "it again."
+        )
+    return JSONResponse({"save_volume_id": done.save_volume_id})
