@@ -40,6 +40,7 @@ class Action:
     """cinderflow's own (Cinder has no reset action; ids from 101 stay clear of Cinder's)."""
     RETYPE_VOLUME = Code("102", "retype volume")
     """cinderflow's own too: Cinder records no message when a retype fails."""
+    MIGRATE_VOLUME = Code("103", "migrate volume")
 
 
 class Detail:

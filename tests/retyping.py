@@ -131,15 +131,13 @@ def assert_quota_exact(stack: ThreadStack, project: str) -> None:
         db.dispose()
 
 
-def wait_retype_ended(stack: ThreadStack, volume_id: str) -> str:
-    workflow_id = poll(lambda: workflows_of(stack.settings.temporal_address, volume_id, "retype"))[
-        -1
-    ]
+def wait_retype_ended(stack: ThreadStack, volume_id: str, operation: str = "retype") -> str:
+    """The id of the volume's last `operation` workflow, once none is running."""
+    address = stack.settings.temporal_address
+    workflow_id = poll(lambda: workflows_of(address, volume_id, operation))[-1]
     poll(
-        lambda: (
-            not workflows_of(stack.settings.temporal_address, volume_id, "retype", running=True)
-        ),
-        what="retype ended",
+        lambda: not workflows_of(address, volume_id, operation, running=True),
+        what=f"{operation} ended",
     )
     return workflow_id
 

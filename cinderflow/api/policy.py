@@ -99,6 +99,7 @@ RULES: dict[str, Rule] = {
     "volume:retype": _member,
     "volume_extension:volume_admin_actions:extend_volume_completion": _admin_or_service,
     "volume_extension:volume_admin_actions:migrate_volume_completion": _admin_or_service,
+    "volume_extension:volume_admin_actions:migrate_volume": _admin,
     "volume_extension:volume_admin_actions:reset_status": _admin,
     "volume_extension:snapshot_admin_actions:reset_status": _admin,
 }

@@ -65,6 +65,10 @@ def _retype(row: Any, request: Any) -> str:
     return f" to type {request.new_type_id} (migration {request.migration_policy})"
 
 
+def _migrate(row: Any, request: Any) -> str:
+    return f" to {request.host}"
+
+
 def _reset(row: Any, request: Any) -> str:
     attach = f", attach status {request.attach_status}" if request.attach_status else ""
     return f" to {request.status}{attach}"
@@ -89,6 +93,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("delete", DeleteVolume, ResourceKind.VOLUME, _volume("delete")),
         Operation("extend", ExtendVolume, ResourceKind.VOLUME, _volume("extend", _extend)),
         Operation("retype", RetypeVolume, ResourceKind.VOLUME, _volume("retype", _retype)),
+        Operation("migrate", RetypeVolume, ResourceKind.VOLUME, _volume("migrate", _migrate)),
         Operation("reset", ResetVolume, ResourceKind.VOLUME, _volume("reset", _reset)),
         Operation("create_snapshot", CreateSnapshot, ResourceKind.SNAPSHOT, _snapshot("create")),
         Operation("delete_snapshot", DeleteSnapshot, ResourceKind.SNAPSHOT, _snapshot("delete")),
@@ -97,5 +102,5 @@ OPERATIONS: dict[str, Operation] = {
     )
 }
 
-WORKFLOWS = [op.workflow for op in OPERATIONS.values()]
-"""Every workflow a control worker runs."""
+WORKFLOWS = list(dict.fromkeys(op.workflow for op in OPERATIONS.values()))
+"""Every workflow a control worker runs (retype and migrate share one)."""

@@ -92,12 +92,18 @@ class RetypeInput(OperationInput):
     """available or in-use: where the volume returns whatever the outcome."""
     completion_timeout_s: float = 3600.0
     """How long an attached volume's migration waits for the compute's swap."""
+    host: str | None = None
+    """An administrator's os-migrate_volume: the backend to move to (the type stays)."""
 
 
 @workflow.defn(name="RetypeVolume")
 class RetypeVolume(OperationWorkflow):
     operation = "retype"
     admin_metadata_keys = (MIGRATION_KEY_ID,)
+
+    @property
+    def action(self) -> Code:
+        return Action.MIGRATE_VOLUME if self.request.host else Action.RETYPE_VOLUME
 
     @workflow.init
     def __init__(self, request: RetypeInput) -> None:
@@ -154,12 +160,19 @@ class RetypeVolume(OperationWorkflow):
             volume_id=request.resource_id,
             new_type_id=request.new_type_id,
             migration_policy=request.migration_policy,
+            host=request.host,
         )
         plan = await self.step(
             lambda: common.run_control(SchedulerActivities.plan_retype, check, "plan retype")
         )
         if plan.refused or plan.host is None:
             return await self._back(plan.refused or "no backend", Detail.NO_BACKEND_AVAILABLE)
+        if request.host is not None:  # os-migrate_volume: the copy is what was asked for
+            if plan.snapshots:
+                return await self._back(
+                    "Volume must not have snapshots.", Detail.VOLUME_HAS_SNAPSHOTS
+                )
+            return await self._migrate(plan)
         new_type = {"volume_type_id": plan.new_type.id}
         if plan.diff.get("equal"):
             return await self._done(new_type, f"retyped to {plan.new_type.name} (nothing differs)")
@@ -515,7 +528,7 @@ class RetypeVolume(OperationWorkflow):
                 status=self.request.previous_status,
                 migration_status=MigrationStatus.ERROR if self.migrating else None,
                 reason=reason,
-                message=self.message(Action.RETYPE_VOLUME, detail),
+                message=self.message(self.action, detail),
             )
         )
 

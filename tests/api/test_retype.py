@@ -282,3 +282,46 @@ def test_progress_then_reset_mid_copy_leaves_only_the_source(api: Api, two: Thre
     assert done["volume_type"] == silver["name"] and done["encrypted"] is True
     assert guest_digest(two, done, 300 * MIB) == digest
     save_history(two.settings.temporal_address, volume["id"], "retype", "RetypeVolume-encrypting")
+
+
+# os-migrate_volume -------------------------------------------------------------------------
+
+
+def migrate(api: Api, volume_id: str, host: str, **flags: bool):
+    return api.post(f"/volumes/{volume_id}/action", {"os-migrate_volume": {"host": host, **flags}})
+
+
+def test_admin_migrate_keeps_the_type_and_moves_the_data(api: Api, two: ThreadStack) -> None:
+    volume = api.available_volume(1)  # the default type fits either backend
+    write_guest(two, volume, 3 * MIB, os.urandom(MIB))
+    digest, old_file = guest_digest(two, volume, 4 * MIB), backend_file(two, volume)
+    here = volume["os-vol-host-attr:host"].split("@")[1].split("#")[0]
+    there = "silver" if here == "gold" else "gold"
+    host = f"{two.settings.host}@{there}"
+    assert_fault(
+        migrate(api, volume["id"], f"{two.settings.host}@{here}"),
+        400,
+        "Destination host must be different than the current host.",
+    )
+    assert_fault(migrate(api, volume["id"], "nowhere@x"), 400, "No available service named")
+    assert migrate(api.as_user("alice"), volume["id"], host).status_code == 403
+    hold = hold_failpoint(two.settings, COPY_PROGRESS)
+    try:
+        assert migrate(api, volume["id"], host, lock_volume=True).status_code == 202
+        wait_failpoint(two.settings, COPY_PROGRESS)
+        assert api.volume(volume["id"])["status"] == "maintenance"
+        assert_fault(migrate(api, volume["id"], host), 400, "status must be available or in-use")
+    finally:
+        hold.unlink()
+    done = settled(api, volume["id"])
+    assert done["status"] == "available" and done["volume_type"] == volume["volume_type"]
+    assert done["os-vol-host-attr:host"].split("@")[1].startswith(there)
+    assert done["os-vol-mig-status-attr:migstat"] == "success"
+    assert guest_digest(two, done, 4 * MIB) == digest
+    poll(lambda: not old_file.exists(), what="the source file deleted")
+    workflow_id = wait_retype_ended(two, volume["id"], operation="migrate")
+    assert "driver.copy_volume_data" in history_steps(two.settings.temporal_address, workflow_id)
+    save_history(two.settings.temporal_address, volume["id"], "migrate", "RetypeVolume-migrate")
+    assert_quota_exact(two, api.project)
+    snapshot_of(api, volume["id"])
+    assert_fault(migrate(api, volume["id"], f"{two.settings.host}@{here}"), 400, "snapshots")

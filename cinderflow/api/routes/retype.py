@@ -1,6 +1,7 @@
 """`POST /volumes/{id}/action` os-retype: Cinder's checks in Cinder's order (contract §3.3),
 then, in one transaction, the new type's per-type quota reserved (keyed by the volume), the
 volume compared-and-swapped `available|in-use -> retyping` and handed to RetypeVolume.
+Admin os-migrate_volume moves a volume to another backend by the same workflow (same type).
 os-migrate_volume_completion, the compute's answer to the swap of an attached volume, is a
 thin call into that workflow's `complete_migration` update.
 
@@ -13,13 +14,14 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from sqlmodel import Session
+from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from cinderflow import quota
 from cinderflow.api import policy
 from cinderflow.api.errors import (
+    BadRequest,
     Conflict,
     ServiceUnavailable,
     invalid_input,
@@ -35,10 +37,12 @@ from cinderflow.api.validation import Boolean, StrictModel
 from cinderflow.db import migration_targets, ownership
 from cinderflow.db import types as type_db
 from cinderflow.db import volumes as volume_db
-from cinderflow.db.models import OutboxEntry, Volume, VolumeType
+from cinderflow.db.models import OutboxEntry, Service, Snapshot, Volume, VolumeType
 from cinderflow.payloads import MigrationCompleted, MigrationCompletion
+from cinderflow.scheduling.backends import VOLUME_BINARY
 from cinderflow.status import MigrationStatus, VolumeStatus
 from cinderflow.temporal.owner import OwnerGone, UpdateRefused
+from cinderflow.temporal.queues import backend_of
 from cinderflow.workflows.retype_volume import NOT_SWAPPING, RetypeInput, RetypeVolume
 
 NOT_RETYPABLE = (
@@ -151,6 +155,85 @@ def _check_retypable(session: Session, volume: Volume, new_type: VolumeType) -> 
             else ownership.hold_reason(held[0])
         )
         raise Conflict(f"Volume {volume.id} is busy: {holder}; retype it once that has ended.")
+
+
+class Migrate(StrictModel):
+    host: str = Field(min_length=1, max_length=255)
+    force_host_copy: Boolean | None = None
+    lock_volume: Boolean | None = None
+
+
+class MigrateBody(StrictModel):
+    migrate: Migrate = Field(alias="os-migrate_volume")
+
+
+@router.action(ACTIONS, "os-migrate_volume", body=MigrateBody)
+async def migrate_volume(req: ApiRequest) -> Response:
+    """An administrator moves a volume to another backend (same type), by the retype's
+    migration. `lock_volume` shows it `maintenance` meanwhile; either way the migration owns
+    it, so other changes are refused (busy) until it ends. The file driver has no
+    driver-assisted migration, so `force_host_copy` changes nothing."""
+    assert isinstance(req.body, MigrateBody)
+    body = req.body.migrate
+    policy.authorize(req.ctx, "volume_extension:volume_admin_actions:migrate_volume")
+
+    def run() -> OutboxEntry:
+        with req.services.db.transaction() as session:
+            volume = visible_volume(session, req.ctx, req.path_params["volume_id"], for_update=True)
+            _check_migratable(session, volume, body.host)
+            settings = req.services.settings
+            payload = RetypeInput(
+                resource_id=volume.id,
+                new_type_id=volume.volume_type_id,
+                migration_policy="on-demand",
+                previous_status=volume.status,
+                completion_timeout_s=settings.migration_completion_timeout,
+                host=body.host,
+                policy=operation_policy(settings),
+                request_id=req.ctx.request_id,
+            )
+            entry = hand_over(
+                session,
+                settings,
+                "migrate",
+                volume,
+                payload,
+                status=VolumeStatus.MAINTENANCE if body.lock_volume else None,
+                expected={"status": volume.status},
+            )
+            assert entry is not None, "the row is locked and was checked above"
+            return entry
+
+    await req.services.outbox.start(await run_in_threadpool(run))
+    return Response(status_code=202)
+
+
+def _check_migratable(session: Session, volume: Volume, host: str) -> None:
+    """Cinder's checks of `API.migrate_volume`, in its order and words."""
+    if volume.status not in RETYPABLE:
+        raise invalid_volume(
+            f"Volume {volume.id} status must be available or in-use, but current status is: "
+            f"{volume.status}."
+        )
+    if volume.migration_status not in (None, *NOT_MIGRATING):
+        raise invalid_volume(f"Volume {volume.id} is already part of an active migration.")
+    if session.exec(select(Snapshot.id).where(Snapshot.volume_id == volume.id)).first():
+        raise invalid_volume(f"Volume {volume.id} must not have snapshots.")
+    service = session.exec(
+        select(Service).where(Service.host == backend_of(host), Service.binary == VOLUME_BINARY)
+    ).first()
+    if service is None:
+        raise BadRequest(f"No available service named '{host}'")
+    if volume.host is not None and backend_of(host) == backend_of(volume.host):
+        raise BadRequest("Destination host must be different than the current host.")
+    held = ownership.holds_on(session, volume.id)
+    if volume.workflow_id is not None or held:
+        holder = (
+            f"operation {volume.workflow_id} owns it"
+            if volume.workflow_id
+            else ownership.hold_reason(held[0])
+        )
+        raise Conflict(f"Volume {volume.id} is busy: {holder}; migrate it once that has ended.")
 
 
 class MigrationCompletionFields(StrictModel):
