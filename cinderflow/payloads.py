@@ -76,6 +76,8 @@ class FinalWrite(BaseModel):
     exchange_with: str | None = None
     """A migration target whose backend object and attachments the volume exchanges for its
     own (Cinder's finish_volume_migration), before the values are written."""
+    exchange_server: str | None = None
+    """The server whose new attachment of the target becomes the volume's."""
     reason: str | None = None
     """Why it ended so (kept in the workflow's result)."""
     message: UserMessageSpec | None = None
@@ -222,6 +224,11 @@ class NewType(BaseModel):
     extra_specs: dict[str, str] = Field(default_factory=dict)
     encryption: EncryptionSpec | None = None
 
+    @property
+    def multiattach(self) -> bool:
+        """Volumes of the type may be attached to several servers (Cinder's extra spec)."""
+        return self.extra_specs.get("multiattach") == "<is> True"
+
 
 class RetypePlan(BaseModel):
     """What a retype reads before it changes anything: the volume, the new type and how
@@ -236,6 +243,10 @@ class RetypePlan(BaseModel):
     """Why no backend fits (the scheduler's reasons); None: `host` is set."""
     snapshots: int = 0
     servers: list[str] = Field(default_factory=list)
+    attachments: int = 0
+    """Live attachments: any means the volume is in use and only its compute can copy."""
+    unnamed_attachments: int = 0
+    """Attachments that name no server (no compute could swap those)."""
 
     @property
     def same_backend(self) -> bool:

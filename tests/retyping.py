@@ -43,6 +43,11 @@ def new_type(api: Api, backend: str | None, encrypted: bool = False, **specs: st
     return vtype
 
 
+def backend_files(stack: ThreadStack, backend: str) -> set[Path]:
+    """What the backend directory holds (its stats probes aside)."""
+    return {p for p in root(stack, backend).iterdir() if not p.name.startswith(".probe-")}
+
+
 def backend_file(stack: ThreadStack, volume: dict) -> Path:
     backend = volume["os-vol-host-attr:host"].split("@")[1].split("#")[0]
     name = volume["os-vol-mig-status-attr:name_id"] or volume["id"]

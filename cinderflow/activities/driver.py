@@ -50,6 +50,7 @@ MAX_HEARTBEAT_INTERVAL_S = 2.0
 """Beat at least this often (the worker lets them through as often, temporal/worker.py): a
 cancellation arrives with a heartbeat's answer, so a reset reaches a driver call in seconds."""
 RESET_NOT_IMPLEMENTED = "not_implemented"
+SIGNAL_WAIT_S = 2.0
 COPY_PROGRESS_SIGNAL = "copy_progress"
 """The signal a copy sends its workflow each time its percentage grows (at most 100)."""
 
@@ -129,8 +130,8 @@ class ProgressSignal:
         handle = activity.client().get_workflow_handle(
             info.workflow_id, run_id=info.workflow_run_id
         )
-        try:
-            await handle.signal(COPY_PROGRESS_SIGNAL, percent)
+        try:  # never long: the heartbeats must go on
+            await asyncio.wait_for(handle.signal(COPY_PROGRESS_SIGNAL, percent), SIGNAL_WAIT_S)
         except Exception as error:  # the server is briefly away: the next beat tries again
             activity.logger.debug("progress signal not sent: %s", error)
             return

@@ -122,6 +122,25 @@ class KeyActivities(ActivityGroup):
         """Delete a key nothing uses any more (a migration's old or abandoned key)."""
         await run_blocking(self.executor, self.keys.delete, key.project_id, key.key_id)
 
+    @activity.defn(name="keys.delete_migration_key")
+    async def delete_migration_key(self, volume_id: str) -> None:
+        """Undo of create_migration_key: delete the key its record names (none recorded: none
+        was made, or it is gone already) and the record."""
+        await run_blocking(
+            self.executor, self._delete_migration_key, volume_id, activity.info().workflow_id
+        )
+
+    def _delete_migration_key(self, volume_id: str, workflow_id: str) -> None:
+        with self.db.read() as session:
+            volume = fencing.owned(session, Volume, volume_id, workflow_id)
+            key_id = _migration_key(session, volume_id)
+        if key_id is None:
+            return
+        self.keys.delete(volume.project_id, key_id)
+        with self.db.transaction() as session:
+            fencing.owned(session, Volume, volume_id, workflow_id, lock=True)
+            admin_metadata.remove(session, volume_id, [admin_metadata.MIGRATION_KEY_ID])
+
 
 def _migration_key(session, volume_id: str) -> str | None:
     return volume_db.admin_metadata_of(session, volume_id).get(admin_metadata.MIGRATION_KEY_ID)

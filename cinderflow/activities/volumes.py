@@ -117,22 +117,28 @@ class VolumeActivities(ActivityGroup):
             )
 
     @activity.defn(name="volume.target_attachments")
-    async def target_attachments(self, target_id: str) -> int:
-        """How many attachments the migration target still has (the compute's)."""
+    async def target_attachments(self, target_id: str) -> list[str]:
+        """The servers with an attachment of the migration target (the compute's)."""
         return await run_blocking(self.executor, self._target_attachments, target_id)
 
-    def _target_attachments(self, target_id: str) -> int:
+    def _target_attachments(self, target_id: str) -> list[str]:
         with self.db.read() as session:
-            return migration_targets.live_attachments(session, target_id)
+            return migration_targets.attached_servers(session, target_id)
 
     @activity.defn(name="volume.remove_migration_target")
-    async def remove_migration_target(self, target_id: str) -> None:
-        """Remove the target row and its attachments (their exports were ended first)."""
-        await run_blocking(self.executor, self._remove_migration_target, target_id)
+    async def remove_migration_target(self, target_id: str) -> bool:
+        """Remove the target row and its attachments (their exports were ended first); False
+        if something else has a part in it now (then it is left for the operator)."""
+        return await run_blocking(self.executor, self._remove_migration_target, target_id)
 
-    def _remove_migration_target(self, target_id: str) -> None:
-        with self.db.transaction() as session:
-            migration_targets.remove(session, target_id)
+    def _remove_migration_target(self, target_id: str) -> bool:
+        try:
+            with self.db.transaction() as session:
+                migration_targets.remove(session, target_id)
+        except migration_targets.StillInUse as busy:
+            activity.logger.warning("%s", busy)
+            return False
+        return True
 
     @activity.defn(name="volume.connections")
     async def connections(self, volume_id: str) -> list[Connection]:

@@ -97,6 +97,7 @@ RULES: dict[str, Rule] = {
     "volume:extend": _member,
     "volume:extend_attached_volume": _member,
     "volume:retype": _member,
+    "volume:multiattach": _member,
     "volume_extension:volume_admin_actions:extend_volume_completion": _admin_or_service,
     "volume_extension:volume_admin_actions:migrate_volume_completion": _admin_or_service,
     "volume_extension:volume_admin_actions:migrate_volume": _admin,

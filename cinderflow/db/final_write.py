@@ -38,6 +38,7 @@ FIELDS: dict[ResourceKind, frozenset[str]] = {
             "volume_type_id",
             "name_id",
             "encryption_key_id",
+            "multiattach",
         }
     ),
     ResourceKind.SNAPSHOT: frozenset({"provider_location", "progress"}),
@@ -96,7 +97,8 @@ def apply(
             None if write.migration_status == MigrationStatus.NONE else write.migration_status
         )
     if write.exchange_with is not None:
-        migration_targets.exchange(session, row, write.exchange_with)
+        assert owner is not None, "only a migration exchanges"
+        migration_targets.exchange(session, row, write.exchange_with, owner, write.exchange_server)
     if "volume_type_id" in values and write.resource == ResourceKind.VOLUME:
         _retype_snapshots(session, row.id, values["volume_type_id"])
     status = write.status

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import update as sa_update
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from cinderflow.db import attachments as attachment_db
-from cinderflow.db.models import Attachment, Volume, utcnow
-from cinderflow.status import AttachStatus, VolumeStatus
+from cinderflow.db import ownership
+from cinderflow.db.models import Attachment, Hold, Snapshot, Volume, utcnow
+from cinderflow.status import AttachStatus, ResourceKind, VolumeStatus
 
 BACKEND_FIELDS = ("host", "name_id", "provider_location", "provider_id", "encryption_key_id")
 """What a volume is on its backend: exchanged with its migration target."""
@@ -30,6 +31,13 @@ DELETING = "deleting"
 
 def target_status(source_id: str) -> str:
     return f"target:{source_id}"
+
+
+def is_target(volume: Volume) -> bool:
+    """A migration's temporary volume, before or after the exchange: nothing may read it
+    (snapshot, clone) but the compute the migration asked to attach it."""
+    status = volume.migration_status or ""
+    return status.startswith("target:") or status == DELETING
 
 
 def add(session: Session, source: Volume, target_id: str, values: dict[str, object]) -> Volume:
@@ -60,16 +68,19 @@ def add(session: Session, source: Volume, target_id: str, values: dict[str, obje
     return target
 
 
-def exchange(session: Session, source: Volume, target_id: str) -> None:
+def exchange(
+    session: Session, source: Volume, target_id: str, owner: str, server: str | None
+) -> None:
     """Give the target the source's backend object and attachments, and the source the
-    target's attachments (the compute's new one); the caller then writes the source's new
-    backend fields and status. The target's status follows its attachments."""
+    target's attachments of `server` (the compute's new one); the caller then writes the
+    source's new backend fields and status. The target's status follows its attachments, and
+    it stays held by the migration (`owner`) until the migration removes it."""
     target = session.get(Volume, target_id, with_for_update=True)
     assert target is not None, "the migration holds its target"
     old = {field: getattr(source, field) for field in BACKEND_FIELDS}
     if old["name_id"] is None:
         old["name_id"] = source.id  # the backend object is named after the source's id
-    theirs = [a.id for a in attachment_db.live(session, target.id)]
+    theirs = [a.id for a in attachment_db.live(session, target.id) if a.instance_uuid == server]
     ours = [a.id for a in attachment_db.live(session, source.id)]
     _move(session, ours, target.id)
     _move(session, theirs, source.id)
@@ -82,6 +93,15 @@ def exchange(session: Session, source: Volume, target_id: str) -> None:
     target.updated_at = utcnow()
     session.add(target)
     session.flush()
+    if not ownership.holds_on(session, target.id):  # the final write ended the migration's
+        ownership.hold(
+            session,
+            resource_type=ResourceKind.VOLUME,
+            resource_id=target.id,
+            workflow_id=owner,
+            holder_id=source.id,
+            operation="retype",
+        )
 
 
 def _move(session: Session, attachment_ids: list[str], volume_id: str) -> None:
@@ -93,11 +113,30 @@ def _move(session: Session, attachment_ids: list[str], volume_id: str) -> None:
         )
 
 
-def live_attachments(session: Session, target_id: str) -> int:
-    return len(attachment_db.live(session, target_id))
+def attached_servers(session: Session, target_id: str) -> list[str]:
+    """The instances with an attachment of the target (any status; unnamed ones as "")."""
+    return sorted(a.instance_uuid or "" for a in attachment_db.live(session, target_id))
+
+
+class StillInUse(Exception):
+    """The target row is not only the migration's (an operation owns it or its attachment,
+    it has snapshots): it is not removed."""
 
 
 def remove(session: Session, target_id: str) -> None:
-    """Remove the target row and its attachment rows (their exports are ended first)."""
+    """Remove the target row, its attachment rows (their exports were ended first) and the
+    migration's hold; StillInUse if anything else has a part in it."""
+    target = session.get(Volume, target_id, with_for_update=True)
+    if target is None:
+        return
+    attachments = attachment_db.live(session, target_id)
+    if (
+        not is_target(target)
+        or target.workflow_id is not None
+        or any(a.workflow_id is not None for a in attachments)
+        or session.exec(select(Snapshot.id).where(Snapshot.volume_id == target_id)).first()
+    ):
+        raise StillInUse(f"migration target {target_id} is in use; it is left for the operator")
     session.exec(sa_delete(Attachment).where(Attachment.volume_id == target_id))
+    session.exec(sa_delete(Hold).where(Hold.resource_id == target_id))
     session.exec(sa_delete(Volume).where(Volume.id == target_id))

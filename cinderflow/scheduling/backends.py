@@ -106,8 +106,11 @@ def retype_plan(
         snapshots=len(
             session.exec(select(Snapshot.id).where(Snapshot.volume_id == volume.id)).all()
         ),
-        servers=attachment_db.servers(session, volume.id),
     )
+    attached = attachment_db.live(session, volume.id)
+    plan.servers = sorted({a.instance_uuid for a in attached if a.instance_uuid})
+    plan.attachments = len(attached)
+    plan.unnamed_attachments = sum(1 for a in attached if not a.instance_uuid)
     if volume.host is None:
         plan.refused = "the volume has no backend"
         return plan
@@ -137,5 +140,8 @@ def retype_plan(
     if best is None:
         plan.refused = reason
         return plan
-    plan.host = check.host if check.host and "#" in check.host else pool_host(best)
+    if check.host and "#" in check.host and check.host != pool_host(best):
+        plan.refused = f"No valid backend was found. {check.host} is not a pool of {best.host}."
+        return plan
+    plan.host = pool_host(best)
     return plan

@@ -171,6 +171,14 @@ class OperationWorkflow:
                 "the operation is being cancelled; reset again once it has ended",
                 type=NOT_RESETTABLE,
             )
+        refusal = self.reset_refusal()
+        if refusal:
+            raise ApplicationError(refusal, type=NOT_RESETTABLE)
+
+    def reset_refusal(self) -> str | None:
+        """Hook: why the operation cannot take a reset now (it has passed a point it cannot
+        undo that no step marks, e.g. a compute's answer it must carry through)."""
+        return None
 
     @workflow.query
     def progress(self) -> OperationProgress:

@@ -73,7 +73,7 @@ with workflow.unsafe.imports_passed_through():
     from cinderflow.status import MigrationStatus
     from cinderflow.user_messages import Action, Code, Detail
     from cinderflow.workflows import common
-    from cinderflow.workflows.operation import OperationInput, OperationWorkflow
+    from cinderflow.workflows.operation import LOST, OperationInput, OperationWorkflow
 
 MIGRATION_CONNECTOR = {"host": "cinderflow-migration", "initiator": "cinderflow-migration"}
 """The consumer the source is exported to for the copy (the destination's driver reads it)."""
@@ -81,6 +81,13 @@ END_EXPORT = "end the source's export"
 NOT_SWAPPING = "Source volume not mid-migration."
 """Cinder's words for a completion nothing waits for."""
 COMPUTE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+CLEANUP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=10),
+    maximum_attempts=0,
+)
+MODEL_FIELDS = ("provider_location", "provider_id")
+"""What a driver's create may report about the destination (its model update)."""
 DRAIN_TIMEOUT = timedelta(seconds=120)
 """How long an undo waits for the compute to delete its attachment of the target."""
 
@@ -117,6 +124,7 @@ class RetypeVolume(OperationWorkflow):
         completion is awaited)."""
         self.swap_answer: MigrationCompletion | None = None
         self.exchanged = False
+        self.keep_destination = False
 
     @workflow.signal(name=COPY_PROGRESS_SIGNAL)
     def copy_progress(self, percent: int) -> None:
@@ -131,7 +139,7 @@ class RetypeVolume(OperationWorkflow):
         attachments, so the compute may delete its old attachment as soon as it has the
         answer."""
         self.swap_answer = completion
-        if not completion.error:
+        if not completion.error:  # a repeat of it waits here too
             await workflow.wait_condition(lambda: self.exchanged or self._ended)
             if not self.exchanged:
                 raise ApplicationError(
@@ -141,7 +149,14 @@ class RetypeVolume(OperationWorkflow):
 
     @complete_migration.validator
     def _only_while_swapping(self, completion: MigrationCompletion) -> None:
-        if self.swap_target is None or self.swap_answer is not None or self.stop_requested:
+        if completion == self.swap_answer and self.swap_target is not None:
+            return  # the same answer again (a retry): it gets the first one's outcome
+        if (
+            self.swap_target is None
+            or self.swap_answer is not None
+            or self.stop_requested
+            or self._reset_busy
+        ):
             raise ApplicationError(NOT_SWAPPING, type="NotWaiting")
         if completion.new_volume != self.swap_target:
             raise ApplicationError(
@@ -149,6 +164,16 @@ class RetypeVolume(OperationWorkflow):
                 f"{self.swap_target}.",
                 type="NotWaiting",
             )
+
+    def reset_refusal(self) -> str | None:
+        """Once the compute said it moved the guest's disk, the migration must carry that
+        through: a rollback would delete the disk the guest now runs on."""
+        if self.swap_answer is not None and not self.swap_answer.error:
+            return (
+                "the compute has moved the guest's disk to the new volume; the migration is "
+                "finishing, reset again once it has ended"
+            )
+        return None
 
     @workflow.run
     async def run(self, request: RetypeInput) -> OperationOutcome:
@@ -167,33 +192,31 @@ class RetypeVolume(OperationWorkflow):
         )
         if plan.refused or plan.host is None:
             return await self._back(plan.refused or "no backend", Detail.NO_BACKEND_AVAILABLE)
-        if request.host is not None:  # os-migrate_volume: the copy is what was asked for
-            if plan.snapshots:
+        new_type = {"volume_type_id": plan.new_type.id, "multiattach": plan.new_type.multiattach}
+        if request.host is None:
+            if plan.diff.get("equal"):
+                reason = f"retyped to {plan.new_type.name} (nothing differs)"
+                return await self._done(new_type, reason)
+            if plan.same_backend and not plan.diff.get("encryption"):
+                retyped = await self._in_place(plan)
+                if retyped.done:
+                    values = {**new_type, **retyped.update}
+                    return await self._done(values, f"retyped to {plan.new_type.name} in place")
+            if request.migration_policy != "on-demand":
                 return await self._back(
-                    "Volume must not have snapshots.", Detail.VOLUME_HAS_SNAPSHOTS
+                    "Retype requires migration but is not allowed.", Detail.RETYPE_NEEDS_MIGRATION
                 )
-            return await self._migrate(plan)
-        new_type = {"volume_type_id": plan.new_type.id}
-        if plan.diff.get("equal"):
-            return await self._done(new_type, f"retyped to {plan.new_type.name} (nothing differs)")
-        if plan.same_backend and not plan.diff.get("encryption"):
-            retyped = await self._in_place(plan)
-            if retyped.done:
-                values = {**new_type, **retyped.update}
-                return await self._done(values, f"retyped to {plan.new_type.name} in place")
-        if request.migration_policy != "on-demand":
-            return await self._back(
-                "Retype requires migration but is not allowed.", Detail.RETYPE_NEEDS_MIGRATION
-            )
+        # a migration: what os-migrate_volume asks for, or what the retype needs
         if plan.snapshots:
             return await self._back("Volume must not have snapshots.", Detail.VOLUME_HAS_SNAPSHOTS)
-        if len(plan.servers) > 1:
+        if plan.attachments and (len(plan.servers) != 1 or plan.unnamed_attachments):
             return await self._back(
-                "The compute swaps an attached volume for one server; this volume is attached "
-                f"to {len(plan.servers)}.",
+                "An attached volume moves by its compute's swap, for exactly one server "
+                f"named by every attachment; this one has {plan.attachments} attachment(s) of "
+                f"{len(plan.servers)} server(s).",
                 Detail.MIGRATION_FAILED,
             )
-        return await self._migrate(plan)
+        return await self._migrate(plan, new_type)
 
     async def _in_place(self, plan: RetypePlan) -> Retyped:
         """The driver's retype on the volume's backend; a failure counts as "cannot" (Cinder),
@@ -217,7 +240,9 @@ class RetypeVolume(OperationWorkflow):
             workflow.logger.info("in-place retype failed, a copy may do: %s", error)
             return Retyped(done=False)
 
-    async def _migrate(self, plan: RetypePlan) -> OperationOutcome:
+    async def _migrate(self, plan: RetypePlan, new_type: dict[str, Any]) -> OperationOutcome:
+        """Each undo is registered before its step: a step that made its thing and then
+        failed, or was cut after it committed, is undone too (every undo is idempotent)."""
         source, target_host = plan.volume, plan.host
         assert source.host is not None and target_host is not None
         policy = self.request.policy
@@ -227,17 +252,18 @@ class RetypeVolume(OperationWorkflow):
         if plan.new_type.encryption is not None:
             self.report("Creating the destination's encryption key.")
             new_key = MigrationKey(volume_id=source.id, new_type_id=plan.new_type.id)
+            self.undo_with(
+                "delete the destination's key",
+                lambda: common.run_control(
+                    KeyActivities.delete_migration_key, source.id, "delete destination key"
+                ),
+            )
             key_id = await self.step(
                 lambda: common.run_control(
                     KeyActivities.create_migration_key, new_key, "destination key"
                 )
             )
             assert key_id is not None
-            key = VolumeKey(project_id=source.project_id, key_id=key_id)
-            self.undo_with(
-                "delete the destination's key",
-                lambda: common.run_control(KeyActivities.delete_key, key, "delete key"),
-            )
         target = VolumeRef(
             id=source.id,
             name_id=str(workflow.uuid4()),
@@ -250,6 +276,7 @@ class RetypeVolume(OperationWorkflow):
             encryption_key_id=key_id,
         )
         self.report(f"Creating the destination on `{target_host}`.")
+        self.undo_with("delete the destination", lambda: self._delete_destination(target))
         try:
             update = await self.step(
                 lambda: workflow.execute_activity_method(
@@ -260,22 +287,25 @@ class RetypeVolume(OperationWorkflow):
             )
         except ActivityError as error:
             return await self._migration_failed(error)
-        self.undo_with(
-            "delete the destination",
-            lambda: workflow.execute_activity_method(
-                DriverActivities.delete_volume,
-                target,
-                **common.driver(target_host, policy, "driver delete_volume (destination)"),
-            ),
-        )
-        target = target.model_copy(update=update)
-        if plan.servers:
-            return await self._swap(plan, target, key_id, plan.servers[0])
+        model = {k: v for k, v in (update or {}).items() if k in MODEL_FIELDS}
+        target = target.model_copy(update=model)
+        values = {
+            **new_type,
+            "host": target_host,
+            "name_id": target.name_id,
+            "provider_location": None,
+            "provider_id": None,
+            **model,
+            "encryption_key_id": key_id,
+        }
+        if plan.attachments:
+            return await self._swap(plan, target, values, plan.servers[0])
         export = Connection(
             attachment_id=f"migration-{target.name_id}",
             volume=source,
             connector=MIGRATION_CONNECTOR,
         )
+        self.undo_with(END_EXPORT, lambda: self._end_export(export))
         try:
             connection = await self.step(
                 lambda: workflow.execute_activity_method(
@@ -286,7 +316,6 @@ class RetypeVolume(OperationWorkflow):
             )
         except ActivityError as error:
             return await self._migration_failed(error)
-        self.undo_with(END_EXPORT, lambda: self._end_export(export))
         await self._migration_status(MigrationStatus.MIGRATING)
         self.copying = f"Copying {source.size} GiB from `{source.host}` to `{target_host}`."
         self.report(self.copying, 0)
@@ -306,41 +335,29 @@ class RetypeVolume(OperationWorkflow):
         self.report("Ending the source's export.", 100)
         await self.step(lambda: self._end_export(export))
         self.undone_by_step(END_EXPORT)
-        values = {
-            "volume_type_id": plan.new_type.id,
-            "host": target_host,
-            "name_id": target.name_id,
-            "provider_location": target.provider_location,
-            "encryption_key_id": key_id,
-        }
         done = await self._done(
             values,
             f"retyped to {plan.new_type.name} by migration to {target_host}",
             migration_status=MigrationStatus.SUCCESS,
         )
-        await self._remove_source(source, key_id)
+        if done.status != LOST:
+            await self._remove_source(source, key_id)
         return done
 
     async def _swap(
-        self, plan: RetypePlan, target: VolumeRef, key_id: str | None, server: str
+        self, plan: RetypePlan, target: VolumeRef, values: dict[str, Any], server: str
     ) -> OperationOutcome:
         """The compute copies (see the module's docstring)."""
         source = plan.volume
         assert target.name_id is not None and source.host is not None
         target_id = target.name_id  # the target row's id names the destination's object
-        values = {
-            "volume_type_id": plan.new_type.id,
-            "host": target.host,
-            "provider_location": target.provider_location,
-            "encryption_key_id": key_id,
-        }
         row = MigrationTarget(source_id=source.id, target_id=target_id, values=values)
+        self.undo_with("remove the migration target", lambda: self._remove_target(target))
         await self.step(
             lambda: common.run_control(
                 VolumeActivities.add_migration_target, row, "add the migration target"
             )
         )
-        self.undo_with("remove the migration target", lambda: self._remove_target(target))
         await self._migration_status(MigrationStatus.MIGRATING)
         self.swap_target = target_id  # a compute may answer before its 202 arrives here
         swap = SwapRequest(server_id=server, old_volume_id=source.id, new_volume_id=target_id)
@@ -383,39 +400,73 @@ class RetypeVolume(OperationWorkflow):
                     Detail.MIGRATION_FAILED,
                 )
         assert self.swap_answer is not None
-        self.swap_target = None
         if self.swap_answer.error:
+            self.swap_target = None
+            failed = "the compute failed to copy the volume"
+            return await self._back(failed, Detail.MIGRATION_FAILED)
+        attached = await self.shielded(
+            common.run_control(
+                VolumeActivities.target_attachments, target_id, "the compute's attachment"
+            )
+        )
+        if server not in attached:
+            self.swap_target = None
             return await self._back(
-                "the compute failed to copy the volume", Detail.MIGRATION_FAILED
+                f"the compute answered success but server {server} has no attachment of the "
+                f"migration target {target_id}",
+                Detail.MIGRATION_FAILED,
             )
         reason = f"retyped to {plan.new_type.name} by the compute's swap to {target.host}"
         done = await self.finish(
             FinalWrite(
                 resource_id=source.id,
-                values={**values, "name_id": target_id},
+                values=values,
                 migration_status=MigrationStatus.SUCCESS,
                 exchange_with=target_id,
+                exchange_server=server,
                 reason=reason,
             )
         )
+        self.swap_target = None
+        if done.status == LOST:
+            return done
         self.exchanged = True
-        await self._retire_target(source, target_id, key_id)
+        await self._retire_target(source, target_id, values.get("encryption_key_id"))
         return done.model_copy(update={"status": reason})
 
-    async def _remove_target(self, target: VolumeRef) -> None:
-        """Undo the target row: let the compute end its attachments (briefly), end what is
-        left of their exports, remove the row."""
-        assert target.name_id is not None and target.host is not None
-        await self._drain(target.name_id, DRAIN_TIMEOUT)
-        every_export = Connection(attachment_id="migration-target", volume=target)
+    async def _delete_destination(self, target: VolumeRef) -> None:
+        """Undo the destination, unless the compute still has the target attached (then it
+        may be the guest's disk now: it is left, with the row, for the operator)."""
+        if self.keep_destination:
+            workflow.logger.warning("destination %s kept: the compute uses it", target.name)
+            return
+        assert target.host is not None
         await workflow.execute_activity_method(
-            DriverActivities.terminate_connection,
-            every_export,
-            **common.driver(target.host, self.request.policy, "driver terminate_connection"),
+            DriverActivities.delete_volume,
+            target,
+            **common.driver(target.host, self.request.policy, "driver delete_volume (destination)"),
         )
-        await common.run_control(
-            VolumeActivities.remove_migration_target, target.name_id, "remove migration target"
-        )
+
+    async def _remove_target(self, target: VolumeRef) -> None:
+        """Undo the target row: let the compute end its attachments (briefly); if it has not,
+        keep row and destination (the guest may be on it); else end what is left of their
+        exports and remove the row."""
+        assert target.name_id is not None and target.host is not None
+        if await self._drain(target.name_id, DRAIN_TIMEOUT):
+            self.keep_destination = True
+            return
+        every_export = Connection(attachment_id="migration-target", volume=target)
+        try:
+            await workflow.execute_activity_method(
+                DriverActivities.terminate_connection,
+                every_export,
+                **common.driver(target.host, self.request.policy, "driver terminate_connection"),
+            )
+        finally:
+            removed = await common.run_control(
+                VolumeActivities.remove_migration_target, target.name_id, "remove target"
+            )
+            self.keep_destination = not removed
 
     async def _retire_target(self, source: VolumeRef, target_id: str, key_id: str | None) -> None:
         """After the exchange the target row stands for the old backend object: once the
@@ -426,61 +477,59 @@ class RetypeVolume(OperationWorkflow):
             self._drain(target_id, timedelta(seconds=self.request.completion_timeout_s))
         )
         old = Connection(attachment_id="migration-source", volume=source)
-        try:
-            await self.shielded(
-                workflow.execute_activity_method(
-                    DriverActivities.terminate_connection,
-                    old,
-                    **common.driver(
-                        source.host, self.request.policy, "driver terminate_connection (source)"
-                    ),
-                )
-            )
-        except ActivityError as error:
-            workflow.logger.warning("the old exports were not all ended: %s", error)
-        await self._remove_source(source, key_id)
         await self.shielded(
+            workflow.execute_activity_method(
+                DriverActivities.terminate_connection,
+                old,
+                **self._cleanup(source.host, "driver terminate_connection (source)"),
+            )
+        )
+        removed = await self.shielded(
             common.run_control(
                 VolumeActivities.remove_migration_target, target_id, "remove migration target"
             )
         )
+        if removed:
+            await self._remove_source(source, key_id)
 
-    async def _drain(self, target_id: str, timeout: timedelta) -> None:
+    async def _drain(self, target_id: str, timeout: timedelta) -> list[str]:
         """Wait (polling, backing off to 30 s) until the target has no attachments, or
-        `timeout` has passed."""
+        `timeout` has passed; the servers still attached."""
         deadline, pause = workflow.now() + timeout, timedelta(seconds=1)
-        while workflow.now() < deadline:
+        while True:
             left = await common.run_control(
                 VolumeActivities.target_attachments, target_id, "target's attachments"
             )
-            if not left:
-                return
+            if not left or workflow.now() >= deadline:
+                return left
             await workflow.sleep(min(pause, max(deadline - workflow.now(), timedelta(0))))
             pause = min(pause * 2, timedelta(seconds=30))
 
     async def _remove_source(self, source: VolumeRef, key_id: str | None) -> None:
         """After the final write: the old backend object and the old key are no one's now.
-        Run through a cancel (shielded); a failure leaves them, said in the workflow's log."""
+        Run through a cancel (shielded), retried until the backend takes it (an orphan would
+        be forever); the key on its own."""
         assert source.host is not None
         self.report(f"Deleting the source on `{source.host}`.")
-        try:
-            await self.shielded(
-                workflow.execute_activity_method(
-                    DriverActivities.delete_volume,
-                    source,
-                    **common.driver(
-                        source.host, self.request.policy, "driver delete_volume (source)"
-                    ),
-                )
+        await self.shielded(
+            workflow.execute_activity_method(
+                DriverActivities.delete_volume,
+                source,
+                **self._cleanup(source.host, "driver delete_volume (source)"),
             )
-            if source.encryption_key_id and source.encryption_key_id != key_id:
-                old = VolumeKey(project_id=source.project_id, key_id=source.encryption_key_id)
-                await self.shielded(
-                    common.run_control(KeyActivities.delete_key, old, "delete the old key")
-                )
-        except ActivityError as error:
-            workflow.logger.warning("the migrated volume's source was not removed: %s", error)
+        )
+        if source.encryption_key_id and source.encryption_key_id != key_id:
+            old = VolumeKey(project_id=source.project_id, key_id=source.encryption_key_id)
+            await self.shielded(
+                common.run_control(KeyActivities.delete_key, old, "delete the old key")
+            )
         self.report("Migrated.")
+
+    def _cleanup(self, host: str, summary: str) -> dict[str, Any]:
+        """Driver options for a removal after the final write: retried without end."""
+        options = common.driver(host, self.request.policy, summary)
+        options["retry_policy"] = CLEANUP_RETRY
+        return options
 
     async def _end_export(self, export: Connection) -> None:
         assert export.volume.host is not None

@@ -18,6 +18,7 @@ from tests.retyping import (
     MIB,
     assert_quota_exact,
     backend_file,
+    backend_files,
     guest_digest,
     message_of,
     new_type,
@@ -108,7 +109,7 @@ def test_a_compute_error_rolls_back(cloud: tuple[ThreadStack, FakeCompute]) -> N
     compute.reset(api.project, "error")
     gold, silver = new_type(api, "gold"), new_type(api, "silver")
     volume, _, attachment = attached(api, gold["name"])
-    silver_files = set(root(stack, "silver").iterdir())
+    silver_files = backend_files(stack, "silver")
     assert retype(api, volume["id"], silver["name"]).status_code == 202
     poll(lambda: compute.swapped, what="the compute's error")
     assert compute.swapped[0].json() == {"save_volume_id": volume["id"]}
@@ -117,7 +118,7 @@ def test_a_compute_error_rolls_back(cloud: tuple[ThreadStack, FakeCompute]) -> N
     assert back["status"] == "in-use" and back["volume_type"] == gold["name"]
     assert back["os-vol-mig-status-attr:migstat"] == "error"
     assert [a["attachment_id"] for a in back["attachments"]] == [attachment]
-    assert set(root(stack, "silver").iterdir()) == silver_files
+    assert backend_files(stack, "silver") == silver_files
     (_, _, target_id) = compute.swaps[0]
     assert api.get(f"/volumes/{target_id}").status_code == 404
     assert "retype volume:" in message_of(api, volume["id"])
@@ -137,6 +138,7 @@ def test_completion_rules(cloud: tuple[ThreadStack, FakeCompute]) -> None:
         return who.post(action, body)
 
     assert_fault(completion(volume["id"]), 400, "Source volume not mid-migration.")
+    assert_fault(completion("not-a-uuid"), 400, "new_volume")
     assert retype(api, volume["id"], silver["name"]).status_code == 202
     poll(lambda: compute.swaps, what="the swap asked for")
     (_, _, target_id) = compute.swaps[0]

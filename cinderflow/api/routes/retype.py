@@ -31,6 +31,7 @@ from cinderflow.api.errors import (
 )
 from cinderflow.api.handover import hand_over, operation_policy
 from cinderflow.api.lookups import visible_volume
+from cinderflow.api.routes.attachments import Uuid
 from cinderflow.api.routes.volume_actions import ACTIONS, COMPLETION_WAIT_S, router
 from cinderflow.api.routing import ApiRequest
 from cinderflow.api.validation import Boolean, StrictModel
@@ -39,7 +40,8 @@ from cinderflow.db import types as type_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.models import OutboxEntry, Service, Snapshot, Volume, VolumeType
 from cinderflow.payloads import MigrationCompleted, MigrationCompletion
-from cinderflow.scheduling.backends import VOLUME_BINARY
+from cinderflow.scheduling.backends import VOLUME_BINARY, reports_since
+from cinderflow.settings import Settings
 from cinderflow.status import MigrationStatus, VolumeStatus
 from cinderflow.temporal.owner import OwnerGone, UpdateRefused
 from cinderflow.temporal.queues import backend_of
@@ -79,6 +81,8 @@ async def retype(req: ApiRequest) -> Response:
             if new_type is None:
                 raise volume_type_not_found(body.new_type)
             _check_type(session, volume, new_type)
+            if volume_db.extra_specs(session, new_type.id).get("multiattach") == "<is> True":
+                policy.authorize(req.ctx, "volume:multiattach", volume.project_id)
             settings = req.services.settings
             if new_type.id != volume.volume_type_id:  # else the status check below refuses
                 quota.reserve(
@@ -86,10 +90,7 @@ async def retype(req: ApiRequest) -> Response:
                     settings,
                     volume_id=volume.id,
                     project_id=volume.project_id,
-                    deltas={
-                        f"volumes_{new_type.name}": 1,
-                        f"gigabytes_{new_type.name}": volume.size,
-                    },
+                    deltas=_retype_deltas(session, settings, volume, new_type.name),
                 )
             _check_retypable(session, volume, new_type)
             payload = RetypeInput(
@@ -117,6 +118,19 @@ async def retype(req: ApiRequest) -> Response:
     return Response(status_code=202)
 
 
+def _retype_deltas(
+    session: Session, settings: Settings, volume: Volume, type_name: str
+) -> dict[str, int]:
+    """What the new type's per-type quota gains: the volume (Cinder's reservation) and its
+    snapshots, which follow the volume's type here (unlike Cinder, LP#1877164)."""
+    sizes = session.exec(select(Snapshot.volume_size).where(Snapshot.volume_id == volume.id)).all()
+    gigabytes = volume.size + (0 if settings.no_snapshot_gb_quota else sum(sizes))
+    deltas = {f"volumes_{type_name}": 1, f"gigabytes_{type_name}": gigabytes}
+    if sizes:
+        deltas[f"snapshots_{type_name}"] = len(sizes)
+    return deltas
+
+
 def _check_type(session: Session, volume: Volume, new_type: VolumeType) -> None:
     """What the new type itself forbids (Cinder's checks before the quota)."""
     specs = volume_db.extra_specs(session, new_type.id)
@@ -127,7 +141,9 @@ def _check_type(session: Session, volume: Volume, new_type: VolumeType) -> None:
             "available volumes, the given volume has a status of: " + volume.status + "."
         )
     if multiattach and type_db.encryption_of(session, new_type.id) is not None:
-        raise invalid_input("Multiattach cannot be enabled on encrypted volume types.")
+        raise invalid_input(
+            "Retype requested both encryption and multi-attach, which is not supported."
+        )
     low, high = specs.get("provisioning:min_vol_size"), specs.get("provisioning:max_vol_size")
     if low and low.isdigit() and volume.size < int(low):
         raise invalid_input(
@@ -180,8 +196,8 @@ async def migrate_volume(req: ApiRequest) -> Response:
     def run() -> OutboxEntry:
         with req.services.db.transaction() as session:
             volume = visible_volume(session, req.ctx, req.path_params["volume_id"], for_update=True)
-            _check_migratable(session, volume, body.host)
             settings = req.services.settings
+            _check_migratable(session, settings, volume, body.host)
             payload = RetypeInput(
                 resource_id=volume.id,
                 new_type_id=volume.volume_type_id,
@@ -198,7 +214,11 @@ async def migrate_volume(req: ApiRequest) -> Response:
                 "migrate",
                 volume,
                 payload,
-                status=VolumeStatus.MAINTENANCE if body.lock_volume else None,
+                status=(
+                    VolumeStatus.MAINTENANCE
+                    if body.lock_volume and volume.status == VolumeStatus.AVAILABLE
+                    else None
+                ),
                 expected={"status": volume.status},
             )
             assert entry is not None, "the row is locked and was checked above"
@@ -208,24 +228,33 @@ async def migrate_volume(req: ApiRequest) -> Response:
     return Response(status_code=202)
 
 
-def _check_migratable(session: Session, volume: Volume, host: str) -> None:
-    """Cinder's checks of `API.migrate_volume`, in its order and words."""
-    if volume.status not in RETYPABLE:
-        raise invalid_volume(
-            f"Volume {volume.id} status must be available or in-use, but current status is: "
-            f"{volume.status}."
-        )
-    if volume.migration_status not in (None, *NOT_MIGRATING):
-        raise invalid_volume(f"Volume {volume.id} is already part of an active migration.")
-    if session.exec(select(Snapshot.id).where(Snapshot.volume_id == volume.id)).first():
-        raise invalid_volume(f"Volume {volume.id} must not have snapshots.")
+def _check_migratable(session: Session, settings: Settings, volume: Volume, host: str) -> None:
+    """Cinder's checks of `API.migrate_volume`: the backend first (an enabled volume service
+    that is up), then its one condition with its one message; a volume that an operation owns
+    or holds is busy (409)."""
     service = session.exec(
         select(Service).where(Service.host == backend_of(host), Service.binary == VOLUME_BINARY)
     ).first()
-    if service is None:
-        raise BadRequest(f"No available service named '{host}'")
-    if volume.host is not None and backend_of(host) == backend_of(volume.host):
-        raise BadRequest("Destination host must be different than the current host.")
+    up_since = reports_since(settings.service_down_time)
+    if (
+        service is None
+        or service.disabled
+        or service.updated_at is None
+        or service.updated_at < up_since
+    ):
+        raise BadRequest(f"Invalid host: No available service named {host}")
+    snapshots = session.exec(select(Snapshot.id).where(Snapshot.volume_id == volume.id)).first()
+    if (
+        volume.status not in RETYPABLE
+        or volume.migration_status not in (None, *NOT_MIGRATING)
+        or snapshots is not None
+        or (volume.host is not None and backend_of(host) == backend_of(volume.host))
+    ):
+        raise invalid_volume(
+            f"Volume {volume.id} status must be available or in-use, must not be migrating, "
+            "have snapshots, be replicated, be part of a group and destination host/cluster "
+            "must be different than the current one"
+        )
     held = ownership.holds_on(session, volume.id)
     if volume.workflow_id is not None or held:
         holder = (
@@ -237,7 +266,7 @@ def _check_migratable(session: Session, volume: Volume, host: str) -> None:
 
 
 class MigrationCompletionFields(StrictModel):
-    new_volume: str = Field(min_length=1, max_length=36)
+    new_volume: Uuid
     error: Boolean | None = None
 
 

@@ -33,7 +33,7 @@ from cinderflow.api.schemas.snapshots import (
     SnapshotUpdateBody,
 )
 from cinderflow.api.views import snapshots as views
-from cinderflow.db import ownership, paging
+from cinderflow.db import migration_targets, ownership, paging
 from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db.metadata import SNAPSHOTS, set_metadata
 from cinderflow.db.models import OutboxEntry, Snapshot, VolumeType, utcnow
@@ -127,7 +127,7 @@ def _insert(
         raise invalid_volume(
             "The snapshot cannot be created when the volume is in maintenance mode."
         )
-    if volume.migration_status not in (None, *NOT_MIGRATING):
+    if volume.migration_status not in (None, *NOT_MIGRATING) or migration_targets.is_target(volume):
         raise invalid_volume("Snapshot cannot be created while volume is migrating.")
     if volume.status == VolumeStatus.ERROR:
         raise invalid_volume("The snapshot cannot be created when the volume is in error status.")

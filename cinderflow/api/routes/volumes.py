@@ -6,6 +6,7 @@ CreateVolume/DeleteVolume workflows do the rest and write the final status.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ from cinderflow.api.schemas.volumes import (
     VolumeUpdateBody,
 )
 from cinderflow.api.views import volumes as views
-from cinderflow.db import ownership
+from cinderflow.db import migration_targets, ownership
 from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db import types as type_db
 from cinderflow.db import volumes as volume_db
@@ -150,7 +151,10 @@ def _source(session: Session, ctx: RequestContext, spec: VolumeCreate) -> Source
         )
     if spec.source_volid is not None:
         volume = visible_volume(session, ctx, spec.source_volid, for_update=True)
-        if volume.status not in (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE):
+        if volume.status not in (
+            VolumeStatus.AVAILABLE,
+            VolumeStatus.IN_USE,
+        ) or migration_targets.is_target(volume):
             raise invalid_volume(
                 "Unable to create a volume from an originating source volume when its status "
                 f"is {volume.status}."
@@ -357,6 +361,10 @@ async def show(req: ApiRequest) -> Response:
     return JSONResponse({"volume": body})
 
 
+PROGRESS_WAIT_S = 2.0
+"""How long a volume show waits for a migration's progress (no worker: the field is left out)."""
+
+
 async def migration_progress(req: ApiRequest, volume: Volume) -> str | None:
     """How far a migration's copy is, in percent as a string (3.72, admin, only while
     `migrating`; spec migration-progress-in-volume-details), asked of the migration's
@@ -369,10 +377,13 @@ async def migration_progress(req: ApiRequest, volume: Volume) -> str | None:
     ):
         return None
     try:
-        progress = await req.services.owners.query(
-            volume.workflow_id, "progress", result_type=OperationProgress
+        progress = await asyncio.wait_for(
+            req.services.owners.query(
+                volume.workflow_id, "progress", result_type=OperationProgress
+            ),
+            PROGRESS_WAIT_S,
         )
-    except (UpdateRefused, OwnerGone, TemporalUnavailable):
+    except (UpdateRefused, OwnerGone, TemporalUnavailable, TimeoutError):
         return None
     return str(progress.percent) if progress.percent is not None else None
 
