@@ -51,6 +51,8 @@ MAX_HEARTBEAT_INTERVAL_S = 2.0
 cancellation arrives with a heartbeat's answer, so a reset reaches a driver call in seconds."""
 RESET_NOT_IMPLEMENTED = "not_implemented"
 SIGNAL_WAIT_S = 2.0
+PROGRESS_INTERVAL_S = 0.5
+"""How often a copy's progress is looked at (a signal only when its whole percent grew)."""
 COPY_PROGRESS_SIGNAL = "copy_progress"
 """The signal a copy sends its workflow each time its percentage grows (at most 100)."""
 
@@ -98,13 +100,21 @@ async def _beat_until_done(
     interval: float,
     on_beat: Callable[[dict[str, Any]], Awaitable[None]] | None,
 ) -> None:
+    """Heartbeat every `interval`; a call whose progress is watched (`on_beat`) is looked at
+    every PROGRESS_INTERVAL_S in between, so its percentage is shown as it grows."""
+    tick = min(interval, PROGRESS_INTERVAL_S) if on_beat is not None else interval
+    loop = asyncio.get_running_loop()
+    last_beat = loop.time()
     while not task.done():
-        await asyncio.wait({task}, timeout=interval)
-        if not task.done():
-            details = call.details() if call is not None else None
+        await asyncio.wait({task}, timeout=tick)
+        if task.done():
+            return
+        details = call.details() if call is not None else None
+        if loop.time() - last_beat >= interval - 0.01:
             activity.heartbeat(*([details] if details else []))
-            if details and on_beat is not None:
-                await on_beat(details)
+            last_beat = loop.time()
+        if details and on_beat is not None:
+            await on_beat(details)
 
 
 def percent_of(details: dict[str, Any] | None) -> int | None:
