@@ -19,17 +19,22 @@ class ComputeActivities(ActivityGroup):
     def __init__(self, settings: Settings) -> None:
         self.client = ComputeClient.from_settings(settings)
 
-    @activity.defn(name="compute.volume_extended")
-    async def volume_extended(self, event: ComputeEvent) -> None:
-        """Send `volume-extended` for each server; refused or unconfigured ends the attempt."""
+    def _client(self) -> ComputeClient:
+        """The compute API's client; unconfigured ends the attempt (no retry helps)."""
         if self.client is None:
             raise ApplicationError(
                 "no compute endpoint is configured (CINDERFLOW_COMPUTE_ENDPOINT)",
                 type=NO_COMPUTE,
                 non_retryable=True,
             )
+        return self.client
+
+    @activity.defn(name="compute.volume_extended")
+    async def volume_extended(self, event: ComputeEvent) -> None:
+        """Send `volume-extended` for each server; refused or unconfigured ends the attempt."""
+        client = self._client()
         try:
-            await self.client.volume_extended(
+            await client.volume_extended(
                 event.server_uuids, event.volume_id, requires_completion=event.requires_completion
             )
         except ComputeError as error:
@@ -38,14 +43,9 @@ class ComputeActivities(ActivityGroup):
     @activity.defn(name="compute.swap_volume")
     async def swap_volume(self, request: SwapRequest) -> None:
         """Ask the compute to move the server's disk to the new volume (it answers later)."""
-        if self.client is None:
-            raise ApplicationError(
-                "no compute endpoint is configured (CINDERFLOW_COMPUTE_ENDPOINT)",
-                type=NO_COMPUTE,
-                non_retryable=True,
-            )
+        client = self._client()
         try:
-            await self.client.swap_volume(
+            await client.swap_volume(
                 request.server_id, request.old_volume_id, request.new_volume_id
             )
         except ComputeError as error:

@@ -15,7 +15,7 @@ from temporalio import activity
 
 from cinderflow.activities import fencing
 from cinderflow.activities.group import ActivityGroup
-from cinderflow.db import admin_metadata, migration_targets, ownership
+from cinderflow.db import admin_metadata, migration_targets
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.admin_metadata import EXTEND_NEW_SIZE, EXTEND_RESERVATIONS
@@ -24,7 +24,6 @@ from cinderflow.db.engine import Database
 from cinderflow.db.models import Reservation, Volume
 from cinderflow.drivers.base import VolumeRef
 from cinderflow.payloads import Connection, ExtendRequest, MigrationState, MigrationTarget
-from cinderflow.status import ResourceKind
 from cinderflow.threads import run_blocking
 
 
@@ -107,14 +106,7 @@ class VolumeActivities(ActivityGroup):
             if session.get(Volume, target.target_id) is not None:
                 return  # an earlier attempt added it (and its hold)
             migration_targets.add(session, source, target.target_id, target.values)
-            ownership.hold(
-                session,
-                resource_type=ResourceKind.VOLUME,
-                resource_id=target.target_id,
-                workflow_id=workflow_id,
-                holder_id=source.id,
-                operation="retype",
-            )
+            migration_targets.hold(session, target.target_id, workflow_id, source.id)
 
     @activity.defn(name="volume.target_attachments")
     async def target_attachments(self, target_id: str) -> list[str]:

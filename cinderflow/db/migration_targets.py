@@ -94,14 +94,19 @@ def exchange(
     session.add(target)
     session.flush()
     if not ownership.holds_on(session, target.id):  # the final write ended the migration's
-        ownership.hold(
-            session,
-            resource_type=ResourceKind.VOLUME,
-            resource_id=target.id,
-            workflow_id=owner,
-            holder_id=source.id,
-            operation="retype",
-        )
+        hold(session, target.id, owner, source.id)
+
+
+def hold(session: Session, target_id: str, owner: str, source_id: str) -> None:
+    """The migration holds its target: no delete, extend, retype, snapshot or clone of it."""
+    ownership.hold(
+        session,
+        resource_type=ResourceKind.VOLUME,
+        resource_id=target_id,
+        workflow_id=owner,
+        holder_id=source_id,
+        operation="retype",
+    )
 
 
 def _move(session: Session, attachment_ids: list[str], volume_id: str) -> None:

@@ -136,4 +136,6 @@ def hold_reason(held: Hold) -> str:
         return f"volume {held.holder_id} is being cloned from it"
     if held.operation == "create":
         return f"volume {held.holder_id} is being created from it"
+    if held.operation == "retype":
+        return f"it is the migration target of volume {held.holder_id}"
     return f"operation {held.operation} of {held.holder_id} is reading it"

@@ -163,14 +163,7 @@ def _check_retypable(session: Session, volume: Volume, new_type: VolumeType) -> 
     migrating = volume.migration_status not in (None, *NOT_MIGRATING)
     if volume.status not in RETYPABLE or migrating or new_type.id == volume.volume_type_id:
         raise invalid_volume(NOT_RETYPABLE)
-    held = ownership.holds_on(session, volume.id)
-    if volume.workflow_id is not None or held:
-        holder = (
-            f"operation {volume.workflow_id} owns it"
-            if volume.workflow_id
-            else ownership.hold_reason(held[0])
-        )
-        raise Conflict(f"Volume {volume.id} is busy: {holder}; retype it once that has ended.")
+    _refuse_busy(session, volume, "retype")
 
 
 class Migrate(StrictModel):
@@ -255,6 +248,11 @@ def _check_migratable(session: Session, settings: Settings, volume: Volume, host
             "have snapshots, be replicated, be part of a group and destination host/cluster "
             "must be different than the current one"
         )
+    _refuse_busy(session, volume, "migrate")
+
+
+def _refuse_busy(session: Session, volume: Volume, verb: str) -> None:
+    """409 while an operation owns the volume or reads it (a snapshot or clone of it)."""
     held = ownership.holds_on(session, volume.id)
     if volume.workflow_id is not None or held:
         holder = (
@@ -262,7 +260,7 @@ def _check_migratable(session: Session, settings: Settings, volume: Volume, host
             if volume.workflow_id
             else ownership.hold_reason(held[0])
         )
-        raise Conflict(f"Volume {volume.id} is busy: {holder}; migrate it once that has ended.")
+        raise Conflict(f"Volume {volume.id} is busy: {holder}; {verb} it once that has ended.")
 
 
 class MigrationCompletionFields(StrictModel):
