@@ -37,8 +37,9 @@ error or silence rolls back, the volume `in-use` on its old backend.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -75,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
     from cinderflow.workflows import common
     from cinderflow.workflows.operation import LOST, OperationInput, OperationWorkflow
 
+T = TypeVar("T")
 MIGRATION_CONNECTOR = {"host": "cinderflow-migration", "initiator": "cinderflow-migration"}
 """The consumer the source is exported to for the copy (the destination's driver reads it)."""
 END_EXPORT = "end the source's export"
@@ -137,7 +139,10 @@ class RetypeVolume(OperationWorkflow):
         """The compute's answer to the swap (REST os-migrate_volume_completion calls this).
         A success is answered once the volumes have exchanged their backend objects and
         attachments, so the compute may delete its old attachment as soon as it has the
-        answer."""
+        answer. One that arrives while a reset is being checked waits for its outcome."""
+        await workflow.wait_condition(lambda: not self._reset_busy)
+        if self.stop_requested:
+            raise ApplicationError(NOT_SWAPPING, type="NotWaiting")
         self.swap_answer = completion
         if not completion.error:  # a repeat of it waits here too
             await workflow.wait_condition(lambda: self.exchanged or self._ended)
@@ -151,12 +156,7 @@ class RetypeVolume(OperationWorkflow):
     def _only_while_swapping(self, completion: MigrationCompletion) -> None:
         if completion == self.swap_answer and self.swap_target is not None:
             return  # the same answer again (a retry): it gets the first one's outcome
-        if (
-            self.swap_target is None
-            or self.swap_answer is not None
-            or self.stop_requested
-            or self._reset_busy
-        ):
+        if self.swap_target is None or self.swap_answer is not None or self.stop_requested:
             raise ApplicationError(NOT_SWAPPING, type="NotWaiting")
         if completion.new_volume != self.swap_target:
             raise ApplicationError(
@@ -192,8 +192,9 @@ class RetypeVolume(OperationWorkflow):
         )
         if plan.refused or plan.host is None:
             return await self._back(plan.refused or "no backend", Detail.NO_BACKEND_AVAILABLE)
-        new_type = {"volume_type_id": plan.new_type.id, "multiattach": plan.new_type.multiattach}
-        if request.host is None:
+        new_type: dict[str, Any] = {"volume_type_id": plan.new_type.id}
+        if request.host is None:  # a retype (os-migrate_volume keeps the type and its flag)
+            new_type["multiattach"] = plan.new_type.multiattach
             if plan.diff.get("equal"):
                 reason = f"retyped to {plan.new_type.name} (nothing differs)"
                 return await self._done(new_type, reason)
@@ -252,12 +253,7 @@ class RetypeVolume(OperationWorkflow):
         if plan.new_type.encryption is not None:
             self.report("Creating the destination's encryption key.")
             new_key = MigrationKey(volume_id=source.id, new_type_id=plan.new_type.id)
-            self.undo_with(
-                "delete the destination's key",
-                lambda: common.run_control(
-                    KeyActivities.delete_migration_key, source.id, "delete destination key"
-                ),
-            )
+            self.undo_with("delete the destination's key", self._delete_destination_key)
             key_id = await self.step(
                 lambda: common.run_control(
                     KeyActivities.create_migration_key, new_key, "destination key"
@@ -340,7 +336,7 @@ class RetypeVolume(OperationWorkflow):
             f"retyped to {plan.new_type.name} by migration to {target_host}",
             migration_status=MigrationStatus.SUCCESS,
         )
-        if done.status != LOST:
+        if done.done:  # a lost write wrote nothing: the source is still the volume
             await self._remove_source(source, key_id)
         return done
 
@@ -404,6 +400,7 @@ class RetypeVolume(OperationWorkflow):
             self.swap_target = None
             failed = "the compute failed to copy the volume"
             return await self._back(failed, Detail.MIGRATION_FAILED)
+        await self.close()  # the guest may run on the new disk now: no reset or cancel undoes it
         attached = await self.shielded(
             common.run_control(
                 VolumeActivities.target_attachments, target_id, "the compute's attachment"
@@ -434,6 +431,14 @@ class RetypeVolume(OperationWorkflow):
         await self._retire_target(source, target_id, values.get("encryption_key_id"))
         return done.model_copy(update={"status": reason})
 
+    async def _delete_destination_key(self) -> None:
+        """Undo the destination's key, unless the destination is kept (see below)."""
+        if self.keep_destination:
+            return
+        await common.run_control(
+            KeyActivities.delete_migration_key, self.request.resource_id, "delete destination key"
+        )
+
     async def _delete_destination(self, target: VolumeRef) -> None:
         """Undo the destination, unless the compute still has the target attached (then it
         may be the guest's disk now: it is left, with the row, for the operator)."""
@@ -456,17 +461,16 @@ class RetypeVolume(OperationWorkflow):
             self.keep_destination = True
             return
         every_export = Connection(attachment_id="migration-target", volume=target)
-        try:
-            await workflow.execute_activity_method(
-                DriverActivities.terminate_connection,
-                every_export,
-                **common.driver(target.host, self.request.policy, "driver terminate_connection"),
-            )
-        finally:
-            removed = await common.run_control(
-                VolumeActivities.remove_migration_target, target.name_id, "remove target"
-            )
-            self.keep_destination = not removed
+        self.keep_destination = True  # until the exports are ended and the row is removed
+        await workflow.execute_activity_method(
+            DriverActivities.terminate_connection,
+            every_export,
+            **common.driver(target.host, self.request.policy, "driver terminate_connection"),
+        )
+        removed = await common.run_control(
+            VolumeActivities.remove_migration_target, target.name_id, "remove target"
+        )
+        self.keep_destination = not removed
 
     async def _retire_target(self, source: VolumeRef, target_id: str, key_id: str | None) -> None:
         """After the exchange the target row stands for the old backend object: once the
@@ -477,17 +481,19 @@ class RetypeVolume(OperationWorkflow):
             self._drain(target_id, timedelta(seconds=self.request.completion_timeout_s))
         )
         old = Connection(attachment_id="migration-source", volume=source)
-        await self.shielded(
-            workflow.execute_activity_method(
+        await self._until_done(
+            "ending the old exports",
+            lambda: workflow.execute_activity_method(
                 DriverActivities.terminate_connection,
                 old,
                 **self._cleanup(source.host, "driver terminate_connection (source)"),
-            )
+            ),
         )
-        removed = await self.shielded(
-            common.run_control(
+        removed = await self._until_done(
+            "removing the migration target",
+            lambda: common.run_control(
                 VolumeActivities.remove_migration_target, target_id, "remove migration target"
-            )
+            ),
         )
         if removed:
             await self._remove_source(source, key_id)
@@ -507,29 +513,44 @@ class RetypeVolume(OperationWorkflow):
 
     async def _remove_source(self, source: VolumeRef, key_id: str | None) -> None:
         """After the final write: the old backend object and the old key are no one's now.
-        Run through a cancel (shielded), retried until the backend takes it (an orphan would
-        be forever); the key on its own."""
+        Run through a cancel and tried until done (an orphan would be forever)."""
         assert source.host is not None
         self.report(f"Deleting the source on `{source.host}`.")
-        await self.shielded(
-            workflow.execute_activity_method(
+        await self._until_done(
+            "deleting the source",
+            lambda: workflow.execute_activity_method(
                 DriverActivities.delete_volume,
                 source,
                 **self._cleanup(source.host, "driver delete_volume (source)"),
-            )
+            ),
         )
         if source.encryption_key_id and source.encryption_key_id != key_id:
             old = VolumeKey(project_id=source.project_id, key_id=source.encryption_key_id)
-            await self.shielded(
-                common.run_control(KeyActivities.delete_key, old, "delete the old key")
+            await self._until_done(
+                "deleting the old key",
+                lambda: common.run_control(KeyActivities.delete_key, old, "delete the old key"),
             )
         self.report("Migrated.")
 
     def _cleanup(self, host: str, summary: str) -> dict[str, Any]:
-        """Driver options for a removal after the final write: retried without end."""
+        """Driver options for a removal after the final write: no queue deadline (a backend
+        down for a day still gets it), retried without end."""
         options = common.driver(host, self.request.policy, summary)
         options["retry_policy"] = CLEANUP_RETRY
+        options["schedule_to_start_timeout"] = None
         return options
+
+    async def _until_done(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
+        """A cleanup after the final write, shielded, tried again (backing off to 10 min)
+        whatever fails, so nothing the migration made is left behind for good."""
+        pause = timedelta(seconds=5)
+        while True:
+            try:
+                return await self.shielded(work())
+            except ActivityError as error:
+                self.report(f"{what} failed ({common.failure_message(error)}); trying again.")
+                await self.shielded(workflow.sleep(pause))
+                pause = min(pause * 2, timedelta(minutes=10))
 
     async def _end_export(self, export: Connection) -> None:
         assert export.volume.host is not None

@@ -280,7 +280,9 @@ async def migrate_volume_completion(req: ApiRequest) -> Response:
     fields = req.body.completion
     policy.authorize(req.ctx, "volume_extension:volume_admin_actions:migrate_volume_completion")
 
-    def waiting_workflow() -> str:
+    def waiting_workflow() -> str | None:
+        """The migration's workflow, or None when it already exchanged the volumes (a repeat
+        of a completion that was answered, or that timed out here while it was written)."""
         with req.services.db.read() as session:
             # Authorized above (admin or service role): the compute's service account.
             volume = session.get(Volume, req.path_params["volume_id"])
@@ -289,6 +291,13 @@ async def migrate_volume_completion(req: ApiRequest) -> Response:
             target = session.get(Volume, fields.new_volume)
             if target is None:
                 raise volume_not_found(fields.new_volume)
+            if (
+                not fields.error
+                and volume.migration_status == MigrationStatus.SUCCESS
+                and target.migration_status == migration_targets.DELETING
+                and any(h.holder_id == volume.id for h in ownership.holds_on(session, target.id))
+            ):
+                return None
             if volume.migration_status != MigrationStatus.MIGRATING or volume.workflow_id is None:
                 raise invalid_volume(NOT_SWAPPING)
             expected = migration_targets.target_status(volume.id)
@@ -300,6 +309,8 @@ async def migrate_volume_completion(req: ApiRequest) -> Response:
             return volume.workflow_id
 
     workflow_id = await run_in_threadpool(waiting_workflow)
+    if workflow_id is None:
+        return JSONResponse({"save_volume_id": req.path_params["volume_id"]})
     try:
         done = await req.services.owners.update(
             workflow_id,
