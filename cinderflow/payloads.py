@@ -43,6 +43,18 @@ class UserMessageSpec(BaseModel):
     request_id: str | None = None
 
 
+class TransferAccept(BaseModel):
+    """What an accepted transfer's final write moves: the volume's project and user (its
+    `values`), its snapshots unless `no_snapshots`, their new keys, and the transfer record."""
+
+    transfer_id: str
+    project_id: str
+    user_id: str
+    move_snapshots: bool = True
+    snapshot_keys: dict[str, str] = Field(default_factory=dict)
+    """Snapshot id -> its key cloned into the receiving project."""
+
+
 class FinalWrite(BaseModel):
     """The one write that ends an operation on its resource, in one fenced transaction.
 
@@ -76,6 +88,8 @@ class FinalWrite(BaseModel):
     exchange_with: str | None = None
     """A migration target whose backend object and attachments the volume exchanges for its
     own (Cinder's finish_volume_migration), before the values are written."""
+    transfer: TransferAccept | None = None
+    """An accepted transfer: the volume's snapshots and the transfer record go with it."""
     exchange_server: str | None = None
     """The server whose new attachment of the target becomes the volume's."""
     reason: str | None = None
@@ -310,6 +324,30 @@ class MigrationCompletion(BaseModel):
 class MigrationCompleted(BaseModel):
     save_volume_id: str
     """The volume id the compute keeps using (the source's: it keeps its id)."""
+
+
+class TransferRequest(BaseModel):
+    """The driver's `accept_transfer` (SupportsTransfer) on the volume's backend."""
+
+    volume: VolumeRef
+    new_user: str
+    new_project: str
+
+
+class TransferKeys(BaseModel):
+    """Clone the keys of a transferred volume (and its snapshots) into the receiving project."""
+
+    volume_id: str
+    to_project: str
+    snapshots: bool = True
+
+
+class ClonedKeys(BaseModel):
+    volume_key: str | None = None
+    snapshot_keys: dict[str, str] = Field(default_factory=dict)
+    old_keys: list[str] = Field(default_factory=list)
+    """The sending project's keys, deleted once the transfer is committed."""
+    from_project: str = ""
 
 
 class VolumeKey(BaseModel):

@@ -41,6 +41,7 @@ class Action:
     RETYPE_VOLUME = Code("102", "retype volume")
     """cinderflow's own too: Cinder records no message when a retype fails."""
     MIGRATE_VOLUME = Code("103", "migrate volume")
+    TRANSFER_ACCEPT = Code("104", "accept volume transfer")
 
 
 class Detail:
@@ -59,6 +60,7 @@ class Detail:
     VOLUME_HAS_SNAPSHOTS = Code("104", "Volume must not have snapshots.")
     MIGRATION_FAILED = Code("105", "Volume data could not be copied to the new backend.")
     DRIVER_FAILED_RETYPE = Code("106", "Volume driver failed to retype the volume.")
+    DRIVER_FAILED_TRANSFER = Code("107", "Volume driver failed to accept the transfer.")
     SNAPSHOT_DELETE_ERROR = Code("016", "Snapshot failed to delete.")
     ATTACH_ERROR = Code("021", "Failed to attach volume.")
     DETACH_ERROR = Code("022", "Failed to detach volume.")

@@ -26,6 +26,7 @@ from cinderflow.drivers.base import (
     SnapshotRef,
     SupportsReset,
     SupportsRetype,
+    SupportsTransfer,
     SupportsVolumeCopy,
     VolumeDriver,
     VolumeDriverError,
@@ -39,6 +40,7 @@ from cinderflow.payloads import (
     ExtendRequest,
     Retyped,
     RetypeRequest,
+    TransferRequest,
     VolumeClone,
     VolumeCopy,
     VolumeFromSnapshot,
@@ -250,6 +252,18 @@ class DriverActivities(ActivityGroup):
             return Retyped(done=bool(done), update=update or {})
 
         return await self._call("retype", call)
+
+    @activity.defn(name="driver.accept_transfer")
+    async def accept_transfer(self, request: TransferRequest) -> dict[str, Any]:
+        """Tell the backend the volume changes project (a driver that need not know: {})."""
+        driver = self.driver
+        if not isinstance(driver, SupportsTransfer):
+            return {}
+
+        def call() -> ModelUpdate:
+            return driver.accept_transfer(request.volume, request.new_user, request.new_project)
+
+        return await self._call("accept_transfer", call) or {}
 
     @activity.defn(name="driver.copy_volume_data")
     async def copy_volume_data(self, request: VolumeCopy) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import Executor
 
+from sqlmodel import select
 from temporalio import activity
 
 from cinderflow.activities import fencing
@@ -20,10 +21,10 @@ from cinderflow.db import admin_metadata, ownership
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
-from cinderflow.db.models import Snapshot, Volume
+from cinderflow.db.models import Snapshot, Volume, VolumeAdminMetadata
 from cinderflow.drivers.base import VolumeRef
 from cinderflow.keys.service import KeyService
-from cinderflow.payloads import MigrationKey, VolumeKey
+from cinderflow.payloads import ClonedKeys, MigrationKey, TransferKeys, VolumeKey
 from cinderflow.threads import run_blocking
 
 
@@ -140,6 +141,76 @@ class KeyActivities(ActivityGroup):
         with self.db.transaction() as session:
             fencing.owned(session, Volume, volume_id, workflow_id, lock=True)
             admin_metadata.remove(session, volume_id, [admin_metadata.MIGRATION_KEY_ID])
+
+    @activity.defn(name="keys.clone_for_transfer")
+    async def clone_for_transfer(self, request: TransferKeys) -> ClonedKeys:
+        """Clone the volume's key (and its snapshots') into the receiving project, each
+        recorded in the volume's admin metadata (`transfer_key:<id>`) so a retry returns it."""
+        return await run_blocking(
+            self.executor, self._clone_for_transfer, request, activity.info().workflow_id
+        )
+
+    def _clone_for_transfer(self, request: TransferKeys, workflow_id: str) -> ClonedKeys:
+        with self.db.read() as session:
+            volume = fencing.owned(session, Volume, request.volume_id, workflow_id)
+            wanted = {volume.id: volume.encryption_key_id} if volume.encryption_key_id else {}
+            if request.snapshots:
+                for snapshot in session.exec(
+                    select(Snapshot).where(Snapshot.volume_id == volume.id)
+                ):
+                    if snapshot.encryption_key_id:
+                        wanted[snapshot.id] = snapshot.encryption_key_id
+            recorded = _transfer_keys(session, volume.id)
+        cloned = dict(recorded)
+        for resource_id, key_id in wanted.items():
+            if resource_id in cloned:
+                continue
+            new = self.keys.clone(volume.project_id, key_id, to_project=request.to_project)
+            with self.db.transaction() as session:
+                fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
+                again = _transfer_keys(session, volume.id).get(resource_id)
+                if again is None:
+                    name = admin_metadata.TRANSFER_KEY_PREFIX + resource_id
+                    admin_metadata.put(session, volume.id, {name: new})
+            if again is not None:  # an overlapping attempt recorded its own
+                self.keys.delete(request.to_project, new)
+                new = again
+            cloned[resource_id] = new
+        return ClonedKeys(
+            volume_key=cloned.get(volume.id),
+            snapshot_keys={k: v for k, v in cloned.items() if k != volume.id},
+            old_keys=sorted(wanted.values()),
+            from_project=volume.project_id,
+        )
+
+    @activity.defn(name="keys.delete_transfer_keys")
+    async def delete_transfer_keys(self, request: TransferKeys) -> None:
+        """Undo of clone_for_transfer: delete the receiving project's clones it recorded."""
+        await run_blocking(
+            self.executor, self._delete_transfer_keys, request, activity.info().workflow_id
+        )
+
+    def _delete_transfer_keys(self, request: TransferKeys, workflow_id: str) -> None:
+        with self.db.read() as session:
+            fencing.owned(session, Volume, request.volume_id, workflow_id)
+            recorded = _transfer_keys(session, request.volume_id)
+        for key_id in recorded.values():
+            self.keys.delete(request.to_project, key_id)
+        with self.db.transaction() as session:
+            fencing.owned(session, Volume, request.volume_id, workflow_id, lock=True)
+            names = [admin_metadata.TRANSFER_KEY_PREFIX + r for r in recorded]
+            admin_metadata.remove(session, request.volume_id, names)
+
+
+def _transfer_keys(session, volume_id: str) -> dict[str, str]:
+    """Resource id -> the key cloned for it by a transfer being accepted."""
+    rows = session.exec(
+        select(VolumeAdminMetadata).where(
+            VolumeAdminMetadata.volume_id == volume_id,
+            VolumeAdminMetadata.key.startswith(admin_metadata.TRANSFER_KEY_PREFIX),
+        )
+    )
+    return {r.key.removeprefix(admin_metadata.TRANSFER_KEY_PREFIX): r.value for r in rows}
 
 
 def _migration_key(session, volume_id: str) -> str | None:

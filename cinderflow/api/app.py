@@ -35,6 +35,7 @@ from cinderflow.api.routes import (
     retype,
     services,
     snapshots,
+    transfers,
     type_encryption,
     type_extra_specs,
     types,
@@ -80,6 +81,7 @@ def api_router() -> Router:
         attachments,
         volume_actions,
         retype,
+        transfers,
         reset_status,
     ):
         router.include(module.router)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import update as sa_update
 from sqlmodel import Session, SQLModel, select
 
@@ -19,8 +20,8 @@ from cinderflow import quota, user_messages
 from cinderflow.db import admin_metadata, migration_targets, ownership
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db.cas import compare_and_swap
-from cinderflow.db.models import Snapshot, Volume
-from cinderflow.payloads import FinalWrite
+from cinderflow.db.models import Snapshot, Transfer, Volume, VolumeAdminMetadata, utcnow
+from cinderflow.payloads import FinalWrite, TransferAccept
 from cinderflow.status import MigrationStatus, ResourceKind, SnapshotStatus, VolumeStatus
 
 MODELS: dict[ResourceKind, type[SQLModel]] = {
@@ -39,6 +40,8 @@ FIELDS: dict[ResourceKind, frozenset[str]] = {
             "name_id",
             "encryption_key_id",
             "multiattach",
+            "project_id",
+            "user_id",
         }
     ),
     ResourceKind.SNAPSHOT: frozenset({"provider_location", "progress"}),
@@ -96,6 +99,8 @@ def apply(
         values["migration_status"] = (
             None if write.migration_status == MigrationStatus.NONE else write.migration_status
         )
+    if write.transfer is not None:
+        _accept_transfer(session, row.id, write.transfer)
     if write.exchange_with is not None:
         assert owner is not None, "only a migration exchanges"
         migration_targets.exchange(session, row, write.exchange_with, owner, write.exchange_server)
@@ -117,6 +122,30 @@ def apply(
         )
     assert released, "the row is locked and its owner was checked above"
     return True
+
+
+def _accept_transfer(session: Session, volume_id: str, accept: TransferAccept) -> None:
+    """The volume's snapshots follow it to the receiving project (unless left behind), with
+    their keys cloned there; the transfer is accepted (and leaves the lists)."""
+    if accept.move_snapshots:
+        for snapshot in session.exec(select(Snapshot).where(Snapshot.volume_id == volume_id)):
+            snapshot.project_id, snapshot.user_id = accept.project_id, accept.user_id
+            if snapshot.id in accept.snapshot_keys:
+                snapshot.encryption_key_id = accept.snapshot_keys[snapshot.id]
+            session.add(snapshot)
+    session.exec(
+        sa_delete(VolumeAdminMetadata).where(
+            VolumeAdminMetadata.volume_id == volume_id,
+            VolumeAdminMetadata.key.startswith(admin_metadata.TRANSFER_KEY_PREFIX),
+        )
+    )
+    transfer = session.get(Transfer, accept.transfer_id, with_for_update=True)
+    if transfer is not None:
+        transfer.accepted, transfer.deleted = True, True
+        transfer.destination_project_id = accept.project_id
+        transfer.deleted_at = transfer.updated_at = utcnow()
+        session.add(transfer)
+    session.flush()
 
 
 def _retype_snapshots(session: Session, volume_id: str, volume_type_id: str) -> None:

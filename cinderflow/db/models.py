@@ -333,3 +333,24 @@ class Hold(SQLModel, table=True):
     """What the reader makes from it (the snapshot, the clone), named in refusals."""
     operation: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Transfer(SQLModel, table=True):
+    """A volume transfer (Cinder's `transfers`): the auth key only as a salted hash. An
+    accepted or deleted transfer keeps its row (`deleted`), with the receiving project."""
+
+    __tablename__ = "volume_transfers"
+
+    id: str = Field(primary_key=True, max_length=36)
+    volume_id: str = Field(index=True, max_length=36)
+    name: str | None = Field(default=None, max_length=255)
+    salt: str = Field(max_length=255)
+    crypt_hash: str = Field(max_length=255)
+    no_snapshots: bool = False
+    source_project_id: str = Field(index=True, max_length=255)
+    destination_project_id: str | None = Field(default=None, max_length=255)
+    accepted: bool = False
+    deleted: bool = Field(default=False, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None

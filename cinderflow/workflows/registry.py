@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from temporalio.workflow import _Definition
 
 from cinderflow.status import ResourceKind
+from cinderflow.workflows.accept_transfer import AcceptTransfer
 from cinderflow.workflows.attachments import ConnectAttachment, DisconnectAttachment
 from cinderflow.workflows.create_snapshot import CreateSnapshot
 from cinderflow.workflows.create_volume import CreateVolume
@@ -65,6 +66,10 @@ def _retype(row: Any, request: Any) -> str:
     return f" to type {request.new_type_id} (migration {request.migration_policy})"
 
 
+def _transfer(row: Any, request: Any) -> str:
+    return f" to project {request.project_id} (transfer {request.transfer_id})"
+
+
 def _migrate(row: Any, request: Any) -> str:
     return f" to {request.host}"
 
@@ -94,6 +99,12 @@ OPERATIONS: dict[str, Operation] = {
         Operation("extend", ExtendVolume, ResourceKind.VOLUME, _volume("extend", _extend)),
         Operation("retype", RetypeVolume, ResourceKind.VOLUME, _volume("retype", _retype)),
         Operation("migrate", RetypeVolume, ResourceKind.VOLUME, _volume("migrate", _migrate)),
+        Operation(
+            "accept_transfer",
+            AcceptTransfer,
+            ResourceKind.VOLUME,
+            _volume("transfer", _transfer),
+        ),
         Operation("reset", ResetVolume, ResourceKind.VOLUME, _volume("reset", _reset)),
         Operation("create_snapshot", CreateSnapshot, ResourceKind.SNAPSHOT, _snapshot("create")),
         Operation("delete_snapshot", DeleteSnapshot, ResourceKind.SNAPSHOT, _snapshot("delete")),
