@@ -33,6 +33,7 @@ from cinderflow.drivers.base import (
     SnapshotRef,
     SupportsReset,
     SupportsRetype,
+    SupportsTransfer,
     SupportsVolumeCopy,
     VolumeDriver,
     VolumeDriverError,
@@ -45,7 +46,7 @@ GIB = 1024**3
 log = logging.getLogger(__name__)
 
 
-class FileDriver(VolumeDriver, SupportsReset, SupportsRetype, SupportsVolumeCopy):
+class FileDriver(VolumeDriver, SupportsReset, SupportsRetype, SupportsVolumeCopy, SupportsTransfer):
     storage_protocol = "local"
 
     def __init__(
@@ -247,6 +248,11 @@ class FileDriver(VolumeDriver, SupportsReset, SupportsRetype, SupportsVolumeCopy
     def _passphrase(self, volume: VolumeRef) -> bytes | None:
         """An encrypted volume's passphrase (its encryption checked), None for a plain one."""
         return self._luks(volume)[0] if volume.encryption is not None else None
+
+    def accept_transfer(self, volume: VolumeRef, new_user: str, new_project: str) -> ModelUpdate:
+        """A file belongs to no project: only check that the volume is there to hand over."""
+        self._existing(volume)
+        return None
 
     # Attach --------------------------------------------------------------------------------
 
