@@ -11,15 +11,18 @@ import pytest
 from tests.conftest import Databases
 from tests.helpers import (
     Api,
+    Background,
     ThreadStack,
     assert_fault,
     history_steps,
     hold_failpoint,
     poll,
+    reset_in_progress,
     save_history,
     stack_settings,
     step_failpoint,
     wait_failpoint,
+    workflows_of,
 )
 from tests.retyping import (
     COPY_PROGRESS,
@@ -219,6 +222,13 @@ def test_migration_keeps_the_data(
 # Progress and reset ------------------------------------------------------------------------
 
 
+def progress_of_workflow(stack: ThreadStack, volume_id: str) -> str:
+    """What a reset of the volume's running retype is doing, in its words."""
+    address = stack.settings.temporal_address
+    running = workflows_of(address, volume_id, "retype", running=True)
+    return reset_in_progress(address, running[-1]) if running else ""
+
+
 def test_progress_then_reset_mid_copy_leaves_only_the_source(api: Api, two: ThreadStack) -> None:
     """While the copy runs, an admin at 3.72 sees `migration_progress` rise (a member never
     does, nor does 3.71); a reset mid-copy stops it: the destination and its key are gone, the
@@ -261,7 +271,14 @@ def test_progress_then_reset_mid_copy_leaves_only_the_source(api: Api, two: Thre
         key_id = poll(lambda: migration_key(two, volume["id"]), what="destination key")
         wait_failpoint(two.settings, COPY_PROGRESS)
         reset = {"os-reset_status": {"status": "available"}}
-        assert api.post(f"/volumes/{volume['id']}/action", reset).status_code == 202
+        # the reset waits for the copy to stop, which the held copy does once let go
+        asked = Background(lambda: api.post(f"/volumes/{volume['id']}/action", reset))
+        poll(
+            lambda: "waiting for" in (progress_of_workflow(two, volume["id"]) or ""),
+            what="the reset waiting for the copy",
+        )
+        hold.unlink()
+        assert asked.result().status_code == 202
     finally:
         hold.unlink(missing_ok=True)
     wait_retype_ended(two, volume["id"])

@@ -226,6 +226,11 @@ def test_encrypted_volume_moves_with_a_cloned_key(api: Api, stack: ThreadStack) 
     new_key = moved["encryption_key_id"]
     assert new_key and new_key != volume["encryption_key_id"]
     assert qemu_img.read_luks(path, 0, 4096, keys.passphrase(other.project, new_key)) == data
+    connector = {"host": "compute-b", "initiator": "iqn.b"}
+    body = {"attachment": {"volume_uuid": volume["id"], "connector": connector}}
+    attached = other.post("/attachments", body)  # the receiver can attach it
+    assert attached.status_code == 200, attached.text
+    assert attached.json()["attachment"]["connection_info"]["data"]["encrypted"] is True
     poll(
         lambda: not keys.exists(api.project, volume["encryption_key_id"]),
         what="the sender's key deleted",

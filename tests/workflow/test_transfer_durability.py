@@ -25,6 +25,10 @@ def test_worker_killed_between_the_driver_and_the_final_write(split: Split) -> N
     assert moved["os-vol-tenant-attr:tenant_id"] == other.project
     assert api.get("/volume-transfers").json()["transfers"] == []
     assert_exact(split.api_stack, api.project, other.project)
+    logs = list(split.settings.data_dir.glob("*.log"))  # the worker's
+    assert logs
+    for log in logs:
+        assert created["auth_key"] not in log.read_text(), log
 
 
 def test_a_reset_mid_accept_compensates(split: Split) -> None:  # noqa: F811
