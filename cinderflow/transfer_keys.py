@@ -31,7 +31,8 @@ def new_key() -> NewKey:
 
 
 def digest(salt: str, auth_key: str) -> str:
-    return hmac.new(salt.encode(), auth_key.encode(), hashlib.sha256).hexdigest()
+    key = auth_key.encode("utf-8", "surrogatepass")  # any JSON string, never an error
+    return hmac.new(salt.encode(), key, hashlib.sha256).hexdigest()
 
 
 def matches(salt: str, crypt_hash: str, auth_key: str) -> bool:

@@ -162,10 +162,14 @@ class KeyActivities(ActivityGroup):
                         wanted[snapshot.id] = snapshot.encryption_key_id
             recorded = _transfer_keys(session, volume.id)
         cloned = dict(recorded)
+        # one clone per key: snapshots share their volume's key, and so do their clones
+        clone_of = {wanted[r]: k for r, k in recorded.items() if r in wanted}
         for resource_id, key_id in wanted.items():
             if resource_id in cloned:
                 continue
-            new = self.keys.clone(volume.project_id, key_id, to_project=request.to_project)
+            new = clone_of.get(key_id) or self.keys.clone(
+                volume.project_id, key_id, to_project=request.to_project
+            )
             with self.db.transaction() as session:
                 fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
                 again = _transfer_keys(session, volume.id).get(resource_id)
@@ -173,13 +177,14 @@ class KeyActivities(ActivityGroup):
                     name = admin_metadata.TRANSFER_KEY_PREFIX + resource_id
                     admin_metadata.put(session, volume.id, {name: new})
             if again is not None:  # an overlapping attempt recorded its own
-                self.keys.delete(request.to_project, new)
+                if new not in clone_of.values():
+                    self.keys.delete(request.to_project, new)
                 new = again
-            cloned[resource_id] = new
+            cloned[resource_id] = clone_of[key_id] = new
         return ClonedKeys(
             volume_key=cloned.get(volume.id),
             snapshot_keys={k: v for k, v in cloned.items() if k != volume.id},
-            old_keys=sorted(wanted.values()),
+            old_keys=sorted(set(wanted.values())),
             from_project=volume.project_id,
         )
 
@@ -194,7 +199,7 @@ class KeyActivities(ActivityGroup):
         with self.db.read() as session:
             fencing.owned(session, Volume, request.volume_id, workflow_id)
             recorded = _transfer_keys(session, request.volume_id)
-        for key_id in recorded.values():
+        for key_id in set(recorded.values()):
             self.keys.delete(request.to_project, key_id)
         with self.db.transaction() as session:
             fencing.owned(session, Volume, request.volume_id, workflow_id, lock=True)

@@ -91,6 +91,8 @@ def apply(
     if write.message is not None:
         _record_message(session, row, write, owner or workflow_id or "manage", message_ttl)
     if write.remove:
+        if write.resource == ResourceKind.VOLUME:
+            _retire_transfers(session, row.id)
         removed = ownership.remove(session, model, row.id, workflow_id=owner)
         assert removed, "the row is locked and its owner was checked above"
         return True
@@ -105,7 +107,7 @@ def apply(
         assert owner is not None, "only a migration exchanges"
         migration_targets.exchange(session, row, write.exchange_with, owner, write.exchange_server)
     if "volume_type_id" in values and write.resource == ResourceKind.VOLUME:
-        _retype_snapshots(session, row.id, values["volume_type_id"])
+        _retype_snapshots(session, row, values["volume_type_id"])
     status = write.status
     if write.previous:
         status = row.previous_status or ERROR_STATUS[write.resource]
@@ -122,6 +124,15 @@ def apply(
         )
     assert released, "the row is locked and its owner was checked above"
     return True
+
+
+def _retire_transfers(session: Session, volume_id: str) -> None:
+    """A deleted volume's offers end with it (Cinder soft-deletes them too)."""
+    session.exec(
+        sa_update(Transfer)
+        .where(Transfer.volume_id == volume_id, Transfer.deleted.is_(False))
+        .values(deleted=True, deleted_at=utcnow())
+    )
 
 
 def _accept_transfer(session: Session, volume_id: str, accept: TransferAccept) -> None:
@@ -148,12 +159,13 @@ def _accept_transfer(session: Session, volume_id: str, accept: TransferAccept) -
     session.flush()
 
 
-def _retype_snapshots(session: Session, volume_id: str, volume_type_id: str) -> None:
+def _retype_snapshots(session: Session, volume: Volume, volume_type_id: str) -> None:
     """A volume's snapshots have its type (Cinder forgot them, LP#1877164): their counted
-    quota usage moves with them."""
+    quota usage moves with them. Snapshots a transfer left in another project keep theirs
+    (that project's quota is not the retype's)."""
     session.exec(
         sa_update(Snapshot)
-        .where(Snapshot.volume_id == volume_id)
+        .where(Snapshot.volume_id == volume.id, Snapshot.project_id == volume.project_id)
         .values(volume_type_id=volume_type_id)
     )
 

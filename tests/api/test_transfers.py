@@ -117,6 +117,17 @@ def test_bad_offers(api: Api) -> None:
     )
     assert_fault(legacy, 400)
     assert_fault(offer_raw(api, volume["id"], color="red"), 400)
+    assert_fault(offer_raw(api, volume["id"], no_snapshots=None), 400)
+    created = offer(api, volume["id"])
+    surrogate = '{"accept": {"auth_key": "\\ud800"}}'
+    odd = api.request(
+        "POST",
+        f"/volume-transfers/{created['id']}/accept",
+        content=surrogate,
+        headers={"Content-Type": "application/json"},
+    )
+    assert_fault(odd, 400, "Invalid auth key")
+    assert api.delete(f"/volume-transfers/{created['id']}").status_code == 202
     assert api.volume(volume["id"])["status"] == "available"
 
 
@@ -177,6 +188,9 @@ def test_no_snapshots_leaves_them_and_blocks_delete(api: Api, stack: ThreadStack
     snap = api.get(f"/snapshots/{snapshot['id']}").json()["snapshot"]
     assert snap["os-extended-snapshot-attributes:project_id"] == api.project
     assert_fault(other.delete(f"/volumes/{volume['id']}"), 400, "snapshots")
+    cascade = other.delete(f"/volumes/{volume['id']}", params={"cascade": "true"})
+    assert_fault(cascade, 400)  # the snapshots left behind are not the receiver's to delete
+    assert api.get(f"/snapshots/{snapshot['id']}").json()["snapshot"]["status"] == "available"
     assert_exact(stack, api.project, other.project)
 
 
@@ -212,6 +226,7 @@ def test_twenty_parallel_accepts_one_wins(api: Api, stack: ThreadStack) -> None:
 def test_encrypted_volume_moves_with_a_cloned_key(api: Api, stack: ThreadStack) -> None:
     vtype = encrypted_type(api)
     volume = api.available_volume(1, volume_type=vtype["name"])
+    snapshot = snapshot_of(api, volume["id"])
     path = Path(stack.settings.backends[0].options["path"]) / f"volume-{volume['id']}"
     keys = keys_of(stack)
     data = qemu_img.read_luks(
@@ -225,6 +240,9 @@ def test_encrypted_volume_moves_with_a_cloned_key(api: Api, stack: ThreadStack) 
     moved = settled(api, volume["id"])
     new_key = moved["encryption_key_id"]
     assert new_key and new_key != volume["encryption_key_id"]
+    snap = api.get(f"/snapshots/{snapshot['id']}").json()["snapshot"]
+    assert snap["os-extended-snapshot-attributes:project_id"] == other.project
+    assert keys.exists(other.project, new_key)  # the one clone, shared with its snapshot
     assert qemu_img.read_luks(path, 0, 4096, keys.passphrase(other.project, new_key)) == data
     connector = {"host": "compute-b", "initiator": "iqn.b"}
     body = {"attachment": {"volume_uuid": volume["id"], "connector": connector}}

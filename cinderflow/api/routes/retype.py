@@ -123,7 +123,11 @@ def _retype_deltas(
 ) -> dict[str, int]:
     """What the new type's per-type quota gains: the volume (Cinder's reservation) and its
     snapshots, which follow the volume's type here (unlike Cinder, LP#1877164)."""
-    sizes = session.exec(select(Snapshot.volume_size).where(Snapshot.volume_id == volume.id)).all()
+    sizes = session.exec(
+        select(Snapshot.volume_size).where(
+            Snapshot.volume_id == volume.id, Snapshot.project_id == volume.project_id
+        )
+    ).all()
     gigabytes = volume.size + (0 if settings.no_snapshot_gb_quota else sum(sizes))
     deltas = {f"volumes_{type_name}": 1, f"gigabytes_{type_name}": gigabytes}
     if sizes:

@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse, Response
 from cinderflow import quota, transfer_keys
 from cinderflow.api import microversions as mv
 from cinderflow.api import policy
-from cinderflow.api.errors import BadRequest, Conflict, NotFound, invalid_volume
-from cinderflow.api.handover import hand_over, operation_policy
+from cinderflow.api.errors import BadRequest, Conflict, NotFound, OverLimit, invalid_volume
+from cinderflow.api.handover import Read, hand_over, operation_policy
 from cinderflow.api.lookups import visible_volume
 from cinderflow.api.params import boolean_param, int_param, sort_param
 from cinderflow.api.routing import ApiRequest, Router
@@ -31,7 +31,7 @@ from cinderflow.api.views import timestamp
 from cinderflow.db import ownership, paging
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import OutboxEntry, Snapshot, Transfer, Volume, VolumeType, utcnow
-from cinderflow.status import SnapshotStatus, VolumeStatus
+from cinderflow.status import ResourceKind, SnapshotStatus, VolumeStatus
 from cinderflow.workflows.accept_transfer import AcceptTransferInput
 
 router = Router()
@@ -56,6 +56,15 @@ class AuthKey(StrictModel):
 
 class AcceptBody(StrictModel):
     accept: AuthKey
+
+
+def retire(session: Session, volume_id: str) -> None:
+    """End every live offer of the volume (it was withdrawn another way, or is gone)."""
+    for stale in session.exec(
+        select(Transfer).where(Transfer.volume_id == volume_id, Transfer.deleted.is_(False))
+    ):
+        stale.deleted, stale.deleted_at = True, utcnow()
+        session.add(stale)
 
 
 def transfer_not_found(transfer_id: str) -> NotFound:
@@ -107,8 +116,14 @@ async def create(req: ApiRequest) -> Response:
     assert isinstance(req.body, TransferCreateBody)
     spec = req.body.transfer
     legacy = req.request.url.path.rstrip("/").endswith("os-volume-transfer")
-    if spec.no_snapshots is not None and (legacy or not req.at_least(mv.TRANSFER_WITH_SNAPSHOTS)):
-        raise BadRequest("Additional properties are not allowed ('no_snapshots' was unexpected)")
+    given = "no_snapshots" in spec.model_fields_set
+    if given and (legacy or not req.at_least(mv.TRANSFER_WITH_SNAPSHOTS)):
+        raise BadRequest(
+            "Invalid input for field/attribute transfer. Value: "
+            "Additional properties are not allowed ('no_snapshots' was unexpected)."
+        )
+    if given and spec.no_snapshots is None:
+        raise BadRequest("Invalid input for field/attribute no_snapshots. Value: None.")
     no_snapshots = bool(spec.no_snapshots)
     key = transfer_keys.new_key()
 
@@ -125,6 +140,7 @@ async def create(req: ApiRequest) -> Response:
                 values={"status": VolumeStatus.AWAITING_TRANSFER},
             ):
                 raise invalid_volume("status must be available")
+            retire(session, volume.id)  # an offer left by a reset out of awaiting-transfer
             transfer = Transfer(
                 id=str(uuid.uuid4()),
                 volume_id=volume.id,
@@ -205,7 +221,15 @@ async def _list(req: ApiRequest, *, detailed: bool) -> Response:
             if "name" in req.query:
                 stmt = stmt.where(Transfer.name == req.query["name"])
             try:
-                rows = paging.page(session, Transfer, stmt, page)
+                rows = paging.page(
+                    session,
+                    Transfer,
+                    stmt,
+                    page,
+                    visible=lambda t: (
+                        not t.deleted and (every_project or t.source_project_id == ctx.project_id)
+                    ),
+                )
             except paging.MarkerNotFound as missing:
                 raise NotFound(f"Marker {missing} could not be found.") from None
             return [detail(req, t) if detailed else summary(req, t) for t in rows]
@@ -235,12 +259,12 @@ async def accept(req: ApiRequest) -> Response:
                     f"Invalid auth key: Attempt to transfer {transfer_id} with invalid auth key."
                 )
             volume = session.get(Volume, transfer.volume_id, with_for_update=True)
-            if volume is None:
-                raise transfer_not_found(transfer_id)
+            if volume is None or volume.project_id != transfer.source_project_id:
+                raise transfer_not_found(transfer_id)  # the volume is gone or someone else's
             if volume.workflow_id is not None:
                 raise Conflict(
-                    f"Transfer {transfer_id} is being accepted already (operation "
-                    f"{volume.workflow_id}); retry if it fails."
+                    f"Volume {volume.id} is busy: operation {volume.workflow_id} owns it; "
+                    "retry when it ends."
                 )
             if volume.status != VolumeStatus.AWAITING_TRANSFER:
                 raise invalid_volume(f"Volume {volume.id} status must be awaiting-transfer")
@@ -250,18 +274,27 @@ async def accept(req: ApiRequest) -> Response:
                 else list(session.exec(select(Snapshot).where(Snapshot.volume_id == volume.id)))
             )
             for snapshot in snapshots:
-                if snapshot.status != SnapshotStatus.AVAILABLE:
+                if (
+                    snapshot.status != SnapshotStatus.AVAILABLE
+                    or snapshot.workflow_id is not None
+                    or ownership.holds_on(session, snapshot.id)
+                ):
                     raise BadRequest(
                         f"Invalid snapshot: snapshot: {snapshot.id} status must be available"
                     )
-            quota.reserve(
-                session,
-                settings,
-                volume_id=volume.id,
-                project_id=ctx.project_id,
-                deltas=_receiving_deltas(session, settings, volume, snapshots),
-                volume_size=volume.size,
-            )
+            try:
+                quota.reserve(
+                    session,
+                    settings,
+                    volume_id=volume.id,
+                    project_id=ctx.project_id,
+                    deltas=_receiving_deltas(session, settings, volume, snapshots),
+                    volume_size=volume.size,
+                )
+            except quota.QuotaExceeded as over:
+                if over.kind != "VolumeSizeExceedsAvailableQuota":
+                    raise
+                raise OverLimit(over.message) from None  # Cinder catches this one: no prefix
             payload = AcceptTransferInput(
                 resource_id=volume.id,
                 transfer_id=transfer.id,
@@ -278,6 +311,7 @@ async def accept(req: ApiRequest) -> Response:
                 volume,
                 payload,
                 expected={"status": VolumeStatus.AWAITING_TRANSFER, "workflow_id": None},
+                reads=[Read(ResourceKind.SNAPSHOT, s.id) for s in snapshots],
             )
             assert entry is not None, "the row is locked and was checked above"
             return summary(req, transfer), entry
@@ -317,9 +351,14 @@ async def delete(req: ApiRequest) -> Response:
             volume = session.get(Volume, transfer.volume_id, with_for_update=True)
             if volume is not None and volume.workflow_id is not None:
                 raise Conflict(
-                    f"Transfer {transfer.id} is being accepted (operation {volume.workflow_id})."
+                    f"Volume {volume.id} is busy: operation {volume.workflow_id} owns it; "
+                    "retry when it ends."
                 )
-            if volume is not None and volume.status == VolumeStatus.AWAITING_TRANSFER:
+            if (
+                volume is not None
+                and volume.status == VolumeStatus.AWAITING_TRANSFER
+                and volume.project_id == transfer.source_project_id
+            ):
                 volume.status, volume.updated_at = VolumeStatus.AVAILABLE, utcnow()
                 session.add(volume)
             transfer.deleted, transfer.deleted_at = True, utcnow()

@@ -450,6 +450,12 @@ def _mark_deleting(req: ApiRequest, force: bool, cascade: bool) -> OutboxEntry:
         ]
         if not cascade:
             conditions.append(~select(Snapshot.id).where(Snapshot.volume_id == Volume.id).exists())
+        else:  # snapshots left in another project by a transfer are that project's
+            conditions.append(
+                ~select(Snapshot.id)
+                .where(Snapshot.volume_id == Volume.id, Snapshot.project_id != Volume.project_id)
+                .exists()
+            )
         payload = DeleteVolumeInput(
             resource_id=volume.id,
             policy=operation_policy(settings),
