@@ -41,6 +41,8 @@ class UserMessageSpec(BaseModel):
     detail: str
     resource_type: str = "VOLUME"
     request_id: str | None = None
+    project_id: str | None = None
+    """Whose message it is, when not the resource's project (a transfer's receiver)."""
 
 
 class TransferAccept(BaseModel):

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from concurrent.futures import Executor
 
+from castellan.common import exception
 from sqlmodel import select
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from cinderflow.activities import fencing
 from cinderflow.activities.group import ActivityGroup
@@ -145,10 +147,18 @@ class KeyActivities(ActivityGroup):
     @activity.defn(name="keys.clone_for_transfer")
     async def clone_for_transfer(self, request: TransferKeys) -> ClonedKeys:
         """Clone the volume's key (and its snapshots') into the receiving project, each
-        recorded in the volume's admin metadata (`transfer_key:<id>`) so a retry returns it."""
-        return await run_blocking(
-            self.executor, self._clone_for_transfer, request, activity.info().workflow_id
-        )
+        recorded in the volume's admin metadata (`transfer_key:<id>`) so a retry returns it.
+        A key the manager does not have, or will not give, ends the step (no retry helps)."""
+        try:
+            return await run_blocking(
+                self.executor, self._clone_for_transfer, request, activity.info().workflow_id
+            )
+        except (exception.ManagedObjectNotFoundError, exception.Forbidden) as refused:
+            raise ApplicationError(
+                f"the key manager refused a key of volume {request.volume_id}: {refused}",
+                type="KeyManagerRefused",
+                non_retryable=True,
+            ) from None
 
     def _clone_for_transfer(self, request: TransferKeys, workflow_id: str) -> ClonedKeys:
         with self.db.read() as session:

@@ -208,7 +208,7 @@ def _record_message(
         session,
         write.message,
         message_id=user_messages.message_id_for(workflow_id, f"finish-{write.resource_id}"),
-        project_id=row.project_id,
+        project_id=write.message.project_id or row.project_id,
         resource_uuid=row.id,
         ttl=ttl,
     )

@@ -8,8 +8,7 @@ delete the clones), and the final write moves `project_id`/`user_id` of the volu
 snapshots, gives them their cloned keys, marks the transfer accepted and releases the
 reservation (the counted usage moves with the rows). Only then are the sending project's keys
 deleted. Any failure, reset or cancel ends the volume back `awaiting-transfer` with its keys,
-quota released; a failure leaves a user message on the volume (its project is still the
-sender's).
+quota released; a failure leaves a user message for the receiver, whose request it was.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.driver import DriverActivities
@@ -55,6 +54,11 @@ class AcceptTransferInput(OperationInput):
 class AcceptTransfer(OperationWorkflow):
     operation = "accept_transfer"
 
+    @workflow.init
+    def __init__(self, request: AcceptTransferInput) -> None:
+        super().__init__()
+        self.request = request
+
     @workflow.run
     async def run(self, request: AcceptTransferInput) -> OperationOutcome:
         return await self.execute(request, self._accept(request))
@@ -87,9 +91,14 @@ class AcceptTransfer(OperationWorkflow):
             "delete the cloned keys",
             lambda: common.run_control(KeyActivities.delete_transfer_keys, keys, "delete keys"),
         )
-        cloned = await self.step(
-            lambda: common.run_control(KeyActivities.clone_for_transfer, keys, "clone keys")
-        )
+        try:
+            cloned = await self.step(
+                lambda: common.run_control(KeyActivities.clone_for_transfer, keys, "clone keys")
+            )
+        except (ActivityError, ApplicationError) as error:  # the key manager refused for good
+            # (a local activity's own failure reaches the workflow as its ApplicationError)
+            said = common.failure_message(error) if isinstance(error, ActivityError) else error
+            return await self._back(f"Key manager failed: {said}")
         values: dict[str, Any] = {
             "project_id": request.project_id,
             "user_id": request.user_id,
@@ -138,13 +147,15 @@ class AcceptTransfer(OperationWorkflow):
 
     async def _back(self, reason: str) -> OperationOutcome:
         """Not accepted: back to awaiting-transfer, reservation released, clones deleted, a
-        user message (for the receiver, whose request it was)."""
+        user message for the receiver, whose request it was."""
         return await self.fail(
             FinalWrite(
                 resource_id=self.request_volume_id,
                 status=VolumeStatus.AWAITING_TRANSFER,
                 reason=reason,
-                message=self.message(Action.TRANSFER_ACCEPT, Detail.DRIVER_FAILED_TRANSFER),
+                message=self.message(
+                    Action.TRANSFER_ACCEPT, Detail.DRIVER_FAILED_TRANSFER
+                ).model_copy(update={"project_id": self.request.project_id}),
             )
         )
 

@@ -115,5 +115,8 @@ def failure_message(error: ActivityError) -> str:
     return str(getattr(cause, "message", None) or cause or error)
 
 
-def is_lost_ownership(error: ActivityError) -> bool:
-    return isinstance(error.cause, ApplicationError) and error.cause.type == LOST_OWNERSHIP
+def is_lost_ownership(error: ActivityError | ApplicationError) -> bool:
+    """A step found the resource owned by another workflow. (A local activity's failure can
+    reach the workflow as its ApplicationError itself, not wrapped in an ActivityError.)"""
+    cause = error if isinstance(error, ApplicationError) else error.cause
+    return isinstance(cause, ApplicationError) and cause.type == LOST_OWNERSHIP

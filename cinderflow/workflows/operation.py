@@ -433,7 +433,7 @@ class OperationWorkflow:
             await self.shielded(
                 common.run_control(OperationActivities.finish, write, "final write")
             )
-        except ActivityError as error:
+        except (ActivityError, ApplicationError) as error:
             if not common.is_lost_ownership(error):
                 raise
             return OperationOutcome(

@@ -256,3 +256,30 @@ def test_encrypted_volume_moves_with_a_cloned_key(api: Api, stack: ThreadStack) 
     address = stack.settings.temporal_address
     save_history(address, volume["id"], "accept_transfer", "AcceptTransfer-encrypted")
     assert_exact(stack, api.project, other.project)
+
+
+def test_a_lost_key_rolls_back_with_a_message_for_the_receiver(
+    api: Api, stack: ThreadStack
+) -> None:
+    vtype = encrypted_type(api)
+    volume = api.available_volume(1, volume_type=vtype["name"])
+    created = offer(api, volume["id"])
+    keys_of(stack).delete(api.project, volume["encryption_key_id"])  # the key manager lost it
+    other = receiver(api)
+    assert accept(other, created["id"], created["auth_key"]).status_code == 202
+    address = stack.settings.temporal_address
+    poll(
+        lambda: (
+            workflows_of(address, volume["id"], "accept_transfer")
+            and not workflows_of(address, volume["id"], "accept_transfer", running=True)
+        ),
+        what="the accept ended",
+    )
+    back = api.volume(volume["id"])
+    assert back["status"] == "awaiting-transfer"
+    assert back["os-vol-tenant-attr:tenant_id"] == api.project
+    messages = other.get("/messages").json()["messages"]
+    assert [m["user_message"] for m in messages if m["resource_uuid"] == volume["id"]] == [
+        "accept volume transfer:Volume driver failed to accept the transfer."
+    ]
+    assert_exact(stack, api.project, other.project)
