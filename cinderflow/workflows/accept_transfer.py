@@ -13,8 +13,6 @@ quota released; a failure leaves a user message for the receiver, whose request 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -126,24 +124,13 @@ class AcceptTransfer(OperationWorkflow):
         if outcome.done:
             for key_id in cloned.old_keys:  # the sending project's, no one's now
                 old = VolumeKey(project_id=cloned.from_project, key_id=key_id)
-                await self._until_done(
+                await self.until_done(
+                    "deleting the sender's key",
                     lambda old=old: common.run_control(
                         KeyActivities.delete_key, old, "delete the sender's key"
-                    )
+                    ),
                 )
         return outcome
-
-    async def _until_done(self, work: Callable[[], Awaitable[Any]]) -> None:
-        """A cleanup after the final write, shielded, tried again until it succeeds."""
-        pause = timedelta(seconds=5)
-        while True:
-            try:
-                await self.shielded(work())
-                return
-            except ActivityError as error:
-                self.report(f"Cleanup failed ({common.failure_message(error)}); trying again.")
-                await self.shielded(workflow.sleep(pause))
-                pause = min(pause * 2, timedelta(minutes=10))
 
     async def _back(self, reason: str) -> OperationOutcome:
         """Not accepted: back to awaiting-transfer, reservation released, clones deleted, a

@@ -18,7 +18,8 @@ The body does its work through these verbs and ends with `finish` or `fail`:
 - `report(phase, percent)`: progress in workflow state, shown as current details and read
   through the `progress` query.
 - `close()`, then `finish(write)` / `fail(write)`: the one fenced final write
-  (activities/operation.py); `fail` compensates first.
+  (activities/operation.py); `fail` compensates first. `until_done(what, work)`: a cleanup
+  after it, tried until it succeeds.
 
 **Resets** are the `reset_status` update, declared here once. A reset first pauses the body:
 the current step is cut (and waited for), critical steps run to their end, no new step starts.
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, Field
@@ -342,6 +344,19 @@ class OperationWorkflow:
         finally:
             self._running -= 1
         return task.result()
+
+    async def until_done(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
+        """A cleanup after the final write (what the operation leaves is no one's now, so it
+        must not stay for good): shielded, and tried again, backing off to 10 minutes,
+        whatever fails; its failures show in the current details."""
+        pause = timedelta(seconds=5)
+        while True:
+            try:
+                return await self.shielded(work())
+            except ActivityError as error:
+                self.report(f"{what} failed ({common.failure_message(error)}); trying again.")
+                await self.shielded(workflow.sleep(pause))
+                pause = min(pause * 2, timedelta(minutes=10))
 
     async def write_part(self, write: FinalWrite) -> None:
         """The end of another resource this operation owns (a cascade's snapshot), fenced

@@ -37,7 +37,6 @@ error or silence rolls back, the volume `in-use` on its old backend.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -481,7 +480,7 @@ class RetypeVolume(OperationWorkflow):
             self._drain(target_id, timedelta(seconds=self.request.completion_timeout_s))
         )
         old = Connection(attachment_id="migration-source", volume=source)
-        await self._until_done(
+        await self.until_done(
             "ending the old exports",
             lambda: workflow.execute_activity_method(
                 DriverActivities.terminate_connection,
@@ -489,7 +488,7 @@ class RetypeVolume(OperationWorkflow):
                 **self._cleanup(source.host, "driver terminate_connection (source)"),
             ),
         )
-        removed = await self._until_done(
+        removed = await self.until_done(
             "removing the migration target",
             lambda: common.run_control(
                 VolumeActivities.remove_migration_target, target_id, "remove migration target"
@@ -516,7 +515,7 @@ class RetypeVolume(OperationWorkflow):
         Run through a cancel and tried until done (an orphan would be forever)."""
         assert source.host is not None
         self.report(f"Deleting the source on `{source.host}`.")
-        await self._until_done(
+        await self.until_done(
             "deleting the source",
             lambda: workflow.execute_activity_method(
                 DriverActivities.delete_volume,
@@ -526,7 +525,7 @@ class RetypeVolume(OperationWorkflow):
         )
         if source.encryption_key_id and source.encryption_key_id != key_id:
             old = VolumeKey(project_id=source.project_id, key_id=source.encryption_key_id)
-            await self._until_done(
+            await self.until_done(
                 "deleting the old key",
                 lambda: common.run_control(KeyActivities.delete_key, old, "delete the old key"),
             )
@@ -539,18 +538,6 @@ class RetypeVolume(OperationWorkflow):
         options["retry_policy"] = CLEANUP_RETRY
         options["schedule_to_start_timeout"] = None
         return options
-
-    async def _until_done(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
-        """A cleanup after the final write, shielded, tried again (backing off to 10 min)
-        whatever fails, so nothing the migration made is left behind for good."""
-        pause = timedelta(seconds=5)
-        while True:
-            try:
-                return await self.shielded(work())
-            except ActivityError as error:
-                self.report(f"{what} failed ({common.failure_message(error)}); trying again.")
-                await self.shielded(workflow.sleep(pause))
-                pause = min(pause * 2, timedelta(minutes=10))
 
     async def _end_export(self, export: Connection) -> None:
         assert export.volume.host is not None
