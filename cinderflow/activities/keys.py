@@ -170,7 +170,7 @@ class KeyActivities(ActivityGroup):
                 ):
                     if snapshot.encryption_key_id:
                         wanted[snapshot.id] = snapshot.encryption_key_id
-            recorded = _transfer_keys(session, volume.id)
+            recorded = _transfer_keys(session, volume.id, request.to_project)
         cloned = dict(recorded)
         # one clone per key: snapshots share their volume's key, and so do their clones
         clone_of = {wanted[r]: k for r, k in recorded.items() if r in wanted}
@@ -182,9 +182,9 @@ class KeyActivities(ActivityGroup):
             )
             with self.db.transaction() as session:
                 fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
-                again = _transfer_keys(session, volume.id).get(resource_id)
+                again = _transfer_keys(session, volume.id, request.to_project).get(resource_id)
                 if again is None:
-                    name = admin_metadata.TRANSFER_KEY_PREFIX + resource_id
+                    name = _record_prefix(request.to_project) + resource_id
                     admin_metadata.put(session, volume.id, {name: new})
             if again is not None:  # an overlapping attempt recorded its own
                 if new not in clone_of.values():
@@ -208,24 +208,31 @@ class KeyActivities(ActivityGroup):
     def _delete_transfer_keys(self, request: TransferKeys, workflow_id: str) -> None:
         with self.db.read() as session:
             fencing.owned(session, Volume, request.volume_id, workflow_id)
-            recorded = _transfer_keys(session, request.volume_id)
+            recorded = _transfer_keys(session, request.volume_id, request.to_project)
         for key_id in set(recorded.values()):
             self.keys.delete(request.to_project, key_id)
         with self.db.transaction() as session:
             fencing.owned(session, Volume, request.volume_id, workflow_id, lock=True)
-            names = [admin_metadata.TRANSFER_KEY_PREFIX + r for r in recorded]
+            names = [_record_prefix(request.to_project) + r for r in recorded]
             admin_metadata.remove(session, request.volume_id, names)
 
 
-def _transfer_keys(session, volume_id: str) -> dict[str, str]:
-    """Resource id -> the key cloned for it by a transfer being accepted."""
+def _record_prefix(to_project: str) -> str:
+    """Clone records name the receiving project: a record another accept left (one stopped
+    from outside) is never taken for this one's."""
+    return f"{admin_metadata.TRANSFER_KEY_PREFIX}{to_project}:"
+
+
+def _transfer_keys(session, volume_id: str, to_project: str) -> dict[str, str]:
+    """Resource id -> the key cloned for it into `to_project` by a transfer being accepted."""
+    prefix = _record_prefix(to_project)
     rows = session.exec(
         select(VolumeAdminMetadata).where(
             VolumeAdminMetadata.volume_id == volume_id,
-            VolumeAdminMetadata.key.startswith(admin_metadata.TRANSFER_KEY_PREFIX),
+            VolumeAdminMetadata.key.startswith(prefix),
         )
     )
-    return {r.key.removeprefix(admin_metadata.TRANSFER_KEY_PREFIX): r.value for r in rows}
+    return {r.key.removeprefix(prefix): r.value for r in rows}
 
 
 def _migration_key(session, volume_id: str) -> str | None:

@@ -15,7 +15,8 @@ EXTEND_RESERVATIONS = "extend_reservations"
 MIGRATION_KEY_ID = "migration_key_id"
 """A migration's destination key until the migration ends (then the volume's, or deleted)."""
 TRANSFER_KEY_PREFIX = "transfer_key:"
-"""`transfer_key:<volume or snapshot id>`: a key cloned for a transfer being accepted."""
+"""`transfer_key:<receiving project>:<volume or snapshot id>`: a key cloned for a transfer
+being accepted."""
 OPERATION_KEYS = (EXTEND_NEW_SIZE, EXTEND_RESERVATIONS, MIGRATION_KEY_ID)
 """Keys an operation in flight publishes; the end of any operation removes its own."""
 VISIBLE = (EXTEND_NEW_SIZE,)

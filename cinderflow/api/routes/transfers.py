@@ -144,7 +144,7 @@ async def create(req: ApiRequest) -> Response:
             transfer = Transfer(
                 id=str(uuid.uuid4()),
                 volume_id=volume.id,
-                name=spec.name,
+                name=spec.name.strip() if spec.name else spec.name,
                 salt=key.salt,
                 crypt_hash=key.crypt_hash,
                 no_snapshots=no_snapshots,
