@@ -456,3 +456,31 @@ class Process:
             return port_open(host, port)
 
         poll(up, timeout=timeout, what=f"{self.args} listening on {port}")
+
+
+def available_snapshot(api: Api, volume_id: str) -> dict[str, Any]:
+    """A new snapshot of the volume, once it is available."""
+    snap = api.post("/snapshots", {"snapshot": {"volume_id": volume_id}}).json()["snapshot"]
+    return poll(
+        lambda: (
+            (s := api.get(f"/snapshots/{snap['id']}").json()["snapshot"])["status"] == "available"
+            and s
+        ),
+        what="snapshot available",
+    )
+
+
+def assert_usage_is_recount(stack: ThreadStack, *projects: str) -> None:
+    """Each project's counted usage equals a recount of its rows, and nothing is reserved."""
+    from cinderflow.quota.engine import counted_usage, reserved, usage
+
+    db = Database(stack.settings.db_url)
+    try:
+        with db.read() as session:
+            for project in projects:
+                assert usage(session, stack.settings, project) == counted_usage(
+                    session, stack.settings, project
+                )
+                assert reserved(session, project) == {}
+    finally:
+        db.dispose()

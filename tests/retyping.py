@@ -10,9 +10,13 @@ from cinderflow.db import volumes as volume_db
 from cinderflow.db.engine import Database
 from cinderflow.drivers import qemu_img
 from cinderflow.keys.service import KeyService, key_service
-from cinderflow.quota.engine import counted_usage, reserved, usage
 from cinderflow.settings import BackendConfig
-from tests.helpers import Api, ThreadStack, poll, workflows_of
+from tests.helpers import (
+    Api,
+    ThreadStack,
+    poll,
+    workflows_of,
+)
 
 
 def two_backends(tmp: Path) -> list[BackendConfig]:
@@ -93,19 +97,6 @@ def guest_digest(stack: ThreadStack, volume: dict, length: int) -> str:
     return hashlib.sha256(qemu_img.read_luks(path, 0, length, secret)).hexdigest()
 
 
-def snapshot_of(api: Api, volume_id: str) -> dict:
-    """An available snapshot of the volume."""
-    snapshot = api.post("/snapshots", {"snapshot": {"volume_id": volume_id}}).json()["snapshot"]
-    return poll(
-        lambda: (
-            (s := api.get(f"/snapshots/{snapshot['id']}").json()["snapshot"])["status"]
-            == "available"
-            and s
-        ),
-        what="snapshot available",
-    )
-
-
 def message_of(api: Api, volume_id: str) -> str:
     """The user message recorded about the volume (exactly one)."""
     (message,) = [
@@ -122,18 +113,6 @@ def retype(api: Api, volume_id: str, new: str, policy: str | None = "on-demand")
 def settled(api: Api, volume_id: str) -> dict:
     """The volume once its retype has ended (no workflow owns it)."""
     return api.wait_status(volume_id, "available", "in-use", "error")
-
-
-def assert_quota_exact(stack: ThreadStack, project: str) -> None:
-    db = Database(stack.settings.db_url)
-    try:
-        with db.read() as session:
-            assert usage(session, stack.settings, project) == counted_usage(
-                session, stack.settings, project
-            )
-            assert reserved(session, project) == {}
-    finally:
-        db.dispose()
 
 
 def wait_retype_ended(stack: ThreadStack, volume_id: str, operation: str = "retype") -> str:

@@ -19,6 +19,7 @@ from sqlmodel import Session, SQLModel, select
 from cinderflow import quota, user_messages
 from cinderflow.db import admin_metadata, migration_targets, ownership
 from cinderflow.db import attachments as attachment_db
+from cinderflow.db import transfers as transfer_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import Snapshot, Transfer, Volume, VolumeAdminMetadata, utcnow
 from cinderflow.payloads import FinalWrite, TransferAccept
@@ -92,7 +93,7 @@ def apply(
         _record_message(session, row, write, owner or workflow_id or "manage", message_ttl)
     if write.remove:
         if write.resource == ResourceKind.VOLUME:
-            _retire_transfers(session, row.id)
+            transfer_db.retire(session, row.id)
         removed = ownership.remove(session, model, row.id, workflow_id=owner)
         assert removed, "the row is locked and its owner was checked above"
         return True
@@ -124,15 +125,6 @@ def apply(
         )
     assert released, "the row is locked and its owner was checked above"
     return True
-
-
-def _retire_transfers(session: Session, volume_id: str) -> None:
-    """A deleted volume's offers end with it (Cinder soft-deletes them too)."""
-    session.exec(
-        sa_update(Transfer)
-        .where(Transfer.volume_id == volume_id, Transfer.deleted.is_(False))
-        .values(deleted=True, deleted_at=utcnow())
-    )
 
 
 def _accept_transfer(session: Session, volume_id: str, accept: TransferAccept) -> None:

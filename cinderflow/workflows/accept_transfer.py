@@ -137,7 +137,7 @@ class AcceptTransfer(OperationWorkflow):
         user message for the receiver, whose request it was."""
         return await self.fail(
             FinalWrite(
-                resource_id=self.request_volume_id,
+                resource_id=self.request.resource_id,
                 status=VolumeStatus.AWAITING_TRANSFER,
                 reason=reason,
                 message=self.message(
@@ -145,8 +145,3 @@ class AcceptTransfer(OperationWorkflow):
                 ).model_copy(update={"project_id": self.request.project_id}),
             )
         )
-
-    @property
-    def request_volume_id(self) -> str:
-        assert self._resource_id is not None
-        return self._resource_id

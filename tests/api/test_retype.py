@@ -14,6 +14,8 @@ from tests.helpers import (
     Background,
     ThreadStack,
     assert_fault,
+    assert_usage_is_recount,
+    available_snapshot,
     history_steps,
     hold_failpoint,
     poll,
@@ -27,7 +29,6 @@ from tests.helpers import (
 from tests.retyping import (
     COPY_PROGRESS,
     MIB,
-    assert_quota_exact,
     backend_file,
     backend_files,
     guest_digest,
@@ -40,7 +41,6 @@ from tests.retyping import (
     retype,
     root,
     settled,
-    snapshot_of,
     two_backends,
     wait_retype_ended,
     write_guest,
@@ -94,7 +94,7 @@ def test_quota_of_the_new_type_is_checked(api: Api, two: ThreadStack) -> None:
     assert api.put(f"/os-quota-sets/{api.project}", quota).status_code == 200
     assert_fault(retype(api, volume["id"], other["name"]), 413, f"volumes_{other['name']}")
     assert api.volume(volume["id"])["status"] == "available"
-    assert_quota_exact(two, api.project)
+    assert_usage_is_recount(two, api.project)
 
 
 def test_members_retype_their_own(api: Api, two: ThreadStack) -> None:
@@ -112,7 +112,7 @@ def test_in_place_keeps_the_file_and_moves_the_quota(api: Api, two: ThreadStack)
     gold, other = new_type(api, "gold"), new_type(api, "gold", **{"file:tier": "b"})
     volume = api.available_volume(1, volume_type=gold["name"])
     before = os.stat(backend_file(two, volume))
-    snapshot_of(api, volume["id"])
+    available_snapshot(api, volume["id"])
     assert retype(api, volume["id"], other["name"]).status_code == 202
     done = settled(api, volume["id"])
     assert done["status"] == "available" and done["volume_type"] == other["name"]
@@ -123,7 +123,7 @@ def test_in_place_keeps_the_file_and_moves_the_quota(api: Api, two: ThreadStack)
     assert limits[f"volumes_{other['name']}"]["in_use"] == 1
     assert limits[f"volumes_{gold['name']}"]["in_use"] == 0
     assert limits[f"snapshots_{other['name']}"]["in_use"] == 1  # the snapshot follows its volume
-    assert_quota_exact(two, api.project)
+    assert_usage_is_recount(two, api.project)
     save_history(two.settings.temporal_address, volume["id"], "retype", "RetypeVolume-in-place")
 
 
@@ -138,7 +138,7 @@ def test_never_to_another_backend_returns_with_a_message(api: Api, two: ThreadSt
     assert message_of(api, volume["id"]) == (
         "retype volume:Could not find any available weighted backend."
     )
-    assert_quota_exact(two, api.project)
+    assert_usage_is_recount(two, api.project)
     save_history(two.settings.temporal_address, volume["id"], "retype", "RetypeVolume-never")
 
 
@@ -154,13 +154,13 @@ def test_never_refuses_a_copy_on_the_same_backend(api: Api, two: ThreadStack) ->
     assert message_of(api, volume["id"]) == (
         "retype volume:Retype requires migration but is not allowed."
     )
-    assert_quota_exact(two, api.project)
+    assert_usage_is_recount(two, api.project)
 
 
 def test_snapshots_block_a_migration(api: Api, two: ThreadStack) -> None:
     gold, silver = new_type(api, "gold"), new_type(api, "silver")
     volume = api.available_volume(1, volume_type=gold["name"])
-    snapshot_of(api, volume["id"])
+    available_snapshot(api, volume["id"])
     assert retype(api, volume["id"], silver["name"]).status_code == 202
     wait_retype_ended(two, volume["id"])
     back = api.volume(volume["id"])
@@ -209,7 +209,7 @@ def test_migration_keeps_the_data(
     if old_key:
         keys = keys_of(two)
         poll(lambda: not key_exists(keys, api.project, old_key), what="the old key deleted")
-    assert_quota_exact(two, api.project)
+    assert_usage_is_recount(two, api.project)
     workflow_id = wait_retype_ended(two, volume["id"])
     steps = history_steps(two.settings.temporal_address, workflow_id)
     assert "driver.copy_volume_data" in steps and "driver.create_volume" in steps
@@ -293,7 +293,7 @@ def test_progress_then_reset_mid_copy_leaves_only_the_source(api: Api, two: Thre
     assert not (root(two, "gold") / ".exports" / f"volume-{volume['id']}").exists()
     assert not key_exists(keys_of(two), api.project, key_id)
     assert guest_digest(two, after, 300 * MIB) == digest
-    assert_quota_exact(two, api.project)
+    assert_usage_is_recount(two, api.project)
     # usable: the same retype now runs to its end
     assert retype(api, volume["id"], silver["name"]).status_code == 202
     done = settled(api, volume["id"])
@@ -344,6 +344,6 @@ def test_admin_migrate_keeps_the_type_and_moves_the_data(api: Api, two: ThreadSt
     workflow_id = wait_retype_ended(two, volume["id"], operation="migrate")
     assert "driver.copy_volume_data" in history_steps(two.settings.temporal_address, workflow_id)
     save_history(two.settings.temporal_address, volume["id"], "migrate", "RetypeVolume-migrate")
-    assert_quota_exact(two, api.project)
-    snapshot_of(api, volume["id"])
+    assert_usage_is_recount(two, api.project)
+    available_snapshot(api, volume["id"])
     assert_fault(migrate(api, volume["id"], f"{two.settings.host}@{here}"), 400, "snapshots")

@@ -13,6 +13,7 @@ from tests.conftest import Databases
 from tests.helpers import (
     Process,
     ThreadStack,
+    assert_usage_is_recount,
     hold_failpoint,
     stack_settings,
     wait_backends_reported,
@@ -21,7 +22,6 @@ from tests.helpers import (
 from tests.retyping import (
     COPY_PROGRESS,
     MIB,
-    assert_quota_exact,
     backend_file,
     guest_digest,
     key_exists,
@@ -73,7 +73,7 @@ def migrate_through(stack: ThreadStack, crash) -> None:
     keys = keys_of(stack)
     assert not key_exists(keys, api.project, old_key)
     assert key_exists(keys, api.project, done["encryption_key_id"])
-    assert_quota_exact(stack, api.project)
+    assert_usage_is_recount(stack, api.project)
     assert backend_file(stack, done).exists()
 
 

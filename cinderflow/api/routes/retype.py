@@ -33,6 +33,7 @@ from cinderflow.api.handover import hand_over, operation_policy
 from cinderflow.api.lookups import visible_volume
 from cinderflow.api.routes.attachments import Uuid
 from cinderflow.api.routes.volume_actions import ACTIONS, COMPLETION_WAIT_S, router
+from cinderflow.api.routes.volumes import NOT_MIGRATING
 from cinderflow.api.routing import ApiRequest
 from cinderflow.api.validation import Boolean, StrictModel
 from cinderflow.db import migration_targets, ownership
@@ -54,7 +55,6 @@ NOT_RETYPABLE = (
 )
 """Cinder's message, word for word (its typo included): clients and tests match it."""
 RETYPABLE = (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE)
-NOT_MIGRATING = ("deleting", MigrationStatus.ERROR, MigrationStatus.SUCCESS)
 
 
 class Retype(StrictModel):

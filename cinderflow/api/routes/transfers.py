@@ -29,6 +29,7 @@ from cinderflow.api.routing import ApiRequest, Router
 from cinderflow.api.validation import Boolean, StrictModel
 from cinderflow.api.views import timestamp
 from cinderflow.db import ownership, paging
+from cinderflow.db import transfers as transfer_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import OutboxEntry, Snapshot, Transfer, Volume, VolumeType, utcnow
 from cinderflow.status import ResourceKind, SnapshotStatus, VolumeStatus
@@ -56,15 +57,6 @@ class AuthKey(StrictModel):
 
 class AcceptBody(StrictModel):
     accept: AuthKey
-
-
-def retire(session: Session, volume_id: str) -> None:
-    """End every live offer of the volume (it was withdrawn another way, or is gone)."""
-    for stale in session.exec(
-        select(Transfer).where(Transfer.volume_id == volume_id, Transfer.deleted.is_(False))
-    ):
-        stale.deleted, stale.deleted_at = True, utcnow()
-        session.add(stale)
 
 
 def transfer_not_found(transfer_id: str) -> NotFound:
@@ -140,7 +132,9 @@ async def create(req: ApiRequest) -> Response:
                 values={"status": VolumeStatus.AWAITING_TRANSFER},
             ):
                 raise invalid_volume("status must be available")
-            retire(session, volume.id)  # an offer left by a reset out of awaiting-transfer
+            transfer_db.retire(
+                session, volume.id
+            )  # an offer left by a reset out of awaiting-transfer
             transfer = Transfer(
                 id=str(uuid.uuid4()),
                 volume_id=volume.id,
@@ -354,13 +348,14 @@ async def delete(req: ApiRequest) -> Response:
                     f"Volume {volume.id} is busy: operation {volume.workflow_id} owns it; "
                     "retry when it ends."
                 )
-            if (
-                volume is not None
-                and volume.status == VolumeStatus.AWAITING_TRANSFER
-                and volume.project_id == transfer.source_project_id
-            ):
-                volume.status, volume.updated_at = VolumeStatus.AVAILABLE, utcnow()
-                session.add(volume)
+            if volume is not None and volume.project_id == transfer.source_project_id:
+                compare_and_swap(  # no-op unless it still awaits this transfer
+                    session,
+                    Volume,
+                    volume.id,
+                    expected={"status": VolumeStatus.AWAITING_TRANSFER, "workflow_id": None},
+                    values={"status": VolumeStatus.AVAILABLE},
+                )
             transfer.deleted, transfer.deleted_at = True, utcnow()
             session.add(transfer)
 
