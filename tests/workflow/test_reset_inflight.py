@@ -252,6 +252,15 @@ def test_manage_snapshot_reset_state(own_stack: ThreadStack) -> None:
         assert f"snapshot {snapshot_id}: creating -> error, terminated workflow" in done.stdout
     finally:
         hold.unlink()
+    # The terminated operation's driver call was let go and may still copy the volume (a
+    # killed attempt may finish late); its copy holds QEMU's read lock on the volume file,
+    # which an extend would take for a running guest. Wait for it to publish and leave.
+    root = Path(own_stack.settings.backends[0].options["path"])
+    poll(
+        lambda: (root / f"snapshot-{snapshot_id}").exists()
+        and not list(root.glob(f".snapshot-{snapshot_id}.*.partial")),
+        what="the let-go snapshot copy to end",
+    )
     shown = api.get(f"/snapshots/{snapshot_id}").json()["snapshot"]
     assert shown["status"] == "error"
     grown = api.post(f"/volumes/{volume_id}/action", {"os-extend": {"new_size": 2}})
