@@ -357,6 +357,11 @@ class VolumeKey(BaseModel):
     key_id: str
 
 
+class StatusChange(BaseModel):
+    volume_id: str
+    status: str
+
+
 class MigrationState(BaseModel):
     volume_id: str
     migration_status: str
@@ -381,3 +386,69 @@ class DriverReset(BaseModel):
     volume: VolumeRef
     status: str
     attach_status: str | None = None
+
+
+class ImageIdentity(BaseModel):
+    """Who the image service calls act for (ids and roles, never a token)."""
+
+    user_id: str
+    project_id: str
+    roles: list[str] = Field(default_factory=list)
+
+
+class ImageSource(BaseModel):
+    """What creating a volume needs of a Glance image (images.image_source)."""
+
+    id: str
+    name: str | None = None
+    status: str = ""
+    disk_format: str
+    container_format: str = "bare"
+    size: int = 0
+    """Bytes of the image's data as stored."""
+    virtual_size: int | None = None
+    min_disk: int = 0
+    checksum: str | None = None
+    encrypted: bool = False
+    key_id: str | None = None
+    """The image's secret (`os_encrypt_key_id`, or the legacy `cinder_encryption_key_id`)."""
+    decrypt_size: int | None = None
+    """`os_decrypt_size`: the bytes the guest sees once decrypted."""
+
+    @property
+    def raw_luks(self) -> bool:
+        """Encrypted as LUKS over the whole file (Cinder's own uploads): the volume takes a
+        clone of the image's secret and the ciphertext as it is."""
+        return self.encrypted and self.disk_format in ("raw", "luks")
+
+
+class ImageToVolume(BaseModel):
+    """Fill a new volume from an image, on the volume's backend."""
+
+    volume: VolumeRef
+    image: ImageSource
+    identity: ImageIdentity
+
+
+class VolumeToImage(BaseModel):
+    """Write a volume into an image record that exists (queued), on the volume's backend."""
+
+    volume: VolumeRef
+    image_id: str
+    disk_format: str
+    identity: ImageIdentity
+
+
+class ImageRecord(BaseModel):
+    """The image an upload makes: created with this id, these fields and properties."""
+
+    image_id: str
+    body: dict[str, Any]
+    identity: ImageIdentity
+
+
+class ImageKey(BaseModel):
+    """The clone of an encrypted volume's key an uploaded image gets."""
+
+    volume_id: str
+    image_id: str

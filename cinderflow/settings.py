@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -115,11 +115,35 @@ class Settings(BaseSettings):
     reset_wait_timeout: float = 30.0
     """Seconds os-reset_status waits for the reset's outcome before answering 202 anyway."""
 
-    key_manager: Literal["local"] = "local"
-    """Where volume keys live: `local` seals them in cinderflow's database."""
+    key_manager: Literal["local", "vault", "barbican"] = "local"
+    """Where volume keys live (through castellan): `local` seals them in cinderflow's
+    database; `vault` is a Vault or OpenBao KV mount; `barbican` is OpenStack's key manager."""
+    vault_url: str | None = None
+    """Vault/OpenBao base URL, e.g. http://127.0.0.1:8200 (key_manager `vault`)."""
+    vault_token: SecretStr | None = None
+    """A token for Vault; or AppRole: vault_approle_role_id + vault_approle_secret_id."""
+    vault_approle_role_id: str | None = None
+    vault_approle_secret_id: SecretStr | None = None
+    vault_mount: str = "secret"
+    """The KV mount keys live in. Use a dedicated KV v1 mount: a KV v2 delete is soft."""
+    vault_kv_version: int = 2
+    vault_namespace: str | None = None
+    barbican_endpoint: str | None = None
+    """Barbican's URL (key_manager `barbican`); default: from the Keystone catalog."""
+    barbican_auth_endpoint: str | None = None
+    """Keystone's URL for the Barbican backend."""
     master_key_file: Path | None = None
     """The local key manager's master key (created on first use, mode 0600); default:
     `<data_dir>/master.key`. Back it up separately: without it encrypted volumes are lost."""
+
+    image_endpoint: str | None = None
+    """The image service (Glance) base URL, e.g. http://127.0.0.1:9292; without it, volumes
+    cannot be created from images or uploaded to them."""
+    image_conversion_dir: Path | None = None
+    """Where a backend worker keeps an image while it converts it (default:
+    `<data_dir>/image-conversion`, mode 0700); each file is removed when its step ends."""
+    enable_force_upload: bool = False
+    """Allow `force` uploads of in-use volumes to images (Cinder's enable_force_upload)."""
 
     failpoint_dir: Path | None = None
     """Testing seam: a directory of `<name>.hold` files that pause named points (failpoints.py)."""

@@ -15,6 +15,7 @@ import sqlalchemy
 from cinderflow.db.migrate import upgrade
 from cinderflow.temporal.devserver import DevServer, free_port
 from tests.helpers import Api, ThreadStack, stack_settings
+from tests.images import Glance, OpenBao
 
 EXIT_STATUS = pytest.StashKey[int]()
 
@@ -154,3 +155,42 @@ def api(stack: ThreadStack) -> Api:
 def member(api: Api) -> Api:
     """A non-admin member of the same project."""
     return api.as_user("alice")
+
+
+@pytest.fixture(scope="session")
+def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
+    """A real OpenBao (Vault API) dev server with a KV v1 mount, for the `vault` key manager."""
+    server = OpenBao(tmp_path_factory.mktemp("openbao")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def glance(tmp_path_factory: pytest.TempPathFactory, openbao: OpenBao) -> Iterator[Glance]:
+    """A real Glance (its key manager is the OpenBao above), identity from headers."""
+    server = Glance(tmp_path_factory.mktemp("glance"), openbao).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=["vault", "local"])
+def image_stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    temporal: DevServer,
+    databases: Databases,
+    glance: Glance,
+    openbao: OpenBao,
+) -> Iterator[ThreadStack]:
+    """A stack with the image service, once with OpenBao as its key manager, once local."""
+    keys = openbao.settings() if request.param == "vault" else {"key_manager": "local"}
+    settings = stack_settings(
+        tmp_path_factory.mktemp(f"image-stack-{request.param}"),
+        databases.new("sqlite"),
+        temporal.address,
+        image_endpoint=glance.url,
+        **keys,
+    )
+    running = ThreadStack(settings).start()
+    yield running
+    running.stop()

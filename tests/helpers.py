@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import SecretStr
 from sqlmodel import Session, select
 
 from cinderflow.db.engine import Database
@@ -412,6 +413,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump(mode="json").items():
         if value is None:
             continue
+        secret = getattr(settings, name)
+        if isinstance(secret, SecretStr):  # dumped masked
+            value = secret.get_secret_value()
         env[f"CINDERFLOW_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env
 

@@ -20,10 +20,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from cinderflow.activities.group import ActivityGroup
+from cinderflow.activities.images import ImageStaging
 from cinderflow.drivers.base import (
     BackendTemporarilyUnavailable,
     ModelUpdate,
     SnapshotRef,
+    SupportsImageCopy,
     SupportsReset,
     SupportsRetype,
     SupportsTransfer,
@@ -38,12 +40,14 @@ from cinderflow.payloads import (
     Connection,
     DriverReset,
     ExtendRequest,
+    ImageToVolume,
     Retyped,
     RetypeRequest,
     TransferRequest,
     VolumeClone,
     VolumeCopy,
     VolumeFromSnapshot,
+    VolumeToImage,
 )
 from cinderflow.threads import run_blocking
 
@@ -168,11 +172,16 @@ def _resumed() -> dict[str, Any] | None:
 
 class DriverActivities(ActivityGroup):
     def __init__(
-        self, driver: VolumeDriver, failpoints: Failpoints, executor: Executor | None = None
+        self,
+        driver: VolumeDriver,
+        failpoints: Failpoints,
+        executor: Executor | None = None,
+        staging: ImageStaging | None = None,
     ) -> None:
         self.driver = driver
         self.failpoints = failpoints
         self.executor = executor
+        self.staging = staging
 
     async def _call(
         self,
@@ -203,7 +212,14 @@ class DriverActivities(ActivityGroup):
 
     @activity.defn(name="driver.delete_volume")
     async def delete_volume(self, volume: VolumeRef) -> None:
-        await self._call("delete_volume", lambda: self.driver.delete_volume(volume))
+        """Delete the volume on the backend, and any image this worker was staging for it."""
+
+        def call() -> None:
+            self.driver.delete_volume(volume)
+            if self.staging is not None:
+                self.staging.discard(volume.id)
+
+        await self._call("delete_volume", call)
 
     @activity.defn(name="driver.create_snapshot")
     async def create_snapshot(self, snapshot: SnapshotRef) -> dict[str, Any]:
@@ -282,6 +298,41 @@ class DriverActivities(ActivityGroup):
             driver.copy_volume_data(request.target, request.source, request.source_connection)
 
         await self._call("copy_volume_data", call, ProgressSignal())
+
+    def _image_driver(self) -> tuple[SupportsImageCopy, ImageStaging]:
+        driver = self.driver
+        if not isinstance(driver, SupportsImageCopy) or self.staging is None:
+            raise ApplicationError(
+                f"backend {driver.backend_name} cannot copy images (its driver lacks "
+                "SupportsImageCopy, or no image service is configured)",
+                type="NotImplementedError",
+                non_retryable=True,
+            )
+        return driver, self.staging
+
+    @activity.defn(name="driver.copy_image_to_volume")
+    async def copy_image_to_volume(self, request: ImageToVolume) -> dict[str, Any]:
+        """Download the image to this worker and have the driver make the volume from it;
+        the percentage (download, then conversion) is signalled to the workflow."""
+        driver, staging = self._image_driver()
+
+        def call() -> ModelUpdate:
+            with staging.downloaded(request) as image:
+                return driver.copy_image_to_volume(request.volume, image)
+
+        return await self._call("copy_image_to_volume", call, ProgressSignal()) or {}
+
+    @activity.defn(name="driver.copy_volume_to_image")
+    async def copy_volume_to_image(self, request: VolumeToImage) -> None:
+        """Have the driver write the volume into a file on this worker, then upload it as the
+        image's data (once: an image already `active` is this upload's earlier attempt's)."""
+        driver, staging = self._image_driver()
+
+        def call() -> None:
+            with staging.to_upload(request) as image:
+                driver.copy_volume_to_image(request.volume, image)
+
+        await self._call("copy_volume_to_image", call, ProgressSignal())
 
     @activity.defn(name="driver.initialize_connection")
     async def initialize_connection(self, connection: Connection) -> dict[str, Any]:

@@ -10,7 +10,9 @@ recording it leaves an unused key in the store, never a volume without one.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from concurrent.futures import Executor
+from typing import TypeVar
 
 from castellan.common import exception
 from sqlmodel import select
@@ -26,8 +28,11 @@ from cinderflow.db.engine import Database
 from cinderflow.db.models import Snapshot, Volume, VolumeAdminMetadata
 from cinderflow.drivers.base import VolumeRef
 from cinderflow.keys.service import KeyService
-from cinderflow.payloads import ClonedKeys, MigrationKey, TransferKeys, VolumeKey
+from cinderflow.payloads import ClonedKeys, ImageKey, MigrationKey, TransferKeys, VolumeKey
 from cinderflow.threads import run_blocking
+
+T = TypeVar("T")
+KEY_REFUSED = "KeyManagerRefused"
 
 
 class KeyActivities(ActivityGroup):
@@ -38,9 +43,12 @@ class KeyActivities(ActivityGroup):
 
     @activity.defn(name="keys.ensure_volume_key")
     async def ensure_volume_key(self, volume_id: str) -> VolumeRef:
-        """The volume, with its key if its type is encrypted (created or cloned now)."""
-        return await run_blocking(
-            self.executor, self._ensure, volume_id, activity.info().workflow_id
+        """The volume, with its key if its type is encrypted (created or cloned now). A source
+        key the manager does not have or will not give (an image's secret deleted, or
+        another's) ends the step: no retry helps."""
+        return await _refusals_final(
+            volume_id,
+            run_blocking(self.executor, self._ensure, volume_id, activity.info().workflow_id),
         )
 
     def _ensure(self, volume_id: str, workflow_id: str) -> VolumeRef:
@@ -76,6 +84,9 @@ class KeyActivities(ActivityGroup):
 
     @staticmethod
     def _source_key(session, volume: Volume) -> str | None:
+        image_key = volume_db.admin_metadata_of(session, volume.id).get(admin_metadata.IMAGE_KEY_ID)
+        if image_key:
+            return image_key
         if volume.snapshot_id:
             snapshot = session.get(Snapshot, volume.snapshot_id)
             return snapshot.encryption_key_id if snapshot else None
@@ -144,21 +155,93 @@ class KeyActivities(ActivityGroup):
             fencing.owned(session, Volume, volume_id, workflow_id, lock=True)
             admin_metadata.remove(session, volume_id, [admin_metadata.MIGRATION_KEY_ID])
 
+    @activity.defn(name="keys.remove_volume_key")
+    async def remove_volume_key(self, volume_id: str) -> None:
+        """Undo of ensure_volume_key for a create that is stopped: delete the key and unset it
+        on the volume (nothing to do if it has none)."""
+        await run_blocking(
+            self.executor, self._remove_volume_key, volume_id, activity.info().workflow_id
+        )
+
+    def _remove_volume_key(self, volume_id: str, workflow_id: str) -> None:
+        with self.db.read() as session:
+            volume = fencing.owned(session, Volume, volume_id, workflow_id)
+        if volume.encryption_key_id is None:
+            return
+        self.keys.delete(volume.project_id, volume.encryption_key_id)
+        with self.db.transaction() as session:
+            compare_and_swap(
+                session,
+                Volume,
+                volume_id,
+                expected={
+                    "workflow_id": workflow_id,
+                    "encryption_key_id": volume.encryption_key_id,
+                },
+                values={"encryption_key_id": None},
+            )
+
+    @activity.defn(name="keys.clone_for_image")
+    async def clone_for_image(self, request: ImageKey) -> str:
+        """A clone of the volume's key for the image being uploaded from it, recorded in the
+        volume's admin metadata (`image_key:<image id>`) so that a retry returns it; the
+        upload's end removes the record (the key is the image's then), its undo deletes it."""
+        return await _refusals_final(
+            request.volume_id,
+            run_blocking(
+                self.executor, self._clone_for_image, request, activity.info().workflow_id
+            ),
+        )
+
+    def _clone_for_image(self, request: ImageKey, workflow_id: str) -> str:
+        record = admin_metadata.IMAGE_KEY_PREFIX + request.image_id
+        with self.db.read() as session:
+            volume = fencing.owned(session, Volume, request.volume_id, workflow_id)
+            recorded = volume_db.admin_metadata_of(session, volume.id).get(record)
+        if recorded:
+            return recorded
+        assert volume.encryption_key_id, "only an encrypted volume's image gets a key"
+        key_id = self.keys.clone(volume.project_id, volume.encryption_key_id)
+        with self.db.transaction() as session:
+            fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
+            recorded = volume_db.admin_metadata_of(session, volume.id).get(record)
+            if recorded is None:
+                admin_metadata.put(session, volume.id, {record: key_id})
+        if recorded is not None:  # an overlapping attempt recorded its own
+            self.keys.delete(volume.project_id, key_id)
+            return recorded
+        return key_id
+
+    @activity.defn(name="keys.delete_image_key")
+    async def delete_image_key(self, request: ImageKey) -> None:
+        """Undo of clone_for_image: delete the recorded clone, then the record."""
+        await run_blocking(
+            self.executor, self._delete_image_key, request, activity.info().workflow_id
+        )
+
+    def _delete_image_key(self, request: ImageKey, workflow_id: str) -> None:
+        record = admin_metadata.IMAGE_KEY_PREFIX + request.image_id
+        with self.db.read() as session:
+            volume = fencing.owned(session, Volume, request.volume_id, workflow_id)
+            key_id = volume_db.admin_metadata_of(session, volume.id).get(record)
+        if key_id is None:
+            return
+        self.keys.delete(volume.project_id, key_id)
+        with self.db.transaction() as session:
+            fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
+            admin_metadata.remove(session, volume.id, [record])
+
     @activity.defn(name="keys.clone_for_transfer")
     async def clone_for_transfer(self, request: TransferKeys) -> ClonedKeys:
         """Clone the volume's key (and its snapshots') into the receiving project, each
         recorded in the volume's admin metadata (`transfer_key:<id>`) so a retry returns it.
         A key the manager does not have, or will not give, ends the step (no retry helps)."""
-        try:
-            return await run_blocking(
+        return await _refusals_final(
+            request.volume_id,
+            run_blocking(
                 self.executor, self._clone_for_transfer, request, activity.info().workflow_id
-            )
-        except (exception.ManagedObjectNotFoundError, exception.Forbidden) as refused:
-            raise ApplicationError(
-                f"the key manager refused a key of volume {request.volume_id}: {refused}",
-                type="KeyManagerRefused",
-                non_retryable=True,
-            ) from None
+            ),
+        )
 
     def _clone_for_transfer(self, request: TransferKeys, workflow_id: str) -> ClonedKeys:
         with self.db.read() as session:
@@ -215,6 +298,18 @@ class KeyActivities(ActivityGroup):
             fencing.owned(session, Volume, request.volume_id, workflow_id, lock=True)
             names = [_record_prefix(request.to_project) + r for r in recorded]
             admin_metadata.remove(session, request.volume_id, names)
+
+
+async def _refusals_final(volume_id: str, work: Awaitable[T]) -> T:
+    """A key the manager does not have, or will not give, ends the step (no retry helps)."""
+    try:
+        return await work
+    except (exception.ManagedObjectNotFoundError, exception.Forbidden) as refused:
+        raise ApplicationError(
+            f"the key manager refused a key of volume {volume_id}: {refused}",
+            type=KEY_REFUSED,
+            non_retryable=True,
+        ) from None
 
 
 def _record_prefix(to_project: str) -> str:

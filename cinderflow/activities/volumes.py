@@ -23,7 +23,13 @@ from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Reservation, Volume
 from cinderflow.drivers.base import VolumeRef
-from cinderflow.payloads import Connection, ExtendRequest, MigrationState, MigrationTarget
+from cinderflow.payloads import (
+    Connection,
+    ExtendRequest,
+    MigrationState,
+    MigrationTarget,
+    StatusChange,
+)
 from cinderflow.threads import run_blocking
 
 
@@ -90,6 +96,23 @@ class VolumeActivities(ActivityGroup):
                 state.volume_id,
                 expected={"workflow_id": workflow_id},
                 values={"migration_status": state.migration_status},
+            )
+
+    @activity.defn(name="volume.set_status")
+    async def set_status(self, change: StatusChange) -> None:
+        """An intermediate status the operation that owns the volume shows while it works (a
+        create's `downloading`); its end is the final write's."""
+        await run_blocking(self.executor, self._set_status, change, activity.info().workflow_id)
+
+    def _set_status(self, change: StatusChange, workflow_id: str) -> None:
+        with self.db.transaction() as session:
+            fencing.owned(session, Volume, change.volume_id, workflow_id, lock=True)
+            compare_and_swap(
+                session,
+                Volume,
+                change.volume_id,
+                expected={"workflow_id": workflow_id},
+                values={"status": change.status},
             )
 
     @activity.defn(name="volume.add_migration_target")

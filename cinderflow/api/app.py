@@ -29,6 +29,7 @@ from cinderflow.api.errors import (
 from cinderflow.api.middleware import CinderMiddleware
 from cinderflow.api.routes import (
     attachments,
+    images,
     messages,
     quotas,
     reset_status,
@@ -81,6 +82,7 @@ def api_router() -> Router:
         attachments,
         volume_actions,
         retype,
+        images,
         transfers,
         reset_status,
     ):

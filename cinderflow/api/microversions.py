@@ -62,6 +62,7 @@ MIN_VERSION = APIVersion(3, 0)
 MAX_VERSION = APIVersion(3, 72)
 
 # Feature versions used by cinderflow (Cinder's constant names).
+UPLOAD_IMAGE_VISIBILITY = "3.1"
 MESSAGES = "3.3"
 MESSAGES_PAGINATION = "3.5"
 CLUSTER_SUPPORT = "3.7"

@@ -103,6 +103,8 @@ RULES: dict[str, Rule] = {
     "volume:get_transfer": _reader,
     "volume:get_all_transfers": _reader,
     "volume:multiattach": _member,
+    "volume_extension:volume_actions:upload_image": _member,
+    "volume_extension:volume_actions:upload_public": _admin,
     "volume_extension:volume_admin_actions:extend_volume_completion": _admin_or_service,
     "volume_extension:volume_admin_actions:migrate_volume_completion": _admin_or_service,
     "volume_extension:volume_admin_actions:migrate_volume": _admin,

@@ -41,6 +41,7 @@ FIELDS: dict[ResourceKind, frozenset[str]] = {
             "name_id",
             "encryption_key_id",
             "multiattach",
+            "bootable",
             "project_id",
             "user_id",
         }

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, LargeBinary, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -84,6 +84,20 @@ class VolumeMetadata(SQLModel, table=True):
     )
     key: str = Field(primary_key=True, max_length=255)
     value: str = Field(max_length=255)
+
+
+class VolumeImageMetadata(SQLModel, table=True):
+    """What a volume made from an image keeps of it (Cinder's `volume_glance_metadata`):
+    shown as `volume_image_metadata`, filtered on by `glance_metadata`, and written into the
+    properties of an image uploaded from the volume."""
+
+    __tablename__ = "volume_image_metadata"
+
+    volume_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("volumes.id", ondelete="CASCADE"), primary_key=True)
+    )
+    key: str = Field(primary_key=True, max_length=255)
+    value: str = Field(sa_column=Column(Text, nullable=False))
 
 
 class VolumeAdminMetadata(SQLModel, table=True):

@@ -13,6 +13,7 @@ from cinderflow.db.models import (
     Encryption,
     Volume,
     VolumeAdminMetadata,
+    VolumeImageMetadata,
     VolumeMetadata,
     VolumeType,
     VolumeTypeExtraSpec,
@@ -47,6 +48,8 @@ class VolumeQuery:
     name: str | None = None
     status: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    image_metadata: dict[str, str] = field(default_factory=dict)
+    """`glance_metadata`: what the volume keeps of the image it was made from."""
     bootable: bool | None = None
     availability_zone: str | None = None
     size: int | None = None
@@ -77,7 +80,32 @@ def _filtered(query: VolumeQuery):
             .where(VolumeMetadata.key == key, VolumeMetadata.value == value)
             .exists()
         )
+    for key, value in query.image_metadata.items():
+        stmt = stmt.where(
+            select(VolumeImageMetadata.key)
+            .where(VolumeImageMetadata.volume_id == Volume.id)
+            .where(VolumeImageMetadata.key == key, VolumeImageMetadata.value == value)
+            .exists()
+        )
     return stmt
+
+
+def image_metadata_of(session: Session, volume_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Volume id -> the image metadata it keeps (only volumes made from an image have any)."""
+    found: dict[str, dict[str, str]] = {}
+    if not volume_ids:
+        return found
+    rows = session.exec(
+        select(VolumeImageMetadata).where(VolumeImageMetadata.volume_id.in_(volume_ids))
+    )
+    for row in rows:
+        found.setdefault(row.volume_id, {})[row.key] = row.value
+    return found
+
+
+def set_image_metadata(session: Session, volume_id: str, items: dict[str, str]) -> None:
+    for key, value in items.items():
+        session.add(VolumeImageMetadata(volume_id=volume_id, key=key, value=value))
 
 
 def count_volumes(session: Session, query: VolumeQuery) -> int:

@@ -273,21 +273,41 @@ class SupportsReset(abc.ABC):
         """
 
 
+class ImageFile(BaseModel):
+    """An image's data in a local file: downloaded from the image service (to fill a volume),
+    or to be uploaded to it. Its format is the image service's `disk_format`, never probed
+    from its bytes."""
+
+    path: str
+    disk_format: str
+    encrypted: bool = False
+    """LUKS inside: a raw LUKS file, or a qcow2 with LUKS encryption."""
+    key_id: str | None = None
+    """The secret that opens an encrypted qcow2 (the volume's project holds it). A raw LUKS
+    image needs none: the volume's key is a clone of the image's secret."""
+
+
 class SupportsImageCopy(abc.ABC):
-    """Volumes can be filled from images and written to images."""
+    """Volumes can be made from images and written to images."""
 
     @abc.abstractmethod
-    def copy_image_to_volume(self, volume: VolumeRef, image_path: str, image_format: str) -> None:
-        """Write a local image file (already downloaded) into the volume.
+    def copy_image_to_volume(self, volume: VolumeRef, image: ImageFile) -> ModelUpdate:
+        """Create the volume (it does not exist yet) with the image's content: converted from
+        its format, encrypted under the volume's key where the volume is encrypted (a raw LUKS
+        image is copied as it is: the volume's key is a clone of its secret). No partial
+        volume is ever left: a failed or stopped call leaves nothing. Report progress
+        (`current_call().progress`) and stop when `cancelled()`.
 
-        :raises VolumeDriverError: the image cannot be written.
+        :raises VolumeDriverError: the image cannot be read (a backing or data file, a size
+            beyond the volume's, a wrong secret), or written.
         """
 
     @abc.abstractmethod
-    def copy_volume_to_image(self, volume: VolumeRef, image_path: str, image_format: str) -> None:
-        """Write the volume's content to a local image file (to be uploaded).
+    def copy_volume_to_image(self, volume: VolumeRef, image: ImageFile) -> None:
+        """Write the volume's content into `image.path` in `image.disk_format`; an encrypted
+        volume as its LUKS ciphertext (a raw LUKS image, opened with a clone of its key).
 
-        :raises VolumeDriverError: the volume cannot be read.
+        :raises VolumeDriverError: the volume cannot be read, or not in that format.
         """
 
 

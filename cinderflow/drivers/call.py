@@ -23,6 +23,8 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+SCALE = 1_000_000
+"""The whole of a call of several stages, in progress reports (see `within`)."""
 
 
 class DriverCall:
@@ -44,10 +46,19 @@ class DriverCall:
         self._cancelled = threading.Event()
         self.started = False
         """The driver method is running (in its thread): it changes the backend now."""
+        self._span = (0.0, 1.0)
+
+    def within(self, start: float, end: float) -> None:
+        """Later `progress` reports fill the part `start`..`end` (fractions) of the whole
+        call: a call of several stages (download, then convert) shows one rising figure."""
+        self._span = (start, end)
 
     def progress(self, done: int, total: int) -> None:
         """How far the call has got, in any unit (bytes copied of total). The latest value
         goes out with the next heartbeat, and a retry of this call sees it as `resumed`."""
+        start, end = self._span
+        if (start, end) != (0.0, 1.0) and total:
+            done, total = int(SCALE * (start + (end - start) * done / total)), SCALE
         with self._lock:
             self._details = {"done": int(done), "total": int(total)}
         if self._checkpoint is not None:

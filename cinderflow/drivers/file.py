@@ -28,9 +28,11 @@ from cinderflow.drivers import qemu_img, qemu_locks
 from cinderflow.drivers.base import (
     BackendTemporarilyUnavailable,
     ExtendOutcome,
+    ImageFile,
     ModelUpdate,
     Passphrases,
     SnapshotRef,
+    SupportsImageCopy,
     SupportsReset,
     SupportsRetype,
     SupportsTransfer,
@@ -46,7 +48,14 @@ GIB = 1024**3
 log = logging.getLogger(__name__)
 
 
-class FileDriver(VolumeDriver, SupportsReset, SupportsRetype, SupportsVolumeCopy, SupportsTransfer):
+class FileDriver(
+    VolumeDriver,
+    SupportsReset,
+    SupportsRetype,
+    SupportsVolumeCopy,
+    SupportsTransfer,
+    SupportsImageCopy,
+):
     storage_protocol = "local"
 
     def __init__(
@@ -253,6 +262,106 @@ class FileDriver(VolumeDriver, SupportsReset, SupportsRetype, SupportsVolumeCopy
         """A file belongs to no project: only check that the volume is there to hand over."""
         self._existing(volume)
         return None
+
+    # Images --------------------------------------------------------------------------------
+
+    def copy_image_to_volume(self, volume: VolumeRef, image: ImageFile) -> ModelUpdate:
+        """Make the volume file from the image, privately, then publish it (never a partial
+        volume). The image is opened in the format the image service names, checked first
+        (no backing or data file, no larger than the volume):
+
+        - plain image, plain volume: a sparse convert to raw, grown to the volume's size;
+        - raw LUKS image, encrypted volume: its ciphertext as it is (the volume's key is a
+          clone of the image's secret), checked to open with that key, grown if smaller;
+        - qcow2+LUKS or plain image, encrypted volume: converted into a new LUKS file under
+          the volume's own key (the image's secret opens the qcow2)."""
+        self._require_up()
+        source = Path(image.path)
+        fmt = qemu_img.IMAGE_FORMATS.get(image.disk_format)
+        if fmt is None and not (image.encrypted and image.disk_format == "luks"):
+            raise VolumeDriverError(f"disk format {image.disk_format} is not supported")
+        if image.encrypted and volume.encryption is None:
+            raise VolumeDriverError("an encrypted image needs a volume of an encrypted type")
+        size = volume.size * GIB
+        raw_luks = image.encrypted and image.disk_format in ("raw", "luks")
+        facts = qemu_img.inspect_image(source, "luks" if raw_luks else fmt or "raw")
+        if fmt == "qcow2" and bool(facts.get("encrypted")) != image.encrypted:
+            said = "encrypted" if image.encrypted else "not encrypted"
+            raise VolumeDriverError(f"the image's qcow2 data contradicts its properties ({said})")
+        if facts["virtual-size"] > size:
+            raise VolumeDriverError(
+                f"the image's virtual size ({facts['virtual-size']} bytes) does not fit in a "
+                f"{volume.size} GiB volume"
+            )
+        call = current_call()
+
+        def report(percent: float) -> None:
+            call.progress(int(size * percent / 100), size)
+
+        target = self.path(volume)
+        if volume.encryption is None:
+
+            def plain(partial: Path) -> None:
+                qemu_img.copy(
+                    source, partial, source_format=fmt, progress=report, stop=call.cancelled
+                )
+                qemu_locks.grow_file(partial, size)
+
+            self._publish(target, plain)
+            return {"provider_location": str(target)}
+        secret, options = self._luks(volume)
+        if raw_luks:
+
+            def ciphertext(partial: Path) -> None:
+                qemu_img.copy(source, partial, progress=report, stop=call.cancelled)
+                qemu_img.read_luks(partial, 0, 512, secret)  # the key opens it, or this fails
+                if facts["virtual-size"] < size:
+                    qemu_img.resize_luks(partial, volume.size, secret)
+
+            self._publish(target, ciphertext)
+            return {"provider_location": str(target)}
+        image_secret = None
+        if image.encrypted:
+            if image.key_id is None or self.keys is None:
+                raise VolumeDriverError("the encrypted image names no secret")
+            image_secret = self.keys.passphrase(volume.project_id, image.key_id)
+
+        def encrypted(partial: Path) -> None:
+            qemu_img.create_luks(partial, volume.size, secret, options)
+            qemu_img.convert_into(
+                source,
+                partial,
+                source_secret=image_secret,
+                target_secret=secret,
+                source_format=fmt or "raw",
+                progress=report,
+                stop=call.cancelled,
+            )
+
+        self._publish(target, encrypted)
+        return {"provider_location": str(target)}
+
+    def copy_volume_to_image(self, volume: VolumeRef, image: ImageFile) -> None:
+        """The volume file into `image.path`: converted to the image's format if plain, its
+        ciphertext as a raw LUKS image if encrypted. Read shared (`-U`): an in-use volume
+        (a forced upload) is read as it is, crash-consistent at best, as in Cinder."""
+        source = self._existing(volume)
+        fmt = qemu_img.IMAGE_FORMATS.get(image.disk_format)
+        if volume.encryption is not None and image.disk_format != "raw":
+            raise VolumeDriverError("an encrypted volume is uploaded as a raw LUKS image only")
+        if fmt is None:
+            raise VolumeDriverError(f"disk format {image.disk_format} is not supported")
+        call = current_call()
+        total = source.stat().st_size
+        qemu_img.copy(
+            source,
+            Path(image.path),
+            fmt,
+            source_format="raw",
+            shared=True,
+            progress=lambda percent: call.progress(int(total * percent / 100), total),
+            stop=call.cancelled,
+        )
 
     # Attach --------------------------------------------------------------------------------
 

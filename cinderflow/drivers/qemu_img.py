@@ -175,36 +175,33 @@ def copy(
     target: Path,
     fmt: str = "raw",
     *,
+    source_format: str | None = None,
+    shared: bool = False,
     progress: Callable[[float], None] | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> None:
-    """A sparse copy (runs of zeros are not written); the bytes are copied as they are, so a
-    LUKS volume copied as `raw` stays encrypted with the same key.
+    """A sparse copy (runs of zeros are not written) from `source_format` (default: `fmt`)
+    into a new `fmt` file; raw to raw copies the bytes as they are, so a LUKS volume copied as
+    `raw` stays encrypted with the same key. `shared`: read a file another process (a running
+    guest) holds (`-U`; what is read is crash-consistent at best).
 
     `progress(percent)` is called as qemu-img reports it (`-p`); when `stop()` turns true the
     copy is killed and VolumeDriverError raised (the target is left to the caller)."""
-    command = [
-        binary(),
-        "convert",
-        "-p",
-        "-f",
-        fmt,
-        "-O",
-        fmt,
-        "-S",
-        "4k",
-        str(source),
-        str(target),
-    ]
+    command = [binary(), "convert", "-p", *(["-U"] if shared else [])]
+    command += ["-f", source_format or fmt, "-O", fmt, "-S", "4k", str(source), str(target)]
     _convert(command, progress, stop)
 
 
-def image_opts(path: Path, secret_id: str | None = None) -> str:
-    """`--image-opts` of a raw file, or of a LUKS one opened with the secret `secret_id`."""
+def image_opts(path: Path, secret_id: str | None = None, fmt: str = "raw") -> str:
+    """`--image-opts` of a file in format `fmt`; a raw one with a secret is LUKS opened with
+    `secret_id`, a qcow2 one with a secret has LUKS encryption inside."""
     filename = str(path).replace(",", ",,")  # a comma in a value is written twice
-    if secret_id is None:
-        return f"driver=raw,file.driver=file,file.filename={filename}"
-    return f"driver=luks,file.driver=file,file.filename={filename},key-secret={secret_id}"
+    if fmt == "raw" and secret_id is not None:
+        return f"driver=luks,file.driver=file,file.filename={filename},key-secret={secret_id}"
+    opts = f"driver={fmt},file.driver=file,file.filename={filename}"
+    if secret_id is not None:
+        opts += f",encrypt.key-secret={secret_id}"
+    return opts
 
 
 def convert_into(
@@ -213,14 +210,16 @@ def convert_into(
     *,
     source_secret: bytes | None = None,
     target_secret: bytes | None = None,
+    source_format: str = "raw",
     progress: Callable[[float], None] | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> None:
     """Copy the guest-visible bytes of `source` into the existing `target` (`-n`), each raw or
     LUKS (opened with its passphrase, handed over through its own pipe): a migration's copy,
-    re-encrypting on the way when the keys differ. Zeros are not written to a raw target (it
-    stays sparse); a LUKS target gets them encrypted (its unwritten sectors would not read
-    back as zeros). `progress` and `stop` as in `copy`.
+    re-encrypting on the way when the keys differ. The source may be another format
+    (`source_format`: an image's qcow2, with LUKS inside when it has a secret). Zeros are
+    not written to a raw target (it stays sparse); a LUKS target gets them encrypted (its
+    unwritten sectors would not read back as zeros). `progress` and `stop` as in `copy`.
 
     A raw target must read as zeros where the source does (it was created empty, and an
     earlier attempt of the same copy wrote only what the source holds), so its zeros are
@@ -230,14 +229,15 @@ def convert_into(
     if target_secret is None:
         args.append("--target-is-zero")
     opts = []
-    for path, secret, name in ((source, source_secret, "src"), (target, target_secret, "dst")):
+    sides = ((source, source_secret, "src", source_format), (target, target_secret, "dst", "raw"))
+    for path, secret, name, fmt in sides:
         if secret is not None:
             read_end, write_end = os.pipe()
             os.write(write_end, secret)
             os.close(write_end)
             pipes.append(read_end)
             args += ["--object", f"secret,id={name},file=/dev/fd/{read_end}"]
-        opts.append(image_opts(path, name if secret is not None else None))
+        opts.append(image_opts(path, name if secret is not None else None, fmt))
     args += ["--image-opts", opts[0], "--target-image-opts", opts[1]]
     try:
         _convert([binary(), *args], progress, stop, pass_fds=tuple(pipes))
@@ -273,3 +273,27 @@ def _convert(
 
 def info(path: Path, fmt: str = "raw") -> dict[str, Any]:
     return json.loads(run("info", "--output=json", "-f", fmt, str(path)))
+
+
+IMAGE_FORMATS = {
+    "raw": "raw",
+    "qcow2": "qcow2",
+    "vmdk": "vmdk",
+    "vdi": "vdi",
+    "vhd": "vpc",
+    "vhdx": "vhdx",
+}
+"""The image service's disk formats qemu-img reads and writes, by its own driver names."""
+
+
+def inspect_image(path: Path, fmt: str) -> dict[str, Any]:
+    """`qemu-img info` of an untrusted image, opened as `fmt` (never probed). An image that
+    refers to other files (a backing file, an external data file) is refused: opening it
+    would read whatever host file it names."""
+    facts = info(path, fmt)
+    if facts.get("backing-filename") or facts.get("full-backing-filename"):
+        raise VolumeDriverError("the image has a backing file, which is not allowed")
+    data = (facts.get("format-specific") or {}).get("data") or {}
+    if data.get("data-file"):
+        raise VolumeDriverError("the image has an external data file, which is not allowed")
+    return facts

@@ -1,5 +1,11 @@
 """Volume keys, as Cinder handles them: one symmetric key per encrypted volume, cloned (same
-material, new id) for snapshots' copies and clones, deleted with the volume."""
+material, new id) for snapshots' copies and clones, deleted with the volume.
+
+One service over castellan for every key cinderflow handles (volumes, snapshots, clones,
+transfers, images), whichever key manager holds them: `local` (cinderflow's own, sealed in its
+database), `vault` (Vault or OpenBao, castellan's VaultKeyManager) or `barbican`. A secret's
+type is kept through a clone (castellan `store(get(id))`), so an image's `passphrase` secret
+stays a passphrase in the volume's key."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pathlib import Path
 
 from castellan.common import exception
 from castellan.key_manager.key_manager import KeyManager
+from pydantic import SecretStr
 
 from cinderflow.db.engine import Database
 from cinderflow.drivers.base import EncryptionSpec
@@ -69,4 +76,42 @@ def master_key_file(settings: Settings) -> Path:
 
 def key_service(settings: Settings, db: Database) -> KeyService:
     """The configured key manager (`key_manager`; the embedded default is `local`)."""
-    return KeyService(LocalKeyManager(db, master_key_file(settings)))
+    if settings.key_manager == "local":
+        return KeyService(LocalKeyManager(db, master_key_file(settings)))
+    return KeyService(castellan_manager(settings))
+
+
+def castellan_manager(settings: Settings) -> KeyManager:
+    """castellan's own backend for `vault` or `barbican`, configured from cinderflow's
+    settings (an oslo.config object of its own: nothing is read from files or argv)."""
+    from castellan import key_manager, options
+    from oslo_config import cfg
+
+    conf = cfg.ConfigOpts()
+    conf([], project="cinderflow", default_config_files=[], default_config_dirs=[])
+    if settings.key_manager == "vault":
+        if not settings.vault_url:
+            raise ValueError("key_manager vault needs vault_url (CINDERFLOW_VAULT_URL)")
+        options.set_defaults(
+            conf,
+            backend="vault",
+            vault_url=settings.vault_url,
+            vault_root_token_id=_secret(settings.vault_token),
+            vault_approle_role_id=settings.vault_approle_role_id,
+            vault_approle_secret_id=_secret(settings.vault_approle_secret_id),
+            vault_kv_mountpoint=settings.vault_mount,
+            vault_kv_version=settings.vault_kv_version,
+            vault_namespace=settings.vault_namespace,
+        )
+    else:
+        options.set_defaults(
+            conf,
+            backend="barbican",
+            barbican_endpoint=settings.barbican_endpoint,
+            auth_endpoint=settings.barbican_auth_endpoint,
+        )
+    return key_manager.API(conf)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

@@ -23,6 +23,7 @@ from cinderflow import heartbeat
 from cinderflow.activities.attachments import AttachmentActivities
 from cinderflow.activities.compute import ComputeActivities
 from cinderflow.activities.driver import MAX_HEARTBEAT_INTERVAL_S, DriverActivities
+from cinderflow.activities.images import ImageActivities, ImageStaging
 from cinderflow.activities.keys import KeyActivities
 from cinderflow.activities.operation import OperationActivities
 from cinderflow.activities.scheduler import SchedulerActivities
@@ -118,6 +119,7 @@ class WorkerService:
                 SnapshotActivities(db, executor),
                 AttachmentActivities(db, executor, settings.message_ttl),
                 KeyActivities(db, self.keys, executor),
+                ImageActivities(settings, executor),
                 SchedulerActivities(db, settings, executor),
                 ComputeActivities(settings),
             ]
@@ -134,7 +136,9 @@ class WorkerService:
                 )
             )
         for backend in self.backends:
-            calls = DriverActivities(backend.driver, self.failpoints, backend.calls)
+            calls = DriverActivities(
+                backend.driver, self.failpoints, backend.calls, ImageStaging(self.settings)
+            )
             workers.append(
                 Worker(
                     self.client,

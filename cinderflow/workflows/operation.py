@@ -44,6 +44,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from cinderflow.activities.driver import COPY_PROGRESS_SIGNAL
     from cinderflow.activities.operation import OperationActivities
     from cinderflow.payloads import (
         FinalWrite,
@@ -115,8 +116,17 @@ class OperationWorkflow:
         self._cancelled = False
         self._finishing = False
         self._ended = False
+        self.copying = ""
+        """The phase a copy's percentage belongs to (empty: no copy runs)."""
 
     # Messages -----------------------------------------------------------------------------
+
+    @workflow.signal(name=COPY_PROGRESS_SIGNAL)
+    def copy_progress(self, percent: int) -> None:
+        """A copy's percentage, sent by its driver activity as it grows (activities/driver.py
+        ProgressSignal), shown while `copying` names the phase."""
+        if self.copying and 0 <= percent <= 100:
+            self.report(self.copying, percent)
 
     @workflow.update
     async def reset_status(self, request: ResetRequest) -> ResetOutcome:

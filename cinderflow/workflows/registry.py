@@ -24,6 +24,7 @@ from cinderflow.workflows.delete_volume import DeleteVolume
 from cinderflow.workflows.extend_volume import ExtendVolume
 from cinderflow.workflows.reset_volume import ResetVolume
 from cinderflow.workflows.retype_volume import RetypeVolume
+from cinderflow.workflows.upload_image import UploadVolumeToImage
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ def _volume(verb: str, detail: Callable[[Any, Any], str] = lambda row, request: 
 
 
 def _source(row: Any, request: BaseModel) -> str:
+    image = getattr(request, "image", None)
+    if image is not None:
+        return f" from image {image.id}"
     if row.snapshot_id:
         return f" from snapshot {row.snapshot_id}"
     if row.source_volid:
@@ -79,6 +83,10 @@ def _reset(row: Any, request: Any) -> str:
     return f" to {request.status}{attach}"
 
 
+def _image(row: Any, request: Any) -> str:
+    return f" to image {request.image_id}"
+
+
 def _snapshot(verb: str) -> Any:
     return lambda row, request: f"{verb} snapshot {_label(row)} of volume {row.volume_id}"
 
@@ -104,6 +112,12 @@ OPERATIONS: dict[str, Operation] = {
             AcceptTransfer,
             ResourceKind.VOLUME,
             _volume("transfer", _transfer),
+        ),
+        Operation(
+            "upload_image",
+            UploadVolumeToImage,
+            ResourceKind.VOLUME,
+            _volume("upload", _image),
         ),
         Operation("reset", ResetVolume, ResourceKind.VOLUME, _volume("reset", _reset)),
         Operation("create_snapshot", CreateSnapshot, ResourceKind.SNAPSHOT, _snapshot("create")),

@@ -47,7 +47,7 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.compute import ComputeActivities
-    from cinderflow.activities.driver import COPY_PROGRESS_SIGNAL, DriverActivities
+    from cinderflow.activities.driver import DriverActivities
     from cinderflow.activities.keys import KeyActivities
     from cinderflow.activities.scheduler import SchedulerActivities
     from cinderflow.activities.volumes import VolumeActivities
@@ -119,19 +119,12 @@ class RetypeVolume(OperationWorkflow):
         self.request = request
         self.migrating = False
         """The migration has begun: whichever way it stops, `migration_status` ends `error`."""
-        self.copying = ""
         self.swap_target: str | None = None
         """The target volume a compute's os-migrate_volume_completion must name (None: no
         completion is awaited)."""
         self.swap_answer: MigrationCompletion | None = None
         self.exchanged = False
         self.keep_destination = False
-
-    @workflow.signal(name=COPY_PROGRESS_SIGNAL)
-    def copy_progress(self, percent: int) -> None:
-        """The copy's percentage, sent by its activity as it grows."""
-        if self.copying and 0 <= percent <= 100:
-            self.report(self.copying, percent)
 
     @workflow.update
     async def complete_migration(self, completion: MigrationCompletion) -> MigrationCompleted:

@@ -167,7 +167,7 @@ def _check_retypable(session: Session, volume: Volume, new_type: VolumeType) -> 
     migrating = volume.migration_status not in (None, *NOT_MIGRATING)
     if volume.status not in RETYPABLE or migrating or new_type.id == volume.volume_type_id:
         raise invalid_volume(NOT_RETYPABLE)
-    _refuse_busy(session, volume, "retype")
+    refuse_busy(session, volume, "retype")
 
 
 class Migrate(StrictModel):
@@ -252,10 +252,10 @@ def _check_migratable(session: Session, settings: Settings, volume: Volume, host
             "have snapshots, be replicated, be part of a group and destination host/cluster "
             "must be different than the current one"
         )
-    _refuse_busy(session, volume, "migrate")
+    refuse_busy(session, volume, "migrate")
 
 
-def _refuse_busy(session: Session, volume: Volume, verb: str) -> None:
+def refuse_busy(session: Session, volume: Volume, verb: str) -> None:
     """409 while an operation owns the volume or reads it (a snapshot or clone of it)."""
     held = ownership.holds_on(session, volume.id)
     if volume.workflow_id is not None or held:

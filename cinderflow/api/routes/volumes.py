@@ -29,6 +29,7 @@ from cinderflow.api.errors import (
 from cinderflow.api.handover import Read, hand_over, operation_policy
 from cinderflow.api.lookups import visible_snapshot, visible_volume
 from cinderflow.api.params import boolean_param, dict_param, int_param, sort_param
+from cinderflow.api.routes import images
 from cinderflow.api.routes.metadata import MetadataResource, metadata_router
 from cinderflow.api.routes.types import default_type
 from cinderflow.api.routing import ApiRequest, Router
@@ -40,7 +41,7 @@ from cinderflow.api.schemas.volumes import (
     VolumeUpdateBody,
 )
 from cinderflow.api.views import volumes as views
-from cinderflow.db import migration_targets, ownership
+from cinderflow.db import admin_metadata, migration_targets, ownership
 from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db import types as type_db
 from cinderflow.db import volumes as volume_db
@@ -48,7 +49,8 @@ from cinderflow.db.engine import Database
 from cinderflow.db.metadata import VOLUMES, set_metadata
 from cinderflow.db.models import OutboxEntry, Service, Snapshot, Volume, VolumeType, utcnow
 from cinderflow.db.paging import MarkerNotFound
-from cinderflow.payloads import OperationProgress
+from cinderflow.images import image_source, volume_image_metadata
+from cinderflow.payloads import ImageSource, OperationProgress
 from cinderflow.settings import Settings
 from cinderflow.status import (
     AttachStatus,
@@ -80,8 +82,6 @@ DELETE_REFUSED = (
     "awaiting a transfer, or be disassociated from snapshots after volume transfer."
 )
 UNSUPPORTED_SOURCES = {
-    "imageRef": "an image",
-    "image_id": "an image",
     "backup_id": "a backup",
     "consistencygroup_id": "a consistency group",
     "group_id": "a group",
@@ -97,20 +97,27 @@ def volume_response(req: ApiRequest, view: views.VolumeView, status: int = 200) 
 
 @router.route("POST", "/volumes", status=202, body=VolumeCreateBody, response=VolumeBody)
 async def create(req: ApiRequest) -> Response:
-    """Create a volume, empty or from a snapshot or another volume; it is `creating` until its
-    workflow makes it `available` or `error`."""
+    """Create a volume, empty or from a snapshot, another volume or an image; it is
+    `creating` (from an image, then `downloading`) until its workflow makes it `available` or
+    `error`."""
     policy.authorize(req.ctx, "volume:create", req.ctx.project_id)
     assert isinstance(req.body, VolumeCreateBody)
     spec = req.body.volume
     for field, source in UNSUPPORTED_SOURCES.items():
         if getattr(spec, field) is not None:
             raise invalid_input(f"creating a volume from {source} is not supported yet.")
-    if spec.snapshot_id is not None and spec.source_volid is not None:
-        raise invalid_input("Only one of snapshot_id and source_volid may be specified.")
-    if spec.size is None and spec.snapshot_id is None and spec.source_volid is None:
+    image_ref = spec.imageRef if spec.imageRef is not None else spec.image_id
+    sources = [s for s in (spec.snapshot_id, spec.source_volid, image_ref) if s is not None]
+    if len(sources) > 1:
+        raise invalid_input("Only one of snapshot_id, source_volid and imageRef may be specified.")
+    if spec.size is None and not sources:
         raise invalid_input(f"Volume size '{spec.size}' must be an integer and greater than 0")
+    image = None
+    if image_ref is not None:
+        found = await images.read_image(req.services.settings, req.ctx, image_ref)
+        image = (image_source(found), volume_image_metadata(found))
     view, entry = await run_in_threadpool(
-        _insert, req.services.db, req.services.settings, req.ctx, spec
+        _insert, req.services.db, req.services.settings, req.ctx, spec, image
     )
     await req.services.failpoints.reach("api.create_volume.committed")
     await req.services.outbox.start(entry)
@@ -172,11 +179,20 @@ def _source(session: Session, ctx: RequestContext, spec: VolumeCreate) -> Source
 
 
 def _insert(
-    db: Database, settings: Settings, ctx: RequestContext, spec: VolumeCreate
+    db: Database,
+    settings: Settings,
+    ctx: RequestContext,
+    spec: VolumeCreate,
+    image: tuple[ImageSource, dict[str, str]] | None = None,
 ) -> tuple[views.VolumeView, OutboxEntry]:
     with db.transaction() as session:
         source = _source(session, ctx, spec)
-        size = spec.size if spec.size is not None else source.size  # type: ignore[union-attr]
+        if spec.size is not None:
+            size = spec.size
+        elif image is not None:
+            size = images.default_size(image[0])
+        else:
+            size = source.size  # type: ignore[union-attr]
         if source is not None and size < source.size:
             what = "the snapshot size" if source.snapshot_id else "original volume size"
             raise invalid_input(
@@ -189,6 +205,9 @@ def _insert(
         else:
             volume_type = _resolve_type(session, ctx, settings, spec.volume_type)
         zone = _resolve_zone(session, settings, spec.availability_zone)
+        if image is not None:
+            encrypted = type_db.encryption_of(session, volume_type.id) is not None
+            images.check_image(image[0], size, volume_type.name, encrypted)
         if source is not None and (
             type_db.encryption_of(session, source.volume_type_id) is None
         ) != (type_db.encryption_of(session, volume_type.id) is None):
@@ -234,13 +253,29 @@ def _insert(
         elif source is not None and source.source_volid:
             reads.append(Read(ResourceKind.VOLUME, source.source_volid))
         payload = CreateVolumeInput(
-            resource_id=volume.id, policy=operation_policy(settings), request_id=ctx.request_id
+            resource_id=volume.id,
+            policy=operation_policy(settings),
+            request_id=ctx.request_id,
+            image=image[0] if image else None,
+            identity=images.identity(ctx) if image else None,
         )
         entry = hand_over(session, settings, "create", volume, payload, new=True, reads=reads)
         assert entry is not None, "a new row is always handed over"
         if spec.metadata:
             set_metadata(session, VOLUMES, volume.id, spec.metadata, replace=True)
-        return views.VolumeView(volume, dict(spec.metadata or {}), volume_type.name), entry
+        if image is not None:
+            volume_db.set_image_metadata(session, volume.id, image[1])
+            if image[0].raw_luks and image[0].key_id:
+                admin_metadata.put(
+                    session, volume.id, {admin_metadata.IMAGE_KEY_ID: image[0].key_id}
+                )
+        shown = views.VolumeView(
+            volume,
+            dict(spec.metadata or {}),
+            volume_type.name,
+            image_metadata=image[1] if image else {},
+        )
+        return shown, entry
 
 
 def _resolve_type(
@@ -302,7 +337,16 @@ async def _list(req: ApiRequest, *, detailed: bool) -> Response:
 
 
 LIST_FILTERS = frozenset(
-    {"name", "display_name", "status", "metadata", "bootable", "availability_zone", "size"}
+    {
+        "name",
+        "display_name",
+        "status",
+        "metadata",
+        "glance_metadata",
+        "bootable",
+        "availability_zone",
+        "size",
+    }
 )
 LIST_CONTROLS = frozenset(
     {
@@ -334,6 +378,7 @@ def _list_query(req: ApiRequest) -> volume_db.VolumeQuery:
         name=req.query.get("name", req.query.get("display_name")),
         status=req.query.get("status"),
         metadata=dict_param(req, "metadata"),
+        image_metadata=dict_param(req, "glance_metadata"),
         bootable=boolean_param(req, "bootable") if "bootable" in req.query else None,
         availability_zone=req.query.get("availability_zone"),
         size=int_param(req, "size"),

@@ -38,6 +38,7 @@ class VolumeView:
     metadata: dict[str, str]
     type_name: str | None
     attachments: list[Attachment] = field(default_factory=list)
+    image_metadata: dict[str, str] = field(default_factory=dict)
 
 
 def load(session: Session, volumes: list[Volume]) -> list[VolumeView]:
@@ -48,8 +49,12 @@ def load(session: Session, volumes: list[Volume]) -> list[VolumeView]:
         metadata[volume_id].update(shown)  # shadows user values, as Cinder
     names = volume_db.type_names(session, (v.volume_type_id for v in volumes))
     attached = attachment_db.attached_to(session, ids)
+    images = volume_db.image_metadata_of(session, ids)
     return [
-        VolumeView(v, metadata[v.id], names.get(v.volume_type_id), attached[v.id]) for v in volumes
+        VolumeView(
+            v, metadata[v.id], names.get(v.volume_type_id), attached[v.id], images.get(v.id, {})
+        )
+        for v in volumes
     ]
 
 
@@ -94,6 +99,8 @@ def detail(req: ApiRequest, view: VolumeView) -> dict[str, Any]:
         "consistencygroup_id": None,
         "multiattach": v.multiattach,
     }
+    if view.image_metadata:
+        body["volume_image_metadata"] = view.image_metadata
     if req.allowed("volume_extension:volume_tenant_attribute"):
         body["os-vol-tenant-attr:tenant_id"] = v.project_id
     if req.allowed("volume_extension:volume_host_attribute"):
