@@ -19,7 +19,7 @@ from castellan.common.objects import symmetric_key
 
 from cinderflow.drivers import qemu_img
 from cinderflow.keys.service import ProjectContext
-from tests.helpers import Api, ThreadStack, assert_fault, poll
+from tests.helpers import Api, ThreadStack, assert_fault, poll, save_history
 from tests.images import MIB, Glance, OpenBao, qcow2, qcow2_luks, raw_luks
 from tests.retyping import backend_file, guest_digest, keys_of, message_of, new_type
 
@@ -138,6 +138,9 @@ def test_qcow2_luks_image_with_a_non_ascii_passphrase(
     path = backend_file(image_stack, volume)
     assert qemu_img.info(path, "luks")["virtual-size"] == 1024**3  # a raw LUKS volume
     assert guest_digest(image_stack, volume, DATA_LENGTH) == _digest(data)
+    if image_stack.settings.key_manager == "local":
+        address = image_stack.settings.temporal_address
+        save_history(address, volume["id"], "create", "CreateVolume-from-encrypted-image")
 
 
 def test_plain_image_into_an_encrypted_type(
@@ -204,6 +207,9 @@ def test_a_wrong_secret_ends_in_error_with_nothing_left(
     volume = _from_image(api, image_id, volume_type=vtype["name"])
     assert volume["status"] == "error"
     assert volume["encryption_key_id"] is None  # the volume's key was deleted with its data
+    if image_stack.settings.key_manager == "local":
+        address = image_stack.settings.temporal_address
+        save_history(address, volume["id"], "create", "CreateVolume-image-copy-failed")
     assert "image" in message_of(api, volume["id"])
     root = Path(image_stack.settings.backends[0].options["path"])
     assert not list(root.glob(f"*{volume['id']}*"))
@@ -239,6 +245,9 @@ def test_upload_an_encrypted_volume_and_create_it_back(
     assert image["os_encrypt_key_deletion_policy"] == "on_image_deletion"
     assert image["os_encrypt_format"] == "LUKSv1"
     assert int(image["os_decrypt_size"]) == 1024**3
+    if image_stack.settings.key_manager == "local":
+        address = image_stack.settings.temporal_address
+        save_history(address, source["id"], "upload_image", "UploadVolumeToImage-encrypted")
     back = _from_image(api, image_id, volume_type=vtype["name"])
     assert back["status"] == "available", back
     assert guest_digest(image_stack, back, DATA_LENGTH) == _digest(data)
