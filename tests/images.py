@@ -142,6 +142,8 @@ def glance_venv() -> Path:
 
 GLANCE_CONF = """[DEFAULT]
 enabled_backends = fs:file
+# clients that look an image up without identity headers (the openstack CLI): see policy.yaml
+allow_anonymous_access = True
 enabled_import_methods = [glance-direct,web-download,copy-image]
 log_file = {root}/glance-api.log
 lock_path = {root}/lock
@@ -168,6 +170,9 @@ config_file = {root}/etc/glance-api-paste.ini
 [oslo_concurrency]
 lock_path = {root}/lock
 
+[oslo_policy]
+policy_file = {root}/etc/policy.yaml
+
 [key_manager]
 backend = vault
 
@@ -180,6 +185,11 @@ kv_version = 1
 [image_format]
 disk_formats = ami,ari,aki,vhd,vhdx,vmdk,raw,qcow2,vdi,iso,ploop,luks
 container_formats = ami,ari,aki,bare,ovf,ova,docker,compressed,luks
+"""
+
+GLANCE_POLICY = """# reads of images for clients that send no identity headers (the openstack CLI)
+"get_image": ""
+"get_images": ""
 """
 
 GLANCE_PASTE = """[composite:glance-api]
@@ -230,6 +240,7 @@ class Glance:
             )
         )
         (self.root / "etc" / "glance-api-paste.ini").write_text(GLANCE_PASTE)
+        (self.root / "etc" / "policy.yaml").write_text(GLANCE_POLICY)
         env = {**os.environ, "OS_GLANCE_CONFIG_DIR": str(self.root / "etc")}
         conf = str(self.root / "etc" / "glance-api.conf")
         subprocess.run(
