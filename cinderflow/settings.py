@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     image_conversion_dir: Path | None = None
     """Where a backend worker keeps an image while it converts it (default:
     `<data_dir>/image-conversion`, mode 0700); each file is removed when its step ends."""
+    image_key_sweep_interval: float = 300.0
+    """Seconds between two sweeps that delete the keys of uploaded images that are gone
+    (needed with the `local` key manager, which the image service cannot reach)."""
     enable_force_upload: bool = False
     """Allow `force` uploads of in-use volumes to images (Cinder's enable_force_upload)."""
 

@@ -189,6 +189,7 @@ def image_stack(
         databases.new("sqlite"),
         temporal.address,
         image_endpoint=glance.url,
+        image_key_sweep_interval=1.0,
         **keys,
     )
     running = ThreadStack(settings).start()

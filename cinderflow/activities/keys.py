@@ -15,6 +15,7 @@ from concurrent.futures import Executor
 from typing import TypeVar
 
 from castellan.common import exception
+from sqlalchemy import delete as sa_delete
 from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -25,6 +26,7 @@ from cinderflow.db import admin_metadata, ownership
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
+from cinderflow.db.models import ImageKey as ImageKeyRecord
 from cinderflow.db.models import Snapshot, Volume, VolumeAdminMetadata
 from cinderflow.drivers.base import VolumeRef
 from cinderflow.keys.service import KeyService
@@ -207,6 +209,14 @@ class KeyActivities(ActivityGroup):
             recorded = volume_db.admin_metadata_of(session, volume.id).get(record)
             if recorded is None:
                 admin_metadata.put(session, volume.id, {record: key_id})
+                session.add(
+                    ImageKeyRecord(
+                        key_id=key_id,
+                        image_id=request.image_id,
+                        project_id=volume.project_id,
+                        volume_id=volume.id,
+                    )
+                )
         if recorded is not None:  # an overlapping attempt recorded its own
             self.keys.delete(volume.project_id, key_id)
             return recorded
@@ -230,6 +240,7 @@ class KeyActivities(ActivityGroup):
         with self.db.transaction() as session:
             fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
             admin_metadata.remove(session, volume.id, [record])
+            session.exec(sa_delete(ImageKeyRecord).where(ImageKeyRecord.key_id == key_id))
 
     @activity.defn(name="keys.clone_for_transfer")
     async def clone_for_transfer(self, request: TransferKeys) -> ClonedKeys:

@@ -100,6 +100,20 @@ class VolumeImageMetadata(SQLModel, table=True):
     value: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class ImageKey(SQLModel, table=True):
+    """A key cloned for an image uploaded from an encrypted volume (deletion policy
+    `on_image_deletion`): deleted once the image is gone. An image service sharing the key
+    manager deletes it itself; with the `local` one only cinderflow can (worker sweep)."""
+
+    __tablename__ = "image_keys"
+
+    key_id: str = Field(primary_key=True, max_length=255)
+    image_id: str = Field(index=True, max_length=36)
+    project_id: str = Field(max_length=255)
+    volume_id: str = Field(max_length=36)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class VolumeAdminMetadata(SQLModel, table=True):
     __tablename__ = "volume_admin_metadata"
 

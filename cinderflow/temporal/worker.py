@@ -35,6 +35,7 @@ from cinderflow.db.models import Message, utcnow
 from cinderflow.drivers.base import VolumeDriver
 from cinderflow.drivers.registry import load_driver
 from cinderflow.failpoints import Failpoints
+from cinderflow.keys import image_keys
 from cinderflow.keys.service import KeyService, key_service
 from cinderflow.scheduling.backends import VOLUME_BINARY
 from cinderflow.settings import BackendConfig, Settings
@@ -197,6 +198,17 @@ class WorkerService:
         with self.db.transaction() as session:
             session.exec(delete(Message).where(Message.expires_at < utcnow()))
 
+    async def _image_key_loop(self) -> None:
+        """Delete the keys of uploaded images that are gone (keys/image_keys.py)."""
+        while True:
+            await asyncio.sleep(self.settings.image_key_sweep_interval)
+            try:
+                await run_blocking(
+                    self.db_pool, image_keys.sweep, self.settings, self.db, self.keys
+                )
+            except Exception:
+                log.exception("sweeping image keys failed")
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut the workers down gracefully."""
         if self.control:
@@ -207,6 +219,7 @@ class WorkerService:
         if self.control:
             loops.append(asyncio.create_task(self._sweep_loop()))
             loops.append(asyncio.create_task(self._reap_loop()))
+            loops.append(asyncio.create_task(self._image_key_loop()))
             loops.append(
                 asyncio.create_task(
                     heartbeat.beat(

@@ -1,4 +1,5 @@
-"""What a volume made from an image keeps of it (Cinder's `volume_glance_metadata`).
+"""What a volume made from an image keeps of it (Cinder's `volume_glance_metadata`), and the
+keys cloned for images uploaded from encrypted volumes (deleted once their image is gone).
 
 Revision ID: 0008
 Revises: 0007
@@ -27,7 +28,18 @@ def upgrade() -> None:
         sa.Column("value", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("volume_id", "key"),
     )
+    op.create_table(
+        "image_keys",
+        sa.Column("key_id", sa.String(length=255), nullable=False),
+        sa.Column("image_id", sa.String(length=36), nullable=False),
+        sa.Column("project_id", sa.String(length=255), nullable=False),
+        sa.Column("volume_id", sa.String(length=36), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("key_id"),
+    )
+    op.create_index("ix_image_keys_image_id", "image_keys", ["image_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("image_keys")
     op.drop_table("volume_image_metadata")
