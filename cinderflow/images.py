@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -96,17 +97,17 @@ def image_source(image: dict[str, Any]) -> ImageSource:
         key_id or image.get("os_encrypt_format") or image.get("container_format") == "luks"
     )
     return ImageSource(
-        id=image["id"],
-        name=image.get("name"),
-        status=image.get("status", ""),
-        disk_format=image.get("disk_format") or "",
-        container_format=image.get("container_format") or "",
-        size=int(image.get("size") or 0),
+        id=str(image["id"]),
+        name=_str_or_none(image.get("name")),
+        status=str(image.get("status") or ""),
+        disk_format=str(image.get("disk_format") or ""),
+        container_format=str(image.get("container_format") or ""),
+        size=_int_or_none(image.get("size")) or 0,
         virtual_size=_int_or_none(image.get("virtual_size")),
-        min_disk=int(image.get("min_disk") or 0),
-        checksum=image.get("checksum"),
+        min_disk=_int_or_none(image.get("min_disk")) or 0,
+        checksum=_str_or_none(image.get("checksum")),
         encrypted=encrypted,
-        key_id=key_id,
+        key_id=_str_or_none(key_id),
         decrypt_size=_int_or_none(image.get("os_decrypt_size")),
     )
 
@@ -114,15 +115,21 @@ def image_source(image: dict[str, Any]) -> ImageSource:
 def volume_image_metadata(image: dict[str, Any]) -> dict[str, str]:
     """The image metadata a volume made from `image` keeps (shown as volume_image_metadata);
     the encryption properties stay with the image (the volume has its own key)."""
-    kept = {"image_id": image["id"], "image_name": image.get("name") or ""}
+    kept = {"image_id": str(image["id"]), "image_name": str(image.get("name") or "")}
     for field in CORE_FIELDS:
         if image.get(field) is not None and field != "name":
             kept[field] = str(image[field])
     for name, value in image.items():
         if name in NOT_PROPERTIES or name in ENCRYPTION_PROPERTIES or value is None:
             continue
+        if name.startswith("os_glance_"):  # Glance's own, refused on any new image
+            continue
         kept[name] = value if isinstance(value, str) else str(value)
     return kept
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -179,7 +186,10 @@ class ImageClient:
         return self._check(response, image_id)
 
     def show(self, image_id: str) -> dict[str, Any]:
-        return self._send("GET", f"/images/{image_id}", image_id).json()
+        found = self._send("GET", f"/images/{_segment(image_id)}", image_id).json()
+        if not isinstance(found, dict) or "id" not in found:
+            raise ImageServiceError(f"image service answered a malformed image: {found!r:.200}")
+        return found
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create the image record; one that exists with this id already is this create's
@@ -196,16 +206,28 @@ class ImageClient:
         patch = [{"op": "add", "path": f"/{k}", "value": v} for k, v in properties.items()]
         return self._send(
             "PATCH",
-            f"/images/{image_id}",
+            f"/images/{_segment(image_id)}",
             image_id,
             content=_json(patch),
             headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
         ).json()
 
+    def set_protected(self, image_id: str, protected: bool) -> None:
+        patch = [{"op": "replace", "path": "/protected", "value": protected}]
+        self._send(
+            "PATCH",
+            f"/images/{_segment(image_id)}",
+            image_id,
+            content=_json(patch),
+            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+        )
+
     def delete(self, image_id: str) -> None:
-        """Delete; an image already gone is fine (retries, compensation)."""
+        """Delete (unprotected first: the image is this caller's to remove); an image already
+        gone is fine (retries, compensation)."""
         try:
-            self._send("DELETE", f"/images/{image_id}", image_id)
+            self.set_protected(image_id, False)
+            self._send("DELETE", f"/images/{_segment(image_id)}", image_id)
         except ImageNotFound:
             return
 
@@ -222,12 +244,12 @@ class ImageClient:
         digest = hashlib.md5(usedforsecurity=False)
         done = 0
         try:
-            url = f"{self.base}/images/{image_id}/file"
+            url = f"{self.base}/images/{_segment(image_id)}/file"
             with self._client() as client, client.stream("GET", url) as response:
                 self._check(response, image_id)
                 if response.status_code == 204:
                     raise ImageRefused(204, f"image {image_id} has no data")
-                with open(_private(target), "wb") as handle:
+                with open(private_file(target), "wb") as handle:
                     for chunk in response.iter_bytes(CHUNK):
                         handle.write(chunk)
                         digest.update(chunk)
@@ -263,7 +285,7 @@ class ImageClient:
 
         self._send(
             "PUT",
-            f"/images/{image_id}/file",
+            f"/images/{_segment(image_id)}/file",
             image_id,
             content=chunks(),
             headers={
@@ -273,11 +295,16 @@ class ImageClient:
         )
 
 
+def _segment(image_id: str) -> str:
+    """An image id as one URL path segment (callers pass UUIDs; this keeps it so)."""
+    return quote(image_id, safe="")
+
+
 def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def _private(path: Path) -> Path:
+def private_file(path: Path) -> Path:
     """Create `path` empty with mode 0600 (image data may be a user's private disk)."""
     path.unlink(missing_ok=True)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -447,8 +447,11 @@ class ImageRecord(BaseModel):
     identity: ImageIdentity
 
 
-class ImageKey(BaseModel):
+class ImageKeyClone(BaseModel):
     """The clone of an encrypted volume's key an uploaded image gets."""
 
     volume_id: str
     image_id: str
+    image_project_id: str = ""
+    """The image's owner (who uploaded it; an admin uploading a project's volume owns the
+    image), as whom the key sweep asks whether the image still exists."""

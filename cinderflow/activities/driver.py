@@ -334,6 +334,13 @@ class DriverActivities(ActivityGroup):
 
         await self._call("copy_volume_to_image", call, ProgressSignal())
 
+    @activity.defn(name="driver.discard_image_staging")
+    async def discard_image_staging(self, volume_id: str) -> None:
+        """Remove what this worker stages for the volume (an upload's undo: a killed attempt
+        leaves the volume's data in a staging file)."""
+        if self.staging is not None:
+            await run_blocking(self.executor, self.staging.discard, volume_id)
+
     @activity.defn(name="driver.initialize_connection")
     async def initialize_connection(self, connection: Connection) -> dict[str, Any]:
         """Export the volume to the connector; returns Cinder's connection info, with the

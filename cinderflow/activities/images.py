@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 from cinderflow.activities.group import ActivityGroup
 from cinderflow.drivers.base import BackendTemporarilyUnavailable, ImageFile, VolumeDriverError
 from cinderflow.drivers.call import current_call
-from cinderflow.images import ImageClient, ImageRefused, ImageServiceError
+from cinderflow.images import ImageClient, ImageRefused, ImageServiceError, private_file
 from cinderflow.payloads import ImageIdentity, ImageRecord, ImageToVolume, VolumeToImage
 from cinderflow.settings import Settings
 from cinderflow.threads import run_blocking
@@ -59,8 +59,9 @@ class ImageStaging:
     def _file(self, owner: str) -> Path:
         """This attempt's staging file for `owner` (a volume), after removing earlier ones."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory.chmod(0o700)  # an existing directory keeps its own mode otherwise
         self.discard(owner)
-        return self.directory / f"image-{owner}.{current_call().attempt}"
+        return private_file(self.directory / f"image-{owner}.{current_call().attempt}")
 
     @contextlib.contextmanager
     def downloaded(self, request: ImageToVolume):  # type: ignore[no-untyped-def]
@@ -161,19 +162,29 @@ class ImageActivities(ActivityGroup):
             body = {**record.body, "id": record.image_id}
             return str(self._client(record.identity).create(body).get("status", ""))
 
-        return await run_blocking(self.executor, _refusals_final, create)
+        return await run_blocking(self.executor, _image_refusals_final, create)
+
+    @activity.defn(name="images.protect_image")
+    async def protect_image(self, record: ImageRecord) -> None:
+        """Make the uploaded image protected (as asked): only once it is complete, so that
+        the upload's undo could always delete it."""
+        await run_blocking(
+            self.executor,
+            _image_refusals_final,
+            lambda: self._client(record.identity).set_protected(record.image_id, True),
+        )
 
     @activity.defn(name="images.delete_image")
     async def delete_image(self, record: ImageRecord) -> None:
         """Delete the upload's image record (gone already is fine)."""
         await run_blocking(
             self.executor,
-            _refusals_final,
+            _image_refusals_final,
             lambda: self._client(record.identity).delete(record.image_id),
         )
 
 
-def _refusals_final(work):  # type: ignore[no-untyped-def]
+def _image_refusals_final(work):  # type: ignore[no-untyped-def]
     try:
         return work()
     except ImageRefused as refused:

@@ -26,11 +26,10 @@ from cinderflow.db import admin_metadata, ownership
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.engine import Database
-from cinderflow.db.models import ImageKey as ImageKeyRecord
-from cinderflow.db.models import Snapshot, Volume, VolumeAdminMetadata
+from cinderflow.db.models import Snapshot, UploadedImageKey, Volume, VolumeAdminMetadata
 from cinderflow.drivers.base import VolumeRef
 from cinderflow.keys.service import KeyService
-from cinderflow.payloads import ClonedKeys, ImageKey, MigrationKey, TransferKeys, VolumeKey
+from cinderflow.payloads import ClonedKeys, ImageKeyClone, MigrationKey, TransferKeys, VolumeKey
 from cinderflow.threads import run_blocking
 
 T = TypeVar("T")
@@ -48,7 +47,7 @@ class KeyActivities(ActivityGroup):
         """The volume, with its key if its type is encrypted (created or cloned now). A source
         key the manager does not have or will not give (an image's secret deleted, or
         another's) ends the step: no retry helps."""
-        return await _refusals_final(
+        return await _key_refusals_final(
             volume_id,
             run_blocking(self.executor, self._ensure, volume_id, activity.info().workflow_id),
         )
@@ -86,7 +85,9 @@ class KeyActivities(ActivityGroup):
 
     @staticmethod
     def _source_key(session, volume: Volume) -> str | None:
-        image_key = volume_db.admin_metadata_of(session, volume.id).get(admin_metadata.IMAGE_KEY_ID)
+        image_key = volume_db.admin_metadata_of(session, volume.id).get(
+            admin_metadata.SOURCE_IMAGE_KEY_ID
+        )
         if image_key:
             return image_key
         if volume.snapshot_id:
@@ -184,19 +185,19 @@ class KeyActivities(ActivityGroup):
             )
 
     @activity.defn(name="keys.clone_for_image")
-    async def clone_for_image(self, request: ImageKey) -> str:
+    async def clone_for_image(self, request: ImageKeyClone) -> str:
         """A clone of the volume's key for the image being uploaded from it, recorded in the
-        volume's admin metadata (`image_key:<image id>`) so that a retry returns it; the
+        volume's admin metadata (`upload_key:<image id>`) so that a retry returns it; the
         upload's end removes the record (the key is the image's then), its undo deletes it."""
-        return await _refusals_final(
+        return await _key_refusals_final(
             request.volume_id,
             run_blocking(
                 self.executor, self._clone_for_image, request, activity.info().workflow_id
             ),
         )
 
-    def _clone_for_image(self, request: ImageKey, workflow_id: str) -> str:
-        record = admin_metadata.IMAGE_KEY_PREFIX + request.image_id
+    def _clone_for_image(self, request: ImageKeyClone, workflow_id: str) -> str:
+        record = admin_metadata.UPLOAD_KEY_PREFIX + request.image_id
         with self.db.read() as session:
             volume = fencing.owned(session, Volume, request.volume_id, workflow_id)
             recorded = volume_db.admin_metadata_of(session, volume.id).get(record)
@@ -210,10 +211,11 @@ class KeyActivities(ActivityGroup):
             if recorded is None:
                 admin_metadata.put(session, volume.id, {record: key_id})
                 session.add(
-                    ImageKeyRecord(
+                    UploadedImageKey(
                         key_id=key_id,
                         image_id=request.image_id,
                         project_id=volume.project_id,
+                        image_project_id=request.image_project_id,
                         volume_id=volume.id,
                     )
                 )
@@ -223,14 +225,14 @@ class KeyActivities(ActivityGroup):
         return key_id
 
     @activity.defn(name="keys.delete_image_key")
-    async def delete_image_key(self, request: ImageKey) -> None:
+    async def delete_image_key(self, request: ImageKeyClone) -> None:
         """Undo of clone_for_image: delete the recorded clone, then the record."""
         await run_blocking(
             self.executor, self._delete_image_key, request, activity.info().workflow_id
         )
 
-    def _delete_image_key(self, request: ImageKey, workflow_id: str) -> None:
-        record = admin_metadata.IMAGE_KEY_PREFIX + request.image_id
+    def _delete_image_key(self, request: ImageKeyClone, workflow_id: str) -> None:
+        record = admin_metadata.UPLOAD_KEY_PREFIX + request.image_id
         with self.db.read() as session:
             volume = fencing.owned(session, Volume, request.volume_id, workflow_id)
             key_id = volume_db.admin_metadata_of(session, volume.id).get(record)
@@ -240,14 +242,14 @@ class KeyActivities(ActivityGroup):
         with self.db.transaction() as session:
             fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
             admin_metadata.remove(session, volume.id, [record])
-            session.exec(sa_delete(ImageKeyRecord).where(ImageKeyRecord.key_id == key_id))
+            session.exec(sa_delete(UploadedImageKey).where(UploadedImageKey.key_id == key_id))
 
     @activity.defn(name="keys.clone_for_transfer")
     async def clone_for_transfer(self, request: TransferKeys) -> ClonedKeys:
         """Clone the volume's key (and its snapshots') into the receiving project, each
         recorded in the volume's admin metadata (`transfer_key:<id>`) so a retry returns it.
         A key the manager does not have, or will not give, ends the step (no retry helps)."""
-        return await _refusals_final(
+        return await _key_refusals_final(
             request.volume_id,
             run_blocking(
                 self.executor, self._clone_for_transfer, request, activity.info().workflow_id
@@ -311,7 +313,7 @@ class KeyActivities(ActivityGroup):
             admin_metadata.remove(session, request.volume_id, names)
 
 
-async def _refusals_final(volume_id: str, work: Awaitable[T]) -> T:
+async def _key_refusals_final(volume_id: str, work: Awaitable[T]) -> T:
     """A key the manager does not have, or will not give, ends the step (no retry helps)."""
     try:
         return await work

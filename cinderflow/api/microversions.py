@@ -64,6 +64,7 @@ MAX_VERSION = APIVersion(3, 72)
 # Feature versions used by cinderflow (Cinder's constant names).
 UPLOAD_IMAGE_VISIBILITY = "3.1"
 MESSAGES = "3.3"
+VOLUME_LIST_GLANCE_METADATA = "3.4"
 MESSAGES_PAGINATION = "3.5"
 CLUSTER_SUPPORT = "3.7"
 GROUP_VOLUME = "3.13"

@@ -17,13 +17,13 @@ MIGRATION_KEY_ID = "migration_key_id"
 TRANSFER_KEY_PREFIX = "transfer_key:"
 """`transfer_key:<receiving project>:<volume or snapshot id>`: a key cloned for a transfer
 being accepted."""
-IMAGE_KEY_ID = "image_key_id"
+SOURCE_IMAGE_KEY_ID = "source_image_key_id"
 """The secret of the raw LUKS image a volume is being created from: the volume's key is made
 as a clone of it (the create's end removes the record)."""
-IMAGE_KEY_PREFIX = "image_key:"
-"""`image_key:<image id>`: the clone of the volume's key made for an image being uploaded,
+UPLOAD_KEY_PREFIX = "upload_key:"
+"""`upload_key:<image id>`: the clone of the volume's key made for an image being uploaded,
 until the upload ends (then the image's, or deleted)."""
-OPERATION_KEYS = (EXTEND_NEW_SIZE, EXTEND_RESERVATIONS, MIGRATION_KEY_ID, IMAGE_KEY_ID)
+OPERATION_KEYS = (EXTEND_NEW_SIZE, EXTEND_RESERVATIONS, MIGRATION_KEY_ID, SOURCE_IMAGE_KEY_ID)
 """Keys an operation in flight publishes; the end of any operation removes its own."""
 VISIBLE = (EXTEND_NEW_SIZE,)
 """Shown to clients in `metadata`: the compute reads the target size of an online extend."""

@@ -100,7 +100,7 @@ class VolumeImageMetadata(SQLModel, table=True):
     value: str = Field(sa_column=Column(Text, nullable=False))
 
 
-class ImageKey(SQLModel, table=True):
+class UploadedImageKey(SQLModel, table=True):
     """A key cloned for an image uploaded from an encrypted volume (deletion policy
     `on_image_deletion`): deleted once the image is gone. An image service sharing the key
     manager deletes it itself; with the `local` one only cinderflow can (worker sweep)."""
@@ -110,7 +110,12 @@ class ImageKey(SQLModel, table=True):
     key_id: str = Field(primary_key=True, max_length=255)
     image_id: str = Field(index=True, max_length=36)
     project_id: str = Field(max_length=255)
+    """The key's project (the volume's)."""
+    image_project_id: str = Field(max_length=255)
+    """The image's owner, as whom the sweep asks the image service."""
     volume_id: str = Field(max_length=36)
+    missing: int = 0
+    """Sweeps in a row that found the image gone (the key goes after MISSING_SWEEPS)."""
     created_at: datetime = Field(default_factory=utcnow)
 
 

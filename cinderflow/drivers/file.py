@@ -24,6 +24,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from castellan.common.exception import Forbidden as KeyForbidden
+from castellan.common.exception import ManagedObjectNotFoundError as KeyNotFound
+
 from cinderflow.drivers import qemu_img, qemu_locks
 from cinderflow.drivers.base import (
     BackendTemporarilyUnavailable,
@@ -324,7 +327,12 @@ class FileDriver(
         if image.encrypted:
             if image.key_id is None or self.keys is None:
                 raise VolumeDriverError("the encrypted image names no secret")
-            image_secret = self.keys.passphrase(volume.project_id, image.key_id)
+            try:
+                image_secret = self.keys.passphrase(volume.project_id, image.key_id)
+            except (KeyNotFound, KeyForbidden) as refused:  # no retry helps
+                raise VolumeDriverError(
+                    f"the image's secret {image.key_id} cannot be read: {type(refused).__name__}"
+                ) from None
 
         def encrypted(partial: Path) -> None:
             qemu_img.create_luks(partial, volume.size, secret, options)

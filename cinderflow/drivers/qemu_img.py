@@ -286,14 +286,36 @@ IMAGE_FORMATS = {
 """The image service's disk formats qemu-img reads and writes, by its own driver names."""
 
 
+INSPECT_LIMITS = ["prlimit", "--as=1073741824", "--cpu=30", "--"]
+"""What `qemu-img info` of an untrusted image may use (Cinder's limits): a crafted header
+must not take the worker's memory or a core for long."""
+VMDK_SELF_CONTAINED = ("monolithicSparse", "streamOptimized")
+
+
 def inspect_image(path: Path, fmt: str) -> dict[str, Any]:
-    """`qemu-img info` of an untrusted image, opened as `fmt` (never probed). An image that
-    refers to other files (a backing file, an external data file) is refused: opening it
-    would read whatever host file it names."""
-    facts = info(path, fmt)
+    """`qemu-img info` of an untrusted image, opened as `fmt` (never probed), under resource
+    limits. An image that refers to other files (a backing file, an external data file, a
+    VMDK extent elsewhere, OSSA-2024-001) is refused: opening it would read whatever host
+    file it names."""
+    command = [*INSPECT_LIMITS, binary(), "info", "--output=json", "-f", fmt, str(path)]
+    if shutil.which("prlimit") is None:
+        command = command[len(INSPECT_LIMITS) :]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise QemuImgError(f"qemu-img info failed: {proc.stderr.strip()[:500]}")
+    facts = json.loads(proc.stdout)
     if facts.get("backing-filename") or facts.get("full-backing-filename"):
         raise VolumeDriverError("the image has a backing file, which is not allowed")
     data = (facts.get("format-specific") or {}).get("data") or {}
     if data.get("data-file"):
         raise VolumeDriverError("the image has an external data file, which is not allowed")
+    if fmt == "vmdk":
+        if data.get("create-type") not in VMDK_SELF_CONTAINED:
+            raise VolumeDriverError(
+                f"VMDK images must be {' or '.join(VMDK_SELF_CONTAINED)}, "
+                f"not {data.get('create-type')}"
+            )
+        for extent in data.get("extents") or []:
+            if Path(str(extent.get("filename", ""))).resolve() != path.resolve():
+                raise VolumeDriverError("the VMDK image has an extent in another file")
     return facts

@@ -5,8 +5,9 @@ deletion policy `on_image_deletion`). An image service that shares the key manag
 with Barbican, or with the same Vault) deletes the key with the image. The `local` key manager
 is cinderflow's alone, so nothing else can: each control worker sweeps the recorded image keys
 now and then, and deletes the keys of images the image service no longer has (asking as the
-image's project). An upload still running (its volume holds the clone's record) is skipped,
-and an image service that cannot be asked keeps every key: only a definite "not found" counts.
+image's owner). An upload still running (its volume holds the clone's record) is skipped; an
+image service that cannot be asked keeps every key; only "not found" on MISSING_SWEEPS sweeps
+in a row counts (a misconfigured endpoint must not wipe every image's key at once).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import delete as sa_delete
+from sqlalchemy import update as sa_update
 from sqlmodel import select
 
 from cinderflow.db import admin_metadata
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.engine import Database
-from cinderflow.db.models import ImageKey
+from cinderflow.db.models import UploadedImageKey
 from cinderflow.images import ImageClient, ImageNotFound, ImageRefused, ImageServiceError
 from cinderflow.keys.service import KeyService
 from cinderflow.payloads import ImageIdentity
@@ -27,6 +29,7 @@ from cinderflow.settings import Settings
 
 log = logging.getLogger(__name__)
 SWEEPER = "cinderflow-image-key-sweep"
+MISSING_SWEEPS = 3
 
 
 def sweep(settings: Settings, db: Database, keys: KeyService) -> int:
@@ -34,28 +37,44 @@ def sweep(settings: Settings, db: Database, keys: KeyService) -> int:
     if not settings.image_endpoint:
         return 0
     with db.read() as session:
-        rows = list(session.exec(select(ImageKey)))
+        rows = list(session.exec(select(UploadedImageKey)))
         uploading = {
             row.key_id
             for row in rows
-            if admin_metadata.IMAGE_KEY_PREFIX + row.image_id
+            if admin_metadata.UPLOAD_KEY_PREFIX + row.image_id
             in volume_db.admin_metadata_of(session, row.volume_id)
         }
     deleted = 0
     for row in rows:
-        if row.key_id in uploading or not _image_gone(settings, row):
+        if row.key_id in uploading:
             continue
-        keys.delete(row.project_id, row.key_id)
+        gone = _image_gone(settings, row)
+        if gone is None:  # not asked: nothing is learnt
+            continue
+        missing = row.missing + 1 if gone else 0
+        if missing >= MISSING_SWEEPS:
+            keys.delete(row.project_id, row.key_id)
         with db.transaction() as session:
-            session.exec(sa_delete(ImageKey).where(ImageKey.key_id == row.key_id))
-        log.info("deleted key %s of image %s (the image is gone)", row.key_id, row.image_id)
-        deleted += 1
+            if missing >= MISSING_SWEEPS:
+                session.exec(
+                    sa_delete(UploadedImageKey).where(UploadedImageKey.key_id == row.key_id)
+                )
+            elif missing != row.missing:
+                session.exec(
+                    sa_update(UploadedImageKey)
+                    .where(UploadedImageKey.key_id == row.key_id)
+                    .values(missing=missing)
+                )
+        if missing >= MISSING_SWEEPS:
+            log.info("deleted key %s of image %s (the image is gone)", row.key_id, row.image_id)
+            deleted += 1
     return deleted
 
 
-def _image_gone(settings: Settings, row: ImageKey) -> bool:
+def _image_gone(settings: Settings, row: UploadedImageKey) -> bool | None:
+    """True: the image service says the image is gone; None: it could not be asked."""
     identity = ImageIdentity(
-        user_id=SWEEPER, project_id=row.project_id, roles=["admin", "member", "reader"]
+        user_id=SWEEPER, project_id=row.image_project_id, roles=["admin", "member", "reader"]
     )
     client = ImageClient.from_settings(settings, identity)
     assert client is not None
@@ -65,5 +84,5 @@ def _image_gone(settings: Settings, row: ImageKey) -> bool:
         return True
     except (ImageRefused, ImageServiceError) as error:
         log.debug("image %s not checked: %s", row.image_id, error)
-        return False
+        return None
     return image.get("status") in ("deleted", "killed")

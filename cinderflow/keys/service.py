@@ -78,6 +78,11 @@ def key_service(settings: Settings, db: Database) -> KeyService:
     """The configured key manager (`key_manager`; the embedded default is `local`)."""
     if settings.key_manager == "local":
         return KeyService(LocalKeyManager(db, master_key_file(settings)))
+    if settings.key_manager == "barbican" and settings.auth_strategy != "keystone":
+        raise ValueError(
+            "key_manager barbican needs Keystone authentication (auth_strategy keystone): "
+            "Barbican takes a token for each call"
+        )
     return KeyService(castellan_manager(settings))
 
 

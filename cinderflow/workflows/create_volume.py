@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.keys import KeyActivities
     from cinderflow.activities.scheduler import SchedulerActivities
     from cinderflow.activities.volumes import VolumeActivities
-    from cinderflow.db.admin_metadata import IMAGE_KEY_ID
+    from cinderflow.db.admin_metadata import SOURCE_IMAGE_KEY_ID
     from cinderflow.drivers.base import VolumeRef
     from cinderflow.payloads import (
         FinalWrite,
@@ -161,7 +161,7 @@ class CreateVolume(OperationWorkflow):
                     resource_id=volume.id,
                     status=VolumeStatus.ERROR,
                     reason=f"Image {image.id} copy failed: {common.failure_message(error)}",
-                    admin_metadata=[IMAGE_KEY_ID],
+                    admin_metadata=[SOURCE_IMAGE_KEY_ID],
                     message=self.message(Action.COPY_IMAGE_TO_VOLUME, Detail.IMAGE_COPY_FAILED),
                 )
             )
@@ -172,7 +172,7 @@ class CreateVolume(OperationWorkflow):
                 resource_id=volume.id,
                 status=VolumeStatus.AVAILABLE,
                 values={**update, "bootable": True},
-                admin_metadata=[IMAGE_KEY_ID],
+                admin_metadata=[SOURCE_IMAGE_KEY_ID],
             )
         )
 
@@ -188,7 +188,7 @@ class CreateVolume(OperationWorkflow):
                 resource_id=volume_id,
                 status=VolumeStatus.ERROR,
                 reason=f"The volume's key could not be made: {getattr(cause, 'message', cause)}",
-                admin_metadata=[IMAGE_KEY_ID],
+                admin_metadata=[SOURCE_IMAGE_KEY_ID],
                 message=self.message(action, Detail.KEY_UNAVAILABLE),
             )
         )

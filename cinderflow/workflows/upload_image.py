@@ -21,12 +21,12 @@ with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.images import ImageActivities
     from cinderflow.activities.keys import KeyActivities
     from cinderflow.activities.volumes import VolumeActivities
-    from cinderflow.db.admin_metadata import IMAGE_KEY_PREFIX
+    from cinderflow.db.admin_metadata import UPLOAD_KEY_PREFIX
     from cinderflow.drivers.base import VolumeRef
     from cinderflow.payloads import (
         FinalWrite,
         ImageIdentity,
-        ImageKey,
+        ImageKeyClone,
         ImageRecord,
         OperationOutcome,
         VolumeToImage,
@@ -64,7 +64,11 @@ class UploadVolumeToImage(OperationWorkflow):
         )
         body = dict(request.image)
         if volume.encryption_key_id is not None:
-            key = ImageKey(volume_id=volume.id, image_id=request.image_id)
+            key = ImageKeyClone(
+                volume_id=volume.id,
+                image_id=request.image_id,
+                image_project_id=request.identity.project_id,
+            )
             self.undo_with("the image's key", lambda: self._delete_key(key))
             self.report("Cloning the volume's key for the image.")
             try:
@@ -76,12 +80,14 @@ class UploadVolumeToImage(OperationWorkflow):
                     raise
                 return await self._failed(volume, error, Detail.KEY_UNAVAILABLE)
             body.update(encryption_properties(key_id, volume.size))
+        protected = bool(body.pop("protected", False))  # set once the image is complete
         record = ImageRecord(image_id=request.image_id, body=body, identity=request.identity)
         self.undo_with("the image", lambda: self._delete_image(record))
         self.report(f"Creating image {request.image_id}.")
-        try:
-            await self.step(
-                lambda: common.run_control(ImageActivities.create_image, record, "create image")
+        try:  # never cut: a create still in flight could land after the undo's delete
+            await self.critical(
+                "creating the image record",
+                lambda: common.run_control(ImageActivities.create_image, record, "create image"),
             )
         except (ActivityError, ApplicationError) as error:
             if common.is_lost_ownership(error):
@@ -89,6 +95,7 @@ class UploadVolumeToImage(OperationWorkflow):
             return await self._failed(volume, error, Detail.FAILED_TO_UPLOAD_VOLUME)
         host = volume.host
         assert host is not None
+        self.undo_with("the staged data", lambda: self._discard_staging(request, volume))
         self.copying = f"Uploading {volume.size} GiB from `{host}` to image {request.image_id}."
         self.report(self.copying, 0)
         upload = VolumeToImage(
@@ -105,7 +112,13 @@ class UploadVolumeToImage(OperationWorkflow):
                     **common.driver(host, request.policy, "driver copy_volume_to_image"),
                 )
             )
-        except ActivityError as error:
+            if protected:
+                await self.step(
+                    lambda: common.run_control(ImageActivities.protect_image, record, "protect")
+                )
+        except (ActivityError, ApplicationError) as error:
+            if common.is_lost_ownership(error):
+                raise
             return await self._failed(volume, error, Detail.FAILED_TO_UPLOAD_VOLUME)
         finally:
             self.copying = ""
@@ -113,7 +126,7 @@ class UploadVolumeToImage(OperationWorkflow):
             FinalWrite(
                 resource_id=volume.id,
                 previous=True,
-                admin_metadata=[IMAGE_KEY_PREFIX + request.image_id],
+                admin_metadata=[UPLOAD_KEY_PREFIX + request.image_id],
                 reason=f"uploaded to image {request.image_id}",
             )
         )
@@ -134,9 +147,17 @@ class UploadVolumeToImage(OperationWorkflow):
             )
         )
 
-    def _delete_key(self, key: ImageKey) -> Any:
+    def _delete_key(self, key: ImageKeyClone) -> Any:
         """Undo of the key's clone (it removes its record too)."""
         return common.run_control(KeyActivities.delete_image_key, key, "delete the image's key")
+
+    def _discard_staging(self, request: UploadImageInput, volume: VolumeRef) -> Any:
+        assert volume.host is not None
+        return workflow.execute_activity_method(
+            DriverActivities.discard_image_staging,
+            volume.id,
+            **common.driver(volume.host, request.policy, "discard staged data (undo)"),
+        )
 
     def _delete_image(self, record: ImageRecord) -> Any:
         return common.run_control(ImageActivities.delete_image, record, "delete the image")

@@ -126,7 +126,7 @@ def test_create_in_configured_zone(api: Api) -> None:
         ({"volumes": {"size": 1}}, "'volume' is a required property"),
         ({"volume": "1"}, "volume"),
         ([], "JSON object"),
-        ({"volume": {"size": 1, "imageRef": "x"}}, "not supported yet"),
+        ({"volume": {"size": 1, "imageRef": "x"}}, "no image service is configured"),
         ({"volume": {"snapshot_id": "s", "source_volid": "v"}}, "Only one of snapshot_id"),
     ],
 )

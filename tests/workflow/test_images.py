@@ -188,6 +188,9 @@ def test_image_checks(image_stack: ThreadStack, glance: Glance, tmp_path: Path) 
     assert_fault(refused, 400, "cannot be smaller than the image minDisk size 3GB")
     both = api.post("/volumes", {"volume": {"size": 1, "imageRef": small, "source_volid": small}})
     assert_fault(both, 400, "Only one of")
+    for ref in ("", "../../v2/images", f"{small}/file", "not-an-id", f"{small}/../x"):
+        odd = api.post("/volumes", {"volume": {"size": 1, "imageRef": ref}})
+        assert_fault(odd, 404, "could not be found")
     assert api.get("/volumes").json()["volumes"] == []
 
 
@@ -271,15 +274,22 @@ def test_upload_a_plain_volume_as_qcow2(
     source = _from_image(api, glance.create_image(api.project, plain, os_distro="cirros"))
     answer = api.post(
         f"/volumes/{source['id']}/action",
-        {"os-volume_upload_image": {"image_name": "as-qcow2", "disk_format": "qcow2"}},
+        {
+            "os-volume_upload_image": {
+                "image_name": "as-qcow2",
+                "disk_format": "qcow2",
+                "protected": True,
+            }
+        },
         version="3.1",
     )
     assert answer.status_code == 202, answer.text
     upload = answer.json()["os-volume_upload_image"]
-    assert upload["visibility"] == "private" and upload["protected"] is False
+    assert upload["visibility"] == "private" and upload["protected"] is True
     api.wait_status(source["id"], "available", timeout=120)
     image = glance.show(api.project, upload["image_id"])
     assert image is not None and image["status"] == "active" and image["disk_format"] == "qcow2"
+    assert image["protected"] is True  # made protected once complete
     assert image["os_distro"] == "cirros"  # the volume's image metadata goes along
     downloaded = tmp_path / "down.qcow2"
     downloaded.write_bytes(glance.data(api.project, upload["image_id"]))

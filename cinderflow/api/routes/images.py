@@ -52,6 +52,8 @@ from cinderflow.images import (
     ImageNotFound,
     ImageRefused,
     ImageServiceError,
+    image_source,
+    volume_image_metadata,
 )
 from cinderflow.payloads import ImageIdentity, ImageSource
 from cinderflow.settings import Settings
@@ -63,6 +65,7 @@ LUKS_HEADER_ALLOWANCE = 2 * 1024**2
 """What a LUKS1 header adds to an image's stored size (QEMU's is 2068480 bytes, cryptsetup's
 2 MiB): an encrypted image without `os_decrypt_size` is judged by its payload."""
 CONTAINER_FORMATS = ("bare", "luks")
+MAX_KEY_ID = 255
 IMAGE_WAIT_S = 10.0
 """How long an upload's response waits for its image record to exist."""
 
@@ -74,23 +77,43 @@ def identity(ctx: RequestContext) -> ImageIdentity:
 def image_client(settings: Settings, ctx: RequestContext) -> ImageClient:
     client = ImageClient.from_settings(settings, identity(ctx))
     if client is None:
-        raise invalid_input("images need an image service, and none is configured.")
+        raise invalid_input("images need an image service, and no image service is configured.")
     return client
 
 
-async def read_image(settings: Settings, ctx: RequestContext, image_ref: str) -> dict[str, Any]:
-    """The image, as the user sees it in the image service."""
-    client = image_client(settings, ctx)
+def image_id_of(image_ref: str) -> str:
+    """The image id an `imageRef` names: an id, or an image URL ending in one (as Cinder
+    takes them). Glance ids are UUIDs; anything else names no image (and never reaches the
+    image service's URLs)."""
+    last = image_ref.rstrip("/").rsplit("/", 1)[-1]
     try:
-        return await run_in_threadpool(client.show, image_ref)
+        return str(uuid.UUID(last))
+    except ValueError:
+        raise NotFound(f"Image {image_ref} could not be found.") from None
+
+
+async def read_image(
+    settings: Settings, ctx: RequestContext, image_ref: str
+) -> tuple[ImageSource, dict[str, str]]:
+    """The image, as the user sees it in the image service: what a create needs of it, and
+    the image metadata the volume keeps."""
+    client = image_client(settings, ctx)
+    image_id = image_id_of(image_ref)
+    try:
+        found = await run_in_threadpool(client.show, image_id)
+        return image_source(found), volume_image_metadata(found)
     except ImageNotFound:
         raise NotFound(f"Image {image_ref} could not be found.") from None
     except ImageRefused as refused:
-        if refused.status in (400, 403):  # not a uuid, or not the user's to read
+        if refused.status in (400, 403):  # not the user's to read
             raise NotFound(f"Image {image_ref} could not be found.") from None
         raise ServiceUnavailable(f"The image service refused the request: {refused}") from None
     except ImageServiceError as error:
         raise ServiceUnavailable(f"The image service is unavailable: {error}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as malformed:
+        raise ServiceUnavailable(
+            f"The image service's answer about image {image_id} is malformed: {malformed!r}"
+        ) from None
 
 
 def needed_bytes(image: ImageSource) -> int:
@@ -206,6 +229,8 @@ async def upload_image(req: ApiRequest) -> Response:
                 raise invalid_input(
                     "An encrypted volume is uploaded as a raw LUKS image: disk_format must be raw."
                 )
+            if volume.encryption_key_id is None and body.container_format == "luks":
+                raise invalid_input("Only an encrypted volume is uploaded in a luks container.")
             refuse_busy(session, volume, "upload")
             record = {
                 "name": body.image_name,
@@ -289,5 +314,5 @@ async def _wait_for_record(client: ImageClient, image_id: str) -> None:
         try:
             await run_in_threadpool(client.show, image_id)
             return
-        except (ImageRefused, ImageServiceError):
+        except (ImageRefused, ImageServiceError, ValueError):
             await asyncio.sleep(0.1)

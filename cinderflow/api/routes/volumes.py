@@ -49,7 +49,6 @@ from cinderflow.db.engine import Database
 from cinderflow.db.metadata import VOLUMES, set_metadata
 from cinderflow.db.models import OutboxEntry, Service, Snapshot, Volume, VolumeType, utcnow
 from cinderflow.db.paging import MarkerNotFound
-from cinderflow.images import image_source, volume_image_metadata
 from cinderflow.payloads import ImageSource, OperationProgress
 from cinderflow.settings import Settings
 from cinderflow.status import (
@@ -114,8 +113,7 @@ async def create(req: ApiRequest) -> Response:
         raise invalid_input(f"Volume size '{spec.size}' must be an integer and greater than 0")
     image = None
     if image_ref is not None:
-        found = await images.read_image(req.services.settings, req.ctx, image_ref)
-        image = (image_source(found), volume_image_metadata(found))
+        image = await images.read_image(req.services.settings, req.ctx, image_ref)
     view, entry = await run_in_threadpool(
         _insert, req.services.db, req.services.settings, req.ctx, spec, image
     )
@@ -267,7 +265,7 @@ def _insert(
             volume_db.set_image_metadata(session, volume.id, image[1])
             if image[0].raw_luks and image[0].key_id:
                 admin_metadata.put(
-                    session, volume.id, {admin_metadata.IMAGE_KEY_ID: image[0].key_id}
+                    session, volume.id, {admin_metadata.SOURCE_IMAGE_KEY_ID: image[0].key_id}
                 )
         shown = views.VolumeView(
             volume,
@@ -378,7 +376,9 @@ def _list_query(req: ApiRequest) -> volume_db.VolumeQuery:
         name=req.query.get("name", req.query.get("display_name")),
         status=req.query.get("status"),
         metadata=dict_param(req, "metadata"),
-        image_metadata=dict_param(req, "glance_metadata"),
+        image_metadata=dict_param(req, "glance_metadata")
+        if req.at_least(mv.VOLUME_LIST_GLANCE_METADATA)
+        else {},
         bootable=boolean_param(req, "bootable") if "bootable" in req.query else None,
         availability_zone=req.query.get("availability_zone"),
         size=int_param(req, "size"),

@@ -33,7 +33,9 @@ def upgrade() -> None:
         sa.Column("key_id", sa.String(length=255), nullable=False),
         sa.Column("image_id", sa.String(length=36), nullable=False),
         sa.Column("project_id", sa.String(length=255), nullable=False),
+        sa.Column("image_project_id", sa.String(length=255), nullable=False),
         sa.Column("volume_id", sa.String(length=36), nullable=False),
+        sa.Column("missing", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("key_id"),
     )
