@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from cinderflow.drivers import qemu_img
 from cinderflow.temporal.devserver import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -334,87 +335,38 @@ class Glance:
         return found.json()["images"]
 
 
-# Image builders (qemu-img, secrets through pipes) ------------------------------------------------
+# Image builders (the product's qemu-img wrapper: secrets through pipes, PBKDF flake retried) ---
 
 
-def qemu_img(*args: str, secret: bytes | None = None) -> None:
-    """qemu-img with `secret` readable as /dev/fd/N (`{fd}` in the arguments); retried on the
-    Debian qemu 7.2 PBKDF timing flake only."""
-    for _ in range(5):
-        read_end = None
-        argv = list(args)
-        if secret is not None:
-            read_end, write_end = os.pipe()
-            os.write(write_end, secret)
-            os.close(write_end)
-            argv = [a.replace("{fd}", str(read_end)) for a in args]
-        try:
-            done = subprocess.run(
-                ["qemu-img", *argv],
-                capture_output=True,
-                text=True,
-                pass_fds=(read_end,) if read_end is not None else (),
-            )
-        finally:
-            if read_end is not None:
-                os.close(read_end)
-        if done.returncode == 0:
-            return
-        if "Unable to get accurate CPU usage" not in done.stderr:
-            raise AssertionError(f"qemu-img {args[0]} failed: {done.stderr}")
-    raise AssertionError(f"qemu-img {args[0]} kept failing: {done.stderr}")
+def _encrypted(plain: Path, target: Path, passphrase: bytes, fmt: str, options: str) -> Path:
+    qemu_img.run(
+        "convert",
+        "--object",
+        qemu_img.secret_object("s0"),
+        "-f",
+        "raw",
+        "-O",
+        fmt,
+        "-o",
+        options,
+        str(plain),
+        str(target),
+        secret=passphrase,
+    )
+    return target
 
 
 def raw_luks(plain: Path, target: Path, passphrase: bytes) -> Path:
     """A raw LUKS1 image of `plain` (what Cinder uploads from an encrypted volume)."""
-    qemu_img(
-        "convert",
-        "--object",
-        "secret,id=s0,file=/dev/fd/{fd}",
-        "-f",
-        "raw",
-        "-O",
-        "luks",
-        "-o",
-        "key-secret=s0,iter-time=10",
-        str(plain),
-        str(target),
-        secret=passphrase,
-    )
-    return target
+    return _encrypted(plain, target, passphrase, "luks", "key-secret=s0,iter-time=10")
 
 
 def qcow2_luks(plain: Path, target: Path, passphrase: bytes) -> Path:
     """A qcow2 image with LUKS encryption inside (what Nova's encrypted images are)."""
-    qemu_img(
-        "convert",
-        "--object",
-        "secret,id=s0,file=/dev/fd/{fd}",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-o",
-        "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
-        str(plain),
-        str(target),
-        secret=passphrase,
-    )
-    return target
+    options = "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10"
+    return _encrypted(plain, target, passphrase, "qcow2", options)
 
 
 def qcow2(plain: Path, target: Path) -> Path:
-    qemu_img("convert", "-f", "raw", "-O", "qcow2", str(plain), str(target))
+    qemu_img.run("convert", "-f", "raw", "-O", "qcow2", str(plain), str(target))
     return target
-
-
-def plaintext(path: Path, length: int, passphrase: bytes | None, fmt: str = "raw") -> bytes:
-    """The first `length` guest-visible bytes of a volume or image file (decrypted)."""
-    from cinderflow.drivers import qemu_img as wrapper
-
-    if passphrase is None and fmt == "raw":
-        with open(path, "rb") as handle:
-            return handle.read(length)
-    if fmt == "raw":
-        return wrapper.read_luks(path, 0, length, passphrase)  # type: ignore[arg-type]
-    raise AssertionError(f"no reader for {fmt}")

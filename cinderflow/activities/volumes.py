@@ -88,14 +88,14 @@ class VolumeActivities(ActivityGroup):
         )
 
     def _set_migration_status(self, state: MigrationState, workflow_id: str) -> None:
+        self._set(state.volume_id, workflow_id, {"migration_status": state.migration_status})
+
+    def _set(self, volume_id: str, workflow_id: str, values: dict[str, str]) -> None:
+        """Fields of the volume its owner may change before its final write."""
         with self.db.transaction() as session:
-            fencing.owned(session, Volume, state.volume_id, workflow_id, lock=True)
+            fencing.owned(session, Volume, volume_id, workflow_id, lock=True)
             compare_and_swap(
-                session,
-                Volume,
-                state.volume_id,
-                expected={"workflow_id": workflow_id},
-                values={"migration_status": state.migration_status},
+                session, Volume, volume_id, expected={"workflow_id": workflow_id}, values=values
             )
 
     @activity.defn(name="volume.set_status")
@@ -105,15 +105,7 @@ class VolumeActivities(ActivityGroup):
         await run_blocking(self.executor, self._set_status, change, activity.info().workflow_id)
 
     def _set_status(self, change: StatusChange, workflow_id: str) -> None:
-        with self.db.transaction() as session:
-            fencing.owned(session, Volume, change.volume_id, workflow_id, lock=True)
-            compare_and_swap(
-                session,
-                Volume,
-                change.volume_id,
-                expected={"workflow_id": workflow_id},
-                values={"status": change.status},
-            )
+        self._set(change.volume_id, workflow_id, {"status": change.status})
 
     @activity.defn(name="volume.add_migration_target")
     async def add_migration_target(self, target: MigrationTarget) -> None:
