@@ -12,6 +12,7 @@ token from a workflow's input: identities are ids and role names, never secrets.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -72,6 +73,11 @@ NOT_PROPERTIES = {
 }
 
 
+NOT_INHERITED_PREFIXES = ("os_glance_", "img_signature")
+"""Glance's own properties (refused on any new image) and the old image's signature (which
+the new image's data would fail)."""
+
+
 class ImageServiceError(Exception):
     """The image service failed or is unreachable: worth trying again later."""
 
@@ -122,7 +128,7 @@ def volume_image_metadata(image: dict[str, Any]) -> dict[str, str]:
     for name, value in image.items():
         if name in NOT_PROPERTIES or name in ENCRYPTION_PROPERTIES or value is None:
             continue
-        if name.startswith("os_glance_"):  # Glance's own, refused on any new image
+        if name.startswith(NOT_INHERITED_PREFIXES):
             continue
         kept[name] = value if isinstance(value, str) else str(value)
     return kept
@@ -135,7 +141,7 @@ def _str_or_none(value: Any) -> str | None:
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -187,7 +193,7 @@ class ImageClient:
 
     def show(self, image_id: str) -> dict[str, Any]:
         found = self._send("GET", f"/images/{_segment(image_id)}", image_id).json()
-        if not isinstance(found, dict) or "id" not in found:
+        if not isinstance(found, dict) or found.get("id") != image_id:
             raise ImageServiceError(f"image service answered a malformed image: {found!r:.200}")
         return found
 
@@ -222,12 +228,24 @@ class ImageClient:
             headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
         )
 
-    def delete(self, image_id: str) -> None:
-        """Delete (unprotected first: the image is this caller's to remove); an image already
-        gone is fine (retries, compensation)."""
+    def delete(self, image_id: str, *, claim: bool = False) -> None:
+        """Delete; an image already gone is fine (retries, compensation). A protected one
+        (an upload stopped after it protected its image) is unprotected first.
+
+        `claim`: first create the record with this id if it does not exist, so that a create
+        of it still in flight (a cut step's) lands on a deleted id and is refused: the image
+        service never reuses one."""
+        if claim:  # refused (409: the id was used, deleted or not) is as good
+            with contextlib.suppress(ImageRefused):
+                self.create({"id": image_id})
         try:
-            self.set_protected(image_id, False)
-            self._send("DELETE", f"/images/{_segment(image_id)}", image_id)
+            try:
+                self._send("DELETE", f"/images/{_segment(image_id)}", image_id)
+            except ImageRefused as refused:
+                if refused.status != 403:
+                    raise
+                self.set_protected(image_id, False)
+                self._send("DELETE", f"/images/{_segment(image_id)}", image_id)
         except ImageNotFound:
             return
 

@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     image_key_sweep_interval: float = 300.0
     """Seconds between two sweeps that delete the keys of uploaded images that are gone
     (needed with the `local` key manager, which the image service cannot reach)."""
+    image_key_grace: float = 3600.0
+    """Seconds an image must stay gone before its key is deleted: a misconfigured image
+    endpoint answering "not found" for everything must not wipe every image's key at once."""
     enable_force_upload: bool = False
     """Allow `force` uploads of in-use volumes to images (Cinder's enable_force_upload)."""
 

@@ -190,6 +190,7 @@ def image_stack(
         temporal.address,
         image_endpoint=glance.url,
         image_key_sweep_interval=1.0,
+        image_key_grace=2.0,
         **keys,
     )
     running = ThreadStack(settings).start()

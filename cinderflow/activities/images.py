@@ -41,7 +41,8 @@ class ImageStaging:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.directory = conversion_dir(settings)
+        self.directory = conversion_dir(settings) / "staging"
+        """A directory of cinderflow's own in the configured one (which may be shared)."""
 
     def client(self, identity: ImageIdentity) -> ImageClient:
         client = ImageClient.from_settings(self.settings, identity)
@@ -59,7 +60,7 @@ class ImageStaging:
     def _file(self, owner: str) -> Path:
         """This attempt's staging file for `owner` (a volume), after removing earlier ones."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.directory.chmod(0o700)  # an existing directory keeps its own mode otherwise
+        self.directory.chmod(0o700)  # made earlier under another umask, it keeps its mode
         self.discard(owner)
         return private_file(self.directory / f"image-{owner}.{current_call().attempt}")
 
@@ -176,11 +177,12 @@ class ImageActivities(ActivityGroup):
 
     @activity.defn(name="images.delete_image")
     async def delete_image(self, record: ImageRecord) -> None:
-        """Delete the upload's image record (gone already is fine)."""
+        """Delete the upload's image record (gone already is fine), claiming its id first:
+        a create of it cut in flight can then never land after this."""
         await run_blocking(
             self.executor,
             _image_refusals_final,
-            lambda: self._client(record.identity).delete(record.image_id),
+            lambda: self._client(record.identity).delete(record.image_id, claim=True),
         )
 
 

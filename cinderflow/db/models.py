@@ -114,8 +114,8 @@ class UploadedImageKey(SQLModel, table=True):
     image_project_id: str = Field(max_length=255)
     """The image's owner, as whom the sweep asks the image service."""
     volume_id: str = Field(max_length=36)
-    missing: int = 0
-    """Sweeps in a row that found the image gone (the key goes after MISSING_SWEEPS)."""
+    missing_since: datetime | None = None
+    """When a sweep first found the image gone (the key goes `image_key_grace` later)."""
     created_at: datetime = Field(default_factory=utcnow)
 
 

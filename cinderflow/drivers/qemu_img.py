@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from oslo_utils.imageutils import format_inspector
+
 from cinderflow.drivers.base import BackendTemporarilyUnavailable, VolumeDriverError
 
 
@@ -293,17 +295,22 @@ VMDK_SELF_CONTAINED = ("monolithicSparse", "streamOptimized")
 
 
 def inspect_image(path: Path, fmt: str) -> dict[str, Any]:
-    """`qemu-img info` of an untrusted image, opened as `fmt` (never probed), under resource
-    limits. An image that refers to other files (a backing file, an external data file, a
-    VMDK extent elsewhere, OSSA-2024-001) is refused: opening it would read whatever host
-    file it names."""
+    """What an untrusted image is, opened as `fmt` (never probed). First its header is
+    parsed without QEMU (oslo.utils' format inspector, as Cinder since OSSA-2024-001): an
+    image that names other files (a backing file, an external data file, a VMDK extent
+    elsewhere) is refused before anything opens them. Then `qemu-img info` under resource
+    limits, with the same checks on what QEMU reports."""
+    _safety_check(path, INSPECTOR_NAMES.get(fmt, fmt))
     command = [*INSPECT_LIMITS, binary(), "info", "--output=json", "-f", fmt, str(path)]
     if shutil.which("prlimit") is None:
         command = command[len(INSPECT_LIMITS) :]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    if proc.returncode != 0:
-        raise QemuImgError(f"qemu-img info failed: {proc.stderr.strip()[:500]}")
-    facts = json.loads(proc.stdout)
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        if proc.returncode != 0:
+            raise QemuImgError(f"qemu-img info failed: {proc.stderr.strip()[:500]}")
+        facts = json.loads(proc.stdout)
+    except (subprocess.TimeoutExpired, ValueError) as error:
+        raise VolumeDriverError(f"the image could not be inspected: {error}") from None
     if facts.get("backing-filename") or facts.get("full-backing-filename"):
         raise VolumeDriverError("the image has a backing file, which is not allowed")
     data = (facts.get("format-specific") or {}).get("data") or {}
@@ -319,3 +326,17 @@ def inspect_image(path: Path, fmt: str) -> dict[str, Any]:
             if Path(str(extent.get("filename", ""))).resolve() != path.resolve():
                 raise VolumeDriverError("the VMDK image has an extent in another file")
     return facts
+
+
+INSPECTOR_NAMES = {"vpc": "vhd"}
+"""oslo.utils names formats as the image service does (qemu's `vpc` is its `vhd`)."""
+
+
+def _safety_check(path: Path, name: str) -> None:
+    inspector = format_inspector.get_inspector(name)
+    if inspector is None:
+        raise VolumeDriverError(f"images in format {name} cannot be inspected")
+    try:
+        inspector.from_file(str(path)).safety_check()
+    except (format_inspector.ImageFormatError, format_inspector.SafetyCheckFailed) as unsafe:
+        raise VolumeDriverError(f"the image is not a safe {name} image: {unsafe}") from None

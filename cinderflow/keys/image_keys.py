@@ -6,13 +6,15 @@ with Barbican, or with the same Vault) deletes the key with the image. The `loca
 is cinderflow's alone, so nothing else can: each control worker sweeps the recorded image keys
 now and then, and deletes the keys of images the image service no longer has (asking as the
 image's owner). An upload still running (its volume holds the clone's record) is skipped; an
-image service that cannot be asked keeps every key; only "not found" on MISSING_SWEEPS sweeps
-in a row counts (a misconfigured endpoint must not wipe every image's key at once).
+image service that cannot be asked keeps every key; a key goes only once its image has been
+gone for `image_key_grace` (a misconfigured endpoint must not wipe every image's key at once;
+an image seen again resets the clock).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import update as sa_update
@@ -21,7 +23,7 @@ from sqlmodel import select
 from cinderflow.db import admin_metadata
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.engine import Database
-from cinderflow.db.models import UploadedImageKey
+from cinderflow.db.models import UploadedImageKey, utcnow
 from cinderflow.images import ImageClient, ImageNotFound, ImageRefused, ImageServiceError
 from cinderflow.keys.service import KeyService
 from cinderflow.payloads import ImageIdentity
@@ -29,7 +31,6 @@ from cinderflow.settings import Settings
 
 log = logging.getLogger(__name__)
 SWEEPER = "cinderflow-image-key-sweep"
-MISSING_SWEEPS = 3
 
 
 def sweep(settings: Settings, db: Database, keys: KeyService) -> int:
@@ -48,27 +49,41 @@ def sweep(settings: Settings, db: Database, keys: KeyService) -> int:
     for row in rows:
         if row.key_id in uploading:
             continue
-        gone = _image_gone(settings, row)
-        if gone is None:  # not asked: nothing is learnt
-            continue
-        missing = row.missing + 1 if gone else 0
-        if missing >= MISSING_SWEEPS:
-            keys.delete(row.project_id, row.key_id)
-        with db.transaction() as session:
-            if missing >= MISSING_SWEEPS:
-                session.exec(
-                    sa_delete(UploadedImageKey).where(UploadedImageKey.key_id == row.key_id)
-                )
-            elif missing != row.missing:
-                session.exec(
-                    sa_update(UploadedImageKey)
-                    .where(UploadedImageKey.key_id == row.key_id)
-                    .values(missing=missing)
-                )
-        if missing >= MISSING_SWEEPS:
-            log.info("deleted key %s of image %s (the image is gone)", row.key_id, row.image_id)
-            deleted += 1
+        try:
+            deleted += _sweep_one(settings, db, keys, row)
+        except Exception:  # one key that cannot be deleted must not stop the others'
+            log.exception("sweeping the key of image %s failed", row.image_id)
     return deleted
+
+
+def _sweep_one(settings: Settings, db: Database, keys: KeyService, row: UploadedImageKey) -> int:
+    gone = _image_gone(settings, row)
+    if gone is None:  # not asked: nothing is learnt
+        return 0
+    now = utcnow()
+    since = _aware(row.missing_since) if gone else None
+    expired = since is not None and (now - since).total_seconds() >= settings.image_key_grace
+    if expired:
+        keys.delete(row.project_id, row.key_id)
+    with db.transaction() as session:
+        if expired:
+            session.exec(sa_delete(UploadedImageKey).where(UploadedImageKey.key_id == row.key_id))
+        elif gone != (row.missing_since is not None):
+            session.exec(
+                sa_update(UploadedImageKey)
+                .where(UploadedImageKey.key_id == row.key_id)
+                .values(missing_since=now if gone else None)
+            )
+    if expired:
+        log.info("deleted key %s of image %s (the image is gone)", row.key_id, row.image_id)
+    return int(expired)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive (they were stored in UTC)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def _image_gone(settings: Settings, row: UploadedImageKey) -> bool | None:

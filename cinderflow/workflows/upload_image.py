@@ -84,10 +84,9 @@ class UploadVolumeToImage(OperationWorkflow):
         record = ImageRecord(image_id=request.image_id, body=body, identity=request.identity)
         self.undo_with("the image", lambda: self._delete_image(record))
         self.report(f"Creating image {request.image_id}.")
-        try:  # never cut: a create still in flight could land after the undo's delete
-            await self.critical(
-                "creating the image record",
-                lambda: common.run_control(ImageActivities.create_image, record, "create image"),
+        try:  # a create cut in flight cannot outlive the undo: it claims the id first
+            await self.step(
+                lambda: common.run_control(ImageActivities.create_image, record, "create image")
             )
         except (ActivityError, ApplicationError) as error:
             if common.is_lost_ownership(error):

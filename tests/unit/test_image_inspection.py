@@ -38,7 +38,7 @@ def test_a_qcow2_with_a_backing_file_is_refused(tmp_path: Path) -> None:
     victim.write_bytes(SECRET_FILE_BYTES)
     image = tmp_path / "evil.qcow2"
     qemu_img.run("create", "-q", "-f", "qcow2", "-b", str(victim), "-F", "raw", str(image))
-    _refused(tmp_path, image, "qcow2", "backing file")
+    _refused(tmp_path, image, "qcow2", "backing_file")
 
 
 def test_a_qcow2_with_an_external_data_file_is_refused(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_a_qcow2_with_an_external_data_file_is_refused(tmp_path: Path) -> None:
         "create", "-q", "-f", "qcow2", "-o", f"data_file={victim},data_file_raw=on",
         str(image), "1M",
     )  # fmt: skip
-    _refused(tmp_path, image, "qcow2", "data file")
+    _refused(tmp_path, image, "qcow2", "data_file")
 
 
 def test_a_vmdk_with_an_extent_elsewhere_is_refused(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_a_vmdk_with_an_extent_elsewhere_is_refused(tmp_path: Path) -> None:
         'ddb.virtualHWVersion = "4"\nddb.geometry.cylinders = "1"\n'
         'ddb.geometry.heads = "16"\nddb.geometry.sectors = "63"\nddb.adapterType = "ide"\n'
     )
-    _refused(tmp_path, image, "vmdk", "VMDK")
+    _refused(tmp_path, image, "vmdk", "not a safe vmdk image")
 
 
 def test_a_raw_image_is_copied_as_raw_whatever_its_bytes_say(tmp_path: Path) -> None:
@@ -79,3 +79,19 @@ def test_a_raw_image_is_copied_as_raw_whatever_its_bytes_say(tmp_path: Path) -> 
     made = (tmp_path / "volumes" / f"volume-{_volume().id}").read_bytes()
     assert made.startswith(header.read_bytes()) and SECRET_FILE_BYTES not in made
     assert os.stat(tmp_path / "volumes" / f"volume-{_volume().id}").st_size == 1024**3
+
+
+@pytest.mark.parametrize("subformat", ["monolithicSparse", "streamOptimized"])
+def test_self_contained_vmdk_images_are_converted(tmp_path: Path, subformat: str) -> None:
+    data = os.urandom(1 << 20)
+    plain = tmp_path / "plain.raw"
+    plain.write_bytes(data)
+    image = tmp_path / "disk.vmdk"
+    qemu_img.run(
+        "convert", "-f", "raw", "-O", "vmdk", "-o", f"subformat={subformat}",
+        str(plain), str(image),
+    )  # fmt: skip
+    driver = _driver(tmp_path)
+    driver.copy_image_to_volume(_volume(), ImageFile(path=str(image), disk_format="vmdk"))
+    made = tmp_path / "volumes" / f"volume-{_volume().id}"
+    assert made.read_bytes()[: len(data)] == data

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from castellan.common.objects import passphrase as castellan_passphrase
 
+from cinderflow.activities.images import ImageStaging
 from cinderflow.keys.service import ProjectContext
 from cinderflow.temporal.devserver import DevServer
 from tests.api.test_reset_status import reset
@@ -58,7 +59,7 @@ def _backend_files(stack: ThreadStack) -> list[str]:
 
 
 def _staged(stack: ThreadStack) -> list[Path]:
-    return list((stack.settings.data_dir / "image-conversion").glob("image-*"))
+    return list(ImageStaging(stack.settings).directory.glob("image-*"))
 
 
 def _hold_until_converting(stack: ThreadStack, hold: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 from castellan.common.objects import passphrase as castellan_passphrase
 from castellan.common.objects import symmetric_key
 
+from cinderflow.activities.images import ImageStaging
 from cinderflow.drivers import qemu_img
 from cinderflow.keys.service import ProjectContext
 from tests.helpers import Api, ThreadStack, assert_fault, poll, save_history
@@ -216,7 +217,7 @@ def test_a_wrong_secret_ends_in_error_with_nothing_left(
     assert "image" in message_of(api, volume["id"])
     root = Path(image_stack.settings.backends[0].options["path"])
     assert not list(root.glob(f"*{volume['id']}*"))
-    staging = image_stack.settings.data_dir / "image-conversion"
+    staging = ImageStaging(image_stack.settings).directory
     assert not list(staging.glob(f"image-{volume['id']}.*"))
 
 
@@ -329,5 +330,5 @@ def test_upload_checks(image_stack: ThreadStack, glance: Glance, tmp_path: Path)
 def _no_leftover_staging(image_stack: ThreadStack):  # type: ignore[no-untyped-def]
     """No test leaves an image on a worker's disk."""
     yield
-    staging = image_stack.settings.data_dir / "image-conversion"
+    staging = ImageStaging(image_stack.settings).directory
     poll(lambda: not list(staging.glob("image-*")), what="staging files removed")

@@ -48,6 +48,8 @@ from cinderflow.drivers.qemu_img import IMAGE_FORMATS
 from cinderflow.images import (
     CORE_FIELDS,
     ENCRYPTION_PROPERTIES,
+    NOT_INHERITED_PREFIXES,
+    NOT_PROPERTIES,
     ImageClient,
     ImageNotFound,
     ImageRefused,
@@ -301,8 +303,12 @@ def _check_uploadable(settings: Settings, volume: Volume, force: bool) -> None:
 def _inherited(image_metadata: dict[str, str]) -> dict[str, str]:
     """The properties of the image a volume was made from that an image of it keeps (Cinder
     copies the volume's glance metadata); not the old image's identity or encryption."""
-    dropped = {"image_id", "image_name", *CORE_FIELDS, *ENCRYPTION_PROPERTIES}
-    return {k: v for k, v in image_metadata.items() if k not in dropped}
+    dropped = {"image_id", "image_name", *CORE_FIELDS, *ENCRYPTION_PROPERTIES, *NOT_PROPERTIES}
+    return {
+        k: v
+        for k, v in image_metadata.items()
+        if k not in dropped and not k.startswith(NOT_INHERITED_PREFIXES)
+    }
 
 
 async def _wait_for_record(client: ImageClient, image_id: str) -> None:

@@ -35,7 +35,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.String(length=255), nullable=False),
         sa.Column("image_project_id", sa.String(length=255), nullable=False),
         sa.Column("volume_id", sa.String(length=36), nullable=False),
-        sa.Column("missing", sa.Integer(), nullable=False),
+        sa.Column("missing_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("key_id"),
     )
