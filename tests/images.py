@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import httpx
 
 from cinderflow.drivers import qemu_img
 from cinderflow.temporal.devserver import free_port
+from tests.helpers import poll
 
 REPO = Path(__file__).resolve().parents[1]
 GLANCE_VENV = Path(os.environ.get("CINDERFLOW_TEST_GLANCE_VENV", REPO / ".venv-glance"))
@@ -37,19 +37,18 @@ GIB = 1024**3
 MIB = 1024**2
 
 
-def _wait_http(url: str, what: str, timeout: float = 60.0, proc: Any = None) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
+def _wait_http(url: str, what: str, proc: subprocess.Popen[bytes]) -> None:
+    """Poll `url` until it answers (below 500); fail at once if the server exits."""
+
+    def answers() -> bool:
+        if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
         try:
-            if httpx.get(url, timeout=2.0).status_code < 500:
-                return
-        except httpx.HTTPError as error:
-            last = error
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready at {url}: {last}")
+            return httpx.get(url, timeout=2.0).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    poll(answers, timeout=60.0, what=f"{what} ready at {url}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
