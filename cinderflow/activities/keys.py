@@ -124,15 +124,7 @@ class KeyActivities(ActivityGroup):
             spec = volume_db.encryption_spec(session, request.new_type_id)
         assert spec is not None, "only an encrypted new type needs a key"
         key_id = self.keys.create(volume.project_id, spec)
-        with self.db.transaction() as session:
-            fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
-            recorded = _migration_key(session, volume.id)
-            if recorded is None:
-                admin_metadata.put(session, volume.id, {admin_metadata.MIGRATION_KEY_ID: key_id})
-        if recorded is not None:  # an overlapping attempt recorded its own
-            self.keys.delete(volume.project_id, key_id)
-            return recorded
-        return key_id
+        return self._keep_one(volume, workflow_id, admin_metadata.MIGRATION_KEY_ID, key_id)
 
     @activity.defn(name="keys.delete_key")
     async def delete_key(self, key: VolumeKey) -> None:
@@ -148,15 +140,7 @@ class KeyActivities(ActivityGroup):
         )
 
     def _delete_migration_key(self, volume_id: str, workflow_id: str) -> None:
-        with self.db.read() as session:
-            volume = fencing.owned(session, Volume, volume_id, workflow_id)
-            key_id = _migration_key(session, volume_id)
-        if key_id is None:
-            return
-        self.keys.delete(volume.project_id, key_id)
-        with self.db.transaction() as session:
-            fencing.owned(session, Volume, volume_id, workflow_id, lock=True)
-            admin_metadata.remove(session, volume_id, [admin_metadata.MIGRATION_KEY_ID])
+        self._forget(volume_id, workflow_id, admin_metadata.MIGRATION_KEY_ID)
 
     @activity.defn(name="keys.remove_volume_key")
     async def remove_volume_key(self, volume_id: str) -> None:
@@ -205,24 +189,14 @@ class KeyActivities(ActivityGroup):
             return recorded
         assert volume.encryption_key_id, "only an encrypted volume's image gets a key"
         key_id = self.keys.clone(volume.project_id, volume.encryption_key_id)
-        with self.db.transaction() as session:
-            fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
-            recorded = volume_db.admin_metadata_of(session, volume.id).get(record)
-            if recorded is None:
-                admin_metadata.put(session, volume.id, {record: key_id})
-                session.add(
-                    UploadedImageKey(
-                        key_id=key_id,
-                        image_id=request.image_id,
-                        project_id=volume.project_id,
-                        image_project_id=request.image_project_id,
-                        volume_id=volume.id,
-                    )
-                )
-        if recorded is not None:  # an overlapping attempt recorded its own
-            self.keys.delete(volume.project_id, key_id)
-            return recorded
-        return key_id
+        uploaded = UploadedImageKey(
+            key_id=key_id,
+            image_id=request.image_id,
+            project_id=volume.project_id,
+            image_project_id=request.image_project_id,
+            volume_id=volume.id,
+        )
+        return self._keep_one(volume, workflow_id, record, key_id, also=uploaded)
 
     @activity.defn(name="keys.delete_image_key")
     async def delete_image_key(self, request: ImageKeyClone) -> None:
@@ -232,17 +206,56 @@ class KeyActivities(ActivityGroup):
         )
 
     def _delete_image_key(self, request: ImageKeyClone, workflow_id: str) -> None:
-        record = admin_metadata.UPLOAD_KEY_PREFIX + request.image_id
+        self._forget(
+            request.volume_id,
+            workflow_id,
+            admin_metadata.UPLOAD_KEY_PREFIX + request.image_id,
+            also=UploadedImageKey,
+        )
+
+    def _keep_one(
+        self,
+        volume: Volume,
+        workflow_id: str,
+        record: str,
+        key_id: str,
+        also: UploadedImageKey | None = None,
+    ) -> str:
+        """Record the key just made under `record` in the volume's admin metadata (and add
+        `also` in the same transaction), unless an overlapping attempt recorded its own
+        first: then ours is deleted (after the transaction) and the recorded one returned."""
+        with self.db.transaction() as session:
+            fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
+            recorded = volume_db.admin_metadata_of(session, volume.id).get(record)
+            if recorded is None:
+                admin_metadata.put(session, volume.id, {record: key_id})
+                if also is not None:
+                    session.add(also)
+        if recorded is not None:
+            self.keys.delete(volume.project_id, key_id)
+            return recorded
+        return key_id
+
+    def _forget(
+        self,
+        volume_id: str,
+        workflow_id: str,
+        record: str,
+        also: type[UploadedImageKey] | None = None,
+    ) -> None:
+        """Undo of `_keep_one`: delete the key `record` names (none: none was made, or it is
+        gone already), then the record (and its `also` row)."""
         with self.db.read() as session:
-            volume = fencing.owned(session, Volume, request.volume_id, workflow_id)
-            key_id = volume_db.admin_metadata_of(session, volume.id).get(record)
+            volume = fencing.owned(session, Volume, volume_id, workflow_id)
+            key_id = volume_db.admin_metadata_of(session, volume_id).get(record)
         if key_id is None:
             return
         self.keys.delete(volume.project_id, key_id)
         with self.db.transaction() as session:
-            fencing.owned(session, Volume, volume.id, workflow_id, lock=True)
-            admin_metadata.remove(session, volume.id, [record])
-            session.exec(sa_delete(UploadedImageKey).where(UploadedImageKey.key_id == key_id))
+            fencing.owned(session, Volume, volume_id, workflow_id, lock=True)
+            admin_metadata.remove(session, volume_id, [record])
+            if also is not None:
+                session.exec(sa_delete(also).where(also.key_id == key_id))
 
     @activity.defn(name="keys.clone_for_transfer")
     async def clone_for_transfer(self, request: TransferKeys) -> ClonedKeys:

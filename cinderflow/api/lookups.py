@@ -7,7 +7,8 @@ from sqlmodel import Session
 
 from cinderflow.api import policy
 from cinderflow.api.context import RequestContext
-from cinderflow.api.errors import NotFound, volume_not_found
+from cinderflow.api.errors import Conflict, NotFound, volume_not_found
+from cinderflow.db import ownership
 from cinderflow.db.models import Snapshot, Volume
 
 
@@ -32,3 +33,15 @@ def visible_snapshot(
     if snapshot is None or not policy.allowed(ctx, "volume:get_snapshot", snapshot.project_id):
         raise snapshot_not_found(snapshot_id)
     return snapshot
+
+
+def refuse_busy(session: Session, volume: Volume, verb: str) -> None:
+    """409 while an operation owns the volume or reads it (a snapshot or clone of it)."""
+    held = ownership.holds_on(session, volume.id)
+    if volume.workflow_id is not None or held:
+        holder = (
+            f"operation {volume.workflow_id} owns it"
+            if volume.workflow_id
+            else ownership.hold_reason(held[0])
+        )
+        raise Conflict(f"Volume {volume.id} is busy: {holder}; {verb} it once that has ended.")

@@ -73,20 +73,17 @@ def _filtered(query: VolumeQuery):
         stmt = stmt.where(Volume.availability_zone == query.availability_zone)
     if query.size is not None:
         stmt = stmt.where(Volume.size == query.size)
-    for key, value in query.metadata.items():
-        stmt = stmt.where(
-            select(VolumeMetadata.key)
-            .where(VolumeMetadata.volume_id == Volume.id)
-            .where(VolumeMetadata.key == key, VolumeMetadata.value == value)
-            .exists()
-        )
-    for key, value in query.image_metadata.items():
-        stmt = stmt.where(
-            select(VolumeImageMetadata.key)
-            .where(VolumeImageMetadata.volume_id == Volume.id)
-            .where(VolumeImageMetadata.key == key, VolumeImageMetadata.value == value)
-            .exists()
-        )
+    for table, items in (
+        (VolumeMetadata, query.metadata),
+        (VolumeImageMetadata, query.image_metadata),
+    ):
+        for key, value in items.items():
+            stmt = stmt.where(
+                select(table.key)
+                .where(table.volume_id == Volume.id)
+                .where(table.key == key, table.value == value)
+                .exists()
+            )
     return stmt
 
 

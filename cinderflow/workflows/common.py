@@ -115,6 +115,14 @@ def failure_message(error: ActivityError) -> str:
     return str(getattr(cause, "message", None) or cause or error)
 
 
+def error_message(error: ActivityError | ApplicationError) -> str:
+    """Why a step failed, whether it reached the workflow as an ActivityError or (a local
+    activity's) as its ApplicationError itself."""
+    if isinstance(error, ActivityError):
+        return failure_message(error)
+    return error.message or str(error)
+
+
 def is_lost_ownership(error: ActivityError | ApplicationError) -> bool:
     """A step found the resource owned by another workflow. (A local activity's failure can
     reach the workflow as its ApplicationError itself, not wrapped in an ActivityError.)"""

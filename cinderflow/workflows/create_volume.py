@@ -181,13 +181,12 @@ class CreateVolume(OperationWorkflow):
     ) -> OperationOutcome:
         """The key could not be made: its source (an image's secret, a snapshot's or a
         volume's key) is gone or not the caller's to read."""
-        cause = error.cause if isinstance(error, ActivityError) else error
         action = Action.COPY_IMAGE_TO_VOLUME if request.image else Action.CREATE_VOLUME_FROM_BACKEND
         return await self.fail(
             FinalWrite(
                 resource_id=volume_id,
                 status=VolumeStatus.ERROR,
-                reason=f"The volume's key could not be made: {getattr(cause, 'message', cause)}",
+                reason=f"The volume's key could not be made: {common.error_message(error)}",
                 admin_metadata=[SOURCE_IMAGE_KEY_ID],
                 message=self.message(action, Detail.KEY_UNAVAILABLE),
             )

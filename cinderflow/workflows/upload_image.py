@@ -133,15 +133,11 @@ class UploadVolumeToImage(OperationWorkflow):
     async def _failed(
         self, volume: VolumeRef, error: ActivityError | ApplicationError, detail: Any
     ) -> OperationOutcome:
-        cause = error.cause if isinstance(error, ActivityError) else error
-        reason = getattr(cause, "message", None) or str(cause)
-        if isinstance(error, ActivityError):
-            reason = common.failure_message(error)
         return await self.fail(
             FinalWrite(
                 resource_id=volume.id,
                 previous=True,
-                reason=f"Upload to image failed: {reason}",
+                reason=f"Upload to image failed: {common.error_message(error)}",
                 message=self.message(Action.COPY_VOLUME_TO_IMAGE, detail),
             )
         )

@@ -59,3 +59,23 @@ def rows(table: str) -> list[dict[str, str]]:
         dict(zip(header, [c.strip() for c in line.strip("|").split("|")], strict=True))
         for line in lines[1:]
     ]
+
+
+CLOUD = "cinderflow"
+
+
+def openstack_env(stack: ThreadStack, project: str, tmp: Path, **settings: str) -> dict[str, str]:
+    """The environment for the `openstack` CLI on cloud CLOUD: client-interop.md's
+    recommended cloud, an admin token `admin:<project>`, plus `settings` (endpoint
+    overrides) in its clouds.yaml."""
+    path = tmp / "clouds.yaml"
+    extra = "".join(f"    {k}: '{v}'\n" for k, v in settings.items())
+    path.write_text(
+        f"clouds:\n  {CLOUD}:\n    auth_type: admin_token\n"
+        f"    auth: {{endpoint: '{stack.url}/v3', token: 'admin:{project}'}}\n"
+        f"    compute_endpoint_override: '{stack.url}/v3'\n"
+        "    block_storage_api_version: '3.71'\n" + extra
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "CINDER"))}
+    env["OS_CLIENT_CONFIG_FILE"] = str(path)
+    return env

@@ -12,7 +12,7 @@ from pathlib import Path
 import openstack
 import pytest
 
-from tests.compat.conftest import cinder_for, field
+from tests.compat.conftest import CLOUD, cinder_for, field, openstack_env
 from tests.helpers import ThreadStack, new_project, poll
 from tests.images import MIB, Glance
 
@@ -72,19 +72,11 @@ def test_sdk_and_openstack_cli(image_stack: ThreadStack, glance: Glance, tmp_pat
     api.wait_status(volume.id, "available", timeout=120)
     poll(lambda: (glance.show(project, answer["image_id"]) or {}).get("status") == "active")
 
-    clouds = tmp_path / "clouds.yaml"
-    clouds.write_text(
-        "clouds:\n  cf:\n    auth_type: admin_token\n"
-        f"    auth: {{endpoint: '{image_stack.url}/v3', token: 'admin:{project}'}}\n"
-        f"    image_endpoint_override: '{glance.url}'\n"
-        "    block_storage_api_version: '3.71'\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "CINDER"))}
-    env["OS_CLIENT_CONFIG_FILE"] = str(clouds)
+    env = openstack_env(image_stack, project, tmp_path, image_endpoint_override=glance.url)
 
     def openstack_cli(*args: str, column: str = "id") -> str:
         done = subprocess.run(
-            [OPENSTACK, "--os-cloud", "cf", *args, "-f", "value", "-c", column],
+            [OPENSTACK, "--os-cloud", CLOUD, *args, "-f", "value", "-c", column],
             env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr

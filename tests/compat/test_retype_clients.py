@@ -12,7 +12,7 @@ from pathlib import Path
 import openstack
 import pytest
 
-from tests.compat.conftest import cinder_for, field
+from tests.compat.conftest import CLOUD, cinder_for, field, openstack_env
 from tests.conftest import Databases
 from tests.helpers import ThreadStack, assert_usage_is_recount, new_project, stack_settings
 from tests.retyping import (
@@ -39,20 +39,6 @@ def two(
     running = ThreadStack(settings).start()
     yield running
     running.stop()
-
-
-def clouds_yaml(stack: ThreadStack, project: str, tmp: Path) -> Path:
-    """client-interop.md's recommended cloud: an admin token `user:project`."""
-    path = tmp / "clouds.yaml"
-    path.write_text(
-        "clouds:\n"
-        "  cinderflow:\n"
-        "    auth_type: admin_token\n"
-        f"    auth: {{endpoint: '{stack.url}/v3', token: 'admin:{project}'}}\n"
-        f"    compute_endpoint_override: '{stack.url}/v3'\n"
-        "    block_storage_api_version: '3.71'\n"
-    )
-    return path
 
 
 def test_cinder_retype_in_place_and_by_migration(two: ThreadStack) -> None:
@@ -92,10 +78,9 @@ def test_openstack_cli_and_sdk_retype_with_never(two: ThreadStack, tmp_path: Pat
     gold, gold_b = new_type(api, "gold"), new_type(api, "gold", **{"file:t": "b"})
     gold_c = new_type(api, "gold", **{"file:t": "c"})
     volume = api.available_volume(1, volume_type=gold["name"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "CINDER"))}
-    env["OS_CLIENT_CONFIG_FILE"] = str(clouds_yaml(two, project, tmp_path))
+    env = openstack_env(two, project, tmp_path)
     done = subprocess.run(
-        [OPENSTACK, "--os-cloud", "cinderflow", "volume", "set", "--type", gold_b["name"],
+        [OPENSTACK, "--os-cloud", CLOUD, "volume", "set", "--type", gold_b["name"],
          "--migration-policy", "never", volume["id"]],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -3,14 +3,13 @@ openstacksdk and the `openstack` CLI."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import openstack
 
-from tests.compat.conftest import Cinder, cinder_for, field, rows
+from tests.compat.conftest import CLOUD, Cinder, cinder_for, field, openstack_env, rows
 from tests.helpers import ThreadStack, new_project, poll
 
 OPENSTACK = str(Path(sys.executable).parent / "openstack")
@@ -69,17 +68,9 @@ def test_sdk_and_openstack_cli(stack: ThreadStack, tmp_path: Path) -> None:
     transfer = conn.block_storage.create_transfer(volume_id=volume["id"], name="sdk")
     assert transfer.auth_key and transfer.volume_id == volume["id"]
     assert [t.id for t in conn.block_storage.transfers()] == [transfer.id]
-    clouds = tmp_path / "clouds.yaml"
-    clouds.write_text(
-        "clouds:\n  cf:\n    auth_type: admin_token\n"
-        f"    auth: {{endpoint: '{stack.url}/v3', token: 'admin:{sender}'}}\n"
-        f"    compute_endpoint_override: '{stack.url}/v3'\n"
-        "    block_storage_api_version: '3.71'\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "CINDER"))}
-    env["OS_CLIENT_CONFIG_FILE"] = str(clouds)
+    env = openstack_env(stack, sender, tmp_path)
     listed = subprocess.run(
-        [OPENSTACK, "--os-cloud", "cf", "volume", "transfer", "request", "list", "-f", "value",
+        [OPENSTACK, "--os-cloud", CLOUD, "volume", "transfer", "request", "list", "-f", "value",
          "-c", "ID"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -35,8 +35,7 @@ from cinderflow.api.errors import (
     invalid_volume,
 )
 from cinderflow.api.handover import hand_over, operation_policy
-from cinderflow.api.lookups import visible_volume
-from cinderflow.api.routes.retype import refuse_busy
+from cinderflow.api.lookups import refuse_busy, visible_volume
 from cinderflow.api.routes.types import type_view
 from cinderflow.api.routes.volume_actions import ACTIONS, router
 from cinderflow.api.routing import ApiRequest

@@ -22,7 +22,6 @@ from cinderflow import quota
 from cinderflow.api import policy
 from cinderflow.api.errors import (
     BadRequest,
-    Conflict,
     ServiceUnavailable,
     invalid_input,
     invalid_volume,
@@ -30,7 +29,7 @@ from cinderflow.api.errors import (
     volume_type_not_found,
 )
 from cinderflow.api.handover import hand_over, operation_policy
-from cinderflow.api.lookups import visible_volume
+from cinderflow.api.lookups import refuse_busy, visible_volume
 from cinderflow.api.routes.attachments import Uuid
 from cinderflow.api.routes.volume_actions import ACTIONS, COMPLETION_WAIT_S, router
 from cinderflow.api.routes.volumes import NOT_MIGRATING
@@ -253,18 +252,6 @@ def _check_migratable(session: Session, settings: Settings, volume: Volume, host
             "must be different than the current one"
         )
     refuse_busy(session, volume, "migrate")
-
-
-def refuse_busy(session: Session, volume: Volume, verb: str) -> None:
-    """409 while an operation owns the volume or reads it (a snapshot or clone of it)."""
-    held = ownership.holds_on(session, volume.id)
-    if volume.workflow_id is not None or held:
-        holder = (
-            f"operation {volume.workflow_id} owns it"
-            if volume.workflow_id
-            else ownership.hold_reason(held[0])
-        )
-        raise Conflict(f"Volume {volume.id} is busy: {holder}; {verb} it once that has ended.")
 
 
 class MigrationCompletionFields(StrictModel):
