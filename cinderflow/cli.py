@@ -9,7 +9,8 @@ import os
 import sys
 from typing import Any
 
-from cinderflow.settings import Settings, load_settings
+from cinderflow.files import keep_private, private_directory
+from cinderflow.settings import InsecureSettings, Settings, load_settings
 
 log = logging.getLogger("cinderflow.cli")
 
@@ -73,6 +74,15 @@ def _reset_state_parser(kinds: Any, kind: str, owner: str) -> argparse.ArgumentP
 
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    keep_private()
+    try:
+        return _run(args)
+    except InsecureSettings as refused:
+        print(f"cinderflow {args.command}: {refused}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "dev":
         from cinderflow import dev
 
@@ -146,7 +156,7 @@ def _manage(args: argparse.Namespace) -> int:
 
 def _ensure_data_dir(settings: Settings) -> None:
     if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(settings.data_dir, files=True)
 
 
 def main() -> None:

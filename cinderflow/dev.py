@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 from cinderflow.db.migrate import upgrade
+from cinderflow.files import private_directory
 from cinderflow.serve import configure_logging, serve
-from cinderflow.settings import BackendConfig, Settings
+from cinderflow.settings import BackendConfig, Settings, refuse_insecure_exposure
 from cinderflow.temporal.devserver import DevServer
 
 DEFAULT_BACKEND = "file"
@@ -35,6 +36,11 @@ def with_dev_defaults(settings: Settings) -> Settings:
     return settings
 
 
+DEV_TEMPORAL_HOST = "127.0.0.1"
+"""The dev server's gRPC port and Web UI have no authentication: loopback only, whatever
+address the API is given."""
+
+
 def lock_data_dir(data_dir: Path):
     """Hold an exclusive lock: two dev stacks on one directory would corrupt each other."""
     handle = open(data_dir / ".dev.lock", "w")  # noqa: SIM115 (held for the process lifetime)
@@ -47,12 +53,13 @@ def lock_data_dir(data_dir: Path):
 
 def run(settings: Settings, temporal_port: int, ui_port: int) -> int:
     configure_logging()
+    refuse_insecure_exposure(settings)  # before anything starts
     data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(data_dir, files=True)
     lock = lock_data_dir(data_dir)
     settings = with_dev_defaults(settings)
     temporal = DevServer(
-        ip=settings.api_host,
+        ip=DEV_TEMPORAL_HOST,
         port=temporal_port,
         ui_port=ui_port,
         db_file=data_dir / "temporal.sqlite",

@@ -12,7 +12,8 @@ import uvicorn
 
 from cinderflow.api.app import create_app
 from cinderflow.db.engine import Database
-from cinderflow.settings import Settings
+from cinderflow.files import keep_private
+from cinderflow.settings import Settings, refuse_insecure_exposure
 from cinderflow.temporal.client import connect
 from cinderflow.temporal.worker import WorkerService
 
@@ -61,6 +62,9 @@ async def serve(
 ) -> None:
     """Run the API and/or a worker until `stop` is set (default: SIGINT/SIGTERM), then stop
     them: the API first, then the worker, which finishes its running activities."""
+    keep_private()
+    if api:
+        refuse_insecure_exposure(settings)
     stop = stop or stop_on_signals()
     db = Database(settings.db_url)
     tasks: list[asyncio.Task] = []

@@ -7,6 +7,7 @@ are JSON, e.g. `CINDERFLOW_BACKENDS='[{"name": "fast", "options": {"path": "/srv
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -58,6 +59,10 @@ class Settings(BaseSettings):
 
     auth_strategy: Literal["noauth"] = "noauth"
     admin_users: list[str] = Field(default_factory=lambda: ["admin"])
+    insecure_noauth_any_address: bool = False
+    """Let a `noauth` API listen on an address other than loopback. noauth believes the token
+    and roles a caller sends (anyone who reaches the port can be admin), so this is for a
+    closed test network only; without it such an API refuses to start."""
 
     backends: list[BackendConfig] = Field(default_factory=list)
     default_volume_type: str = "__DEFAULT__"
@@ -189,3 +194,32 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         config = SettingsConfigDict(**{**Settings.model_config, "toml_file": Path(path)})
         cls = type("Settings", (Settings,), {"model_config": config})
     return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+
+class InsecureSettings(Exception):
+    """Settings that would expose the service without authentication; the message says why
+    and what to change."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere
+
+
+def refuse_insecure_exposure(settings: Settings) -> None:
+    """InsecureSettings for a `noauth` API bound beyond loopback (unless the operator said
+    `insecure_noauth_any_address`)."""
+    if (
+        settings.auth_strategy == "noauth"
+        and not is_loopback(settings.api_host)
+        and not settings.insecure_noauth_any_address
+    ):
+        raise InsecureSettings(
+            f"refusing to serve the API on {settings.api_host} with auth_strategy noauth: "
+            "noauth trusts whatever token and roles a caller sends. Bind to 127.0.0.1, or (on a "
+            "closed test network only) set CINDERFLOW_INSECURE_NOAUTH_ANY_ADDRESS=true."
+        )

@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from cinderflow.activities.group import ActivityGroup
 from cinderflow.drivers.base import BackendTemporarilyUnavailable, ImageFile, VolumeDriverError
 from cinderflow.drivers.call import current_call
+from cinderflow.files import private_directory
 from cinderflow.images import ImageClient, ImageRefused, ImageServiceError, private_file
 from cinderflow.payloads import ImageIdentity, ImageRecord, ImageToVolume, VolumeToImage
 from cinderflow.settings import Settings
@@ -59,8 +60,7 @@ class ImageStaging:
 
     def _file(self, owner: str) -> Path:
         """This attempt's staging file for `owner` (a volume), after removing earlier ones."""
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.directory.chmod(0o700)  # made earlier under another umask, it keeps its mode
+        private_directory(self.directory)
         self.discard(owner)
         return private_file(self.directory / f"image-{owner}.{current_call().attempt}")
 

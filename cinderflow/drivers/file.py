@@ -45,6 +45,7 @@ from cinderflow.drivers.base import (
     VolumeRef,
 )
 from cinderflow.drivers.call import current_call
+from cinderflow.files import private_directory, tighten_file
 
 GIB = 1024**3
 
@@ -74,7 +75,7 @@ class FileDriver(
         self.luks_iter_time_ms = options.get("luks_iter_time_ms")
 
     def do_setup(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_directory(self.root)
 
     def check_for_setup_error(self) -> None:
         """Create and delete need nothing else; warn early that qemu-img-based calls will fail."""
@@ -378,7 +379,7 @@ class FileDriver(
         real backend's target/ACL would be), removed by terminate_connection."""
         path = self._existing(volume)
         export = self._exports(volume) / _connector_key(connector)
-        export.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(export.parent)
         export.write_text(json.dumps(connector, sort_keys=True))
         return {"driver_volume_type": "local", "data": {"device_path": str(path)}}
 
@@ -474,6 +475,7 @@ class FileDriver(
         partial = target.with_name(f".{target.name}.{current_call().attempt}.partial")
         try:
             make(partial)
+            tighten_file(partial)  # qemu-img's own mode, if a umask let it through
             with contextlib.suppress(FileExistsError):
                 os.link(partial, target)
         finally:

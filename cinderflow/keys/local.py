@@ -36,6 +36,7 @@ from sqlmodel import select
 
 from cinderflow.db.engine import Database
 from cinderflow.db.models import KeyRecord
+from cinderflow.files import private_directory
 
 TYPES: dict[str, type[managed_object.ManagedObject]] = {
     "symmetric": symmetric_key.SymmetricKey,
@@ -51,7 +52,7 @@ WITH_ALGORITHM = ("symmetric", "private", "public")
 def load_master_key(path: Path) -> bytes:
     """The 32-byte master key, created on first use; refuse a file others can read."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(path.parent)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(secrets.token_bytes(32))

@@ -19,6 +19,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+from cinderflow.files import tighten_file
 from cinderflow.temporal.search_attributes import dev_server_flags
 
 PR_SET_PDEATHSIG = 1
@@ -140,6 +141,8 @@ class DevServer:
             if port and port_open(self.ip, port):
                 raise RuntimeError(f"port {self.ip}:{port} is already in use")
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        if self.log_file:
+            tighten_file(self.log_file)  # written before by a looser umask
         try:
             self.process = subprocess.Popen(
                 self.command(),
