@@ -17,11 +17,13 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement
 from sqlmodel import Session
 
+from cinderflow.api.errors import BadRequest
 from cinderflow.db import ownership
 from cinderflow.db.models import OutboxEntry
 from cinderflow.payloads import OperationPolicy
 from cinderflow.settings import Settings
 from cinderflow.status import ResourceKind
+from cinderflow.temporal.converter import DATA_CONVERTER
 from cinderflow.temporal.outbox import new_entry, workflow_id
 from cinderflow.workflows.registry import OPERATIONS
 
@@ -34,6 +36,17 @@ def operation_policy(settings: Settings) -> OperationPolicy:
         driver_max_attempts=settings.driver_max_attempts,
         driver_queue_timeout_s=settings.driver_queue_timeout,
     )
+
+
+def check_carried(payload: BaseModel) -> None:
+    """400 unless the operation's input survives Temporal's data converter both ways: a
+    request the API takes must reach its workflow (an input the worker cannot decode would
+    fail its workflow task again and again, leaving the resource owned and stuck)."""
+    converter = DATA_CONVERTER.payload_converter
+    try:
+        converter.from_payloads(converter.to_payloads([payload]), [type(payload)])
+    except Exception:  # any refusal of the converter's, whatever its kind
+        raise BadRequest("Invalid input: the request cannot be carried to its operation.") from None
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,7 @@ def hand_over(
     cancel returns to); a `new` row is added as it is, owned by the workflow.
     """
     spec = OPERATIONS[operation]
+    check_carried(payload)
     entry = new_entry(
         workflow_id=workflow_id(spec.resource, row.id, operation),
         workflow_type=spec.workflow_type,

@@ -9,7 +9,7 @@ from typing import Any
 
 from cinderflow.api.errors import invalid_input
 from cinderflow.api.routing import ApiRequest
-from cinderflow.api.validation import DB_MAX_INT, parse_bool
+from cinderflow.api.validation import DB_MAX_INT, check_text, parse_bool
 
 MAX_FILTER_LENGTH = 4096
 
@@ -77,4 +77,7 @@ def dict_param(req: ApiRequest, name: str) -> dict[str, str]:
                 value = None
     if not isinstance(value, dict):
         raise invalid_input(f"{name} filter must be a dictionary, got {raw!r}")
-    return {str(k): str(v) for k, v in value.items()}
+    found = {str(k): str(v) for k, v in value.items()}
+    for text in (*found, *found.values()):
+        check_text(text)  # "\ud800" decodes from JSON, and no database takes it
+    return found

@@ -24,7 +24,7 @@ from cinderflow.api import policy
 from cinderflow.api.context import RequestContext
 from cinderflow.api.errors import NOT_FOUND, BadRequest, NotFound
 from cinderflow.api.microversions import MAX_VERSION, MIN_VERSION, APIVersion
-from cinderflow.api.validation import json_body, validate
+from cinderflow.api.validation import check_query_text, json_body, validate
 
 if TYPE_CHECKING:
     from cinderflow.api.app import ApiServices
@@ -178,8 +178,8 @@ def _dispatcher(endpoints: list[Endpoint]) -> Callable[[Request], Awaitable[Resp
         version: APIVersion = request.state.version
         parts = [str(v) for v in request.path_params.values()]
         parts += [text for pair in request.query_params.multi_items() for text in pair]
-        if any("\x00" in part for part in parts):
-            raise BadRequest("Invalid input: NUL characters are not allowed.")
+        for part in parts:
+            check_query_text(part)
         candidates = [e for e in endpoints if e.method == method]
         data: Any = None
         if any(e.action for e in candidates):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
@@ -78,25 +79,87 @@ async def json_body(request: Request) -> Any:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("Malformed request body") from None
-    if has_nul(data):
-        raise BadRequest("Invalid input: NUL characters are not allowed.")
+    check_document(data)
     return data
 
 
-def has_nul(data: Any) -> bool:
-    """True if any string (key or value) in a parsed JSON document contains U+0000."""
-    todo = [data]
+MAX_BODY_DEPTH = 32
+"""JSON nested deeper is refused whole: no body Cinder defines nests more than a few levels,
+and a deep one costs every layer that walks it (pydantic-core stops at 200)."""
+MAX_FREE_FORM_DEPTH = 4
+"""Free-form objects (a connector, scheduler hints) nest at most this deep: os-brick's
+connectors are two levels (lists of WWPNs in a dict)."""
+MAX_FREE_FORM_BYTES = 16384
+"""The largest free-form object, as JSON."""
+
+
+def check_text(text: str) -> None:
+    """400 for a string a database, a log line or a JSON encoder cannot carry: U+0000, or a
+    lone UTF-16 surrogate (`"\\ud800"` is valid JSON but not Unicode text)."""
+    if "\x00" in text:
+        raise BadRequest("Invalid input: NUL characters are not allowed.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(
+            "Invalid input: the text is not valid Unicode (a lone surrogate)."
+        ) from None
+
+
+LONE_SURROGATE_ESCAPE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|\\U0000[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
+"""A lone surrogate written as a JSON or Python escape (a high half not followed by a low
+one, a low half not after a high one): what a query filter decodes into later."""
+
+
+def check_query_text(text: str) -> None:
+    """`check_text` for a query value, and its escapes too: a filter such as
+    `metadata={"\\ud800": 1}` is refused before the route's policy or database work."""
+    check_text(text)
+    if "\\" in text and LONE_SURROGATE_ESCAPE.search(text):
+        raise BadRequest("Invalid input: the text is not valid Unicode (a lone surrogate).")
+
+
+def check_document(data: Any) -> None:
+    """400 unless every string of a parsed JSON document (keys and values) is `check_text`
+    clean and it nests at most MAX_BODY_DEPTH levels; before any handler, policy or database
+    work sees it."""
+    todo: list[tuple[Any, int]] = [(data, 0)]
     while todo:
-        item = todo.pop()
+        item, depth = todo.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            todo.extend(item.keys())
-            todo.extend(item.values())
-        elif isinstance(item, list):
-            todo.extend(item)
-    return False
+            check_text(item)
+        elif isinstance(item, dict | list):
+            if depth >= MAX_BODY_DEPTH:
+                raise BadRequest(
+                    f"Invalid input: the body nests deeper than {MAX_BODY_DEPTH} levels."
+                )
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            todo.extend((child, depth + 1) for child in children)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _bounded(value: dict[str, Any]) -> dict[str, Any]:
+    if _depth(value) > MAX_FREE_FORM_DEPTH:
+        raise ValueError(f"must not nest deeper than {MAX_FREE_FORM_DEPTH} levels")
+    if len(json.dumps(value)) > MAX_FREE_FORM_BYTES:
+        raise ValueError(f"must not be larger than {MAX_FREE_FORM_BYTES} bytes as JSON")
+    return value
+
+
+FreeForm = Annotated[dict[str, Any], AfterValidator(_bounded)]
+"""A client-shaped object cinderflow stores and passes on (a connector, scheduler hints):
+any keys, bounded in depth and size, so that it always fits a workflow's input."""
 
 
 def validate(model: type[M], data: Any) -> M:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
+from pydantic import ValidationError
 from sqlalchemy import delete
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -79,6 +80,12 @@ def setup_backend(settings: Settings, config: BackendConfig, keys: KeyService) -
     )
 
 
+UNDECODABLE = [ValidationError]
+"""A payload the converter cannot decode into its model (a workflow's input, an activity's
+result) fails the workflow once, with the converter's words, instead of failing its task
+forever: no retry of the same bytes decodes them (the API checks inputs before they are
+sent, api/handover.py check_carried)."""
+
 WORKFLOW_RUNNER = UnsandboxedWorkflowRunner()
 """Workflows run outside the SDK's sandbox in the workers. The sandbox re-enters its restricted
 environment through `exec` on every activation and payload conversion: 2.6 ms of CPU per
@@ -130,6 +137,7 @@ class WorkerService:
                     task_queue=settings.control_task_queue,
                     workflows=WORKFLOWS,
                     workflow_runner=WORKFLOW_RUNNER,
+                    workflow_failure_exception_types=UNDECODABLE,
                     activities=[activity for group in groups for activity in group.all()],
                     max_concurrent_activities=settings.db_concurrency,
                     max_concurrent_local_activities=settings.db_concurrency,

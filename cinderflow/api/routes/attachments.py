@@ -32,13 +32,13 @@ from cinderflow.api.handover import hand_over, operation_policy
 from cinderflow.api.lookups import visible_volume
 from cinderflow.api.params import boolean_param
 from cinderflow.api.routing import ApiRequest, Router
-from cinderflow.api.validation import StrictModel
+from cinderflow.api.validation import FreeForm, StrictModel
 from cinderflow.api.views import timestamp
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import Attachment, OutboxEntry, Volume, utcnow
 from cinderflow.status import AttachStatus, VolumeStatus
-from cinderflow.temporal.outbox import TemporalUnavailable
+from cinderflow.temporal.outbox import TemporalUnavailable, operation_of
 from cinderflow.workflows.attachments import AttachmentInput
 
 router = Router()
@@ -55,7 +55,7 @@ FILTERS = {
 class AttachmentCreate(StrictModel):
     volume_uuid: Uuid
     instance_uuid: Uuid | None = None
-    connector: dict[str, Any] | None = None
+    connector: FreeForm | None = None
     mode: Literal["rw", "ro"] | None = None
 
     @field_validator("connector", mode="after")
@@ -69,7 +69,7 @@ class AttachmentCreateBody(StrictModel):
 
 
 class AttachmentUpdate(StrictModel):
-    connector: dict[str, Any] = Field(min_length=1)
+    connector: FreeForm = Field(min_length=1)
 
 
 class AttachmentUpdateBody(StrictModel):
@@ -128,7 +128,9 @@ def visible_attachment(
     session: Session, ctx: RequestContext, attachment_id: str, *, for_update: bool = False
 ) -> Attachment:
     attachment = session.get(Attachment, attachment_id, with_for_update=for_update)
-    if attachment is None or not (ctx.is_admin or attachment.project_id == ctx.project_id):
+    if attachment is None or not policy.allowed(
+        ctx, "volume:attachment_get", attachment.project_id
+    ):
         raise attachment_not_found(attachment_id)
     return attachment
 
@@ -140,12 +142,13 @@ def _changeable(session: Session, attachment: Attachment) -> Volume:
     assert volume is not None
     if attachment.workflow_id is not None:
         raise Conflict(
-            f"Attachment {attachment.id} is busy: operation {attachment.workflow_id} is running."
+            f"Attachment {attachment.id} is busy: operation "
+            f"{operation_of(attachment.workflow_id)} is running."
         )
     if volume.workflow_id is not None:
         raise Conflict(
             f"Volume {volume.id} is busy: status {volume.status}, operation "
-            f"{volume.workflow_id} is running. Retry when it ends."
+            f"{operation_of(volume.workflow_id)} is running. Retry when it ends."
         )
     return volume
 
@@ -383,6 +386,7 @@ async def index_detail(req: ApiRequest) -> Response:
 
 
 async def _list(req: ApiRequest, *, detailed: bool) -> Response:
+    policy.authorize(req.ctx, "volume:attachment_get_all", req.ctx.project_id)
     everyone = req.ctx.is_admin and boolean_param(req, "all_tenants")
 
     def run() -> list[dict[str, Any]]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
-from cinderflow.api.validation import Boolean, Metadata, Name, PositiveInt, StrictModel
+from cinderflow.api.validation import Boolean, FreeForm, Metadata, Name, PositiveInt, StrictModel
 
 
 class VolumeCreate(StrictModel):
@@ -30,7 +28,7 @@ class VolumeCreate(StrictModel):
 
 class VolumeCreateBody(StrictModel):
     volume: VolumeCreate
-    scheduler_hints: dict[str, Any] | None = Field(default=None, alias="OS-SCH-HNT:scheduler_hints")
+    scheduler_hints: FreeForm | None = Field(default=None, alias="OS-SCH-HNT:scheduler_hints")
 
 
 class VolumeUpdate(StrictModel):
