@@ -58,10 +58,12 @@ class KeyActivities(ActivityGroup):
             spec = volume_db.encryption_spec(session, volume.volume_type_id)
             if spec is None or volume.encryption_key_id is not None:
                 return volume_db.volume_ref(session, volume)
-            source_key = self._source_key(session, volume)
+            source = self._source_key(session, volume)
         project = volume.project_id
         key_id = (
-            self.keys.clone(project, source_key) if source_key else self.keys.create(project, spec)
+            self.keys.clone(source[0], source[1], to_project=project)
+            if source
+            else self.keys.create(project, spec)
         )
         with self.db.transaction() as session:
             recorded = compare_and_swap(
@@ -84,19 +86,23 @@ class KeyActivities(ActivityGroup):
         return ref
 
     @staticmethod
-    def _source_key(session, volume: Volume) -> str | None:
+    def _source_key(session, volume: Volume) -> tuple[str, str] | None:
+        """(project, key id) of the key the new volume's is cloned from: the source's own
+        project, which is not the new volume's when an administrator clones another
+        project's volume or snapshot."""
         image_key = volume_db.admin_metadata_of(session, volume.id).get(
             admin_metadata.SOURCE_IMAGE_KEY_ID
         )
         if image_key:
-            return image_key
+            return volume.project_id, image_key
+        source: Snapshot | Volume | None = None
         if volume.snapshot_id:
-            snapshot = session.get(Snapshot, volume.snapshot_id)
-            return snapshot.encryption_key_id if snapshot else None
-        if volume.source_volid:
+            source = session.get(Snapshot, volume.snapshot_id)
+        elif volume.source_volid:
             source = session.get(Volume, volume.source_volid)
-            return source.encryption_key_id if source else None
-        return None
+        if source is None or source.encryption_key_id is None:
+            return None
+        return source.project_id, source.encryption_key_id
 
     @activity.defn(name="keys.delete_volume_key")
     async def delete_volume_key(self, volume: VolumeRef) -> None:

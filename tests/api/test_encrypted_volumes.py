@@ -8,7 +8,7 @@ from pathlib import Path
 from cinderflow.db.engine import Database
 from cinderflow.drivers import qemu_img
 from cinderflow.keys.service import KeyService, key_service
-from tests.helpers import Api, ThreadStack, assert_fault, poll, save_history
+from tests.helpers import Api, ThreadStack, assert_fault, new_project, poll, save_history
 
 LUKS = {
     "provider": "luks",
@@ -71,3 +71,31 @@ def test_luks2_type_finds_no_backend(api: Api) -> None:
     assert volume["encryption_key_id"] is None
     (message,) = api.get("/messages").json()["messages"]
     assert message["event_id"] == "VOLUME_VOLUME_001_003"
+
+
+def test_an_admin_clones_another_projects_encrypted_volume(api: Api, stack: ThreadStack) -> None:
+    """Probe finding M4: an admin's clone or create-from-snapshot of another project's
+    encrypted volume stayed `creating` forever (the source key was looked up in the new
+    volume's project). The new volumes belong to the admin's project, with their own key
+    cloned from the source's."""
+    keys, root = keys_of(stack), Path(stack.settings.backends[0].options["path"])
+    vtype = encrypted_type(api)
+    owner = api.as_user("alice")
+    volume = owner.available_volume(1, volume_type=vtype["id"])
+    secret = keys.passphrase(api.project, volume["encryption_key_id"])
+    original = qemu_img.read_luks(root / f"volume-{volume['id']}", 4096, 64, secret)
+    snap = owner.post("/snapshots", {"snapshot": {"volume_id": volume["id"]}}).json()["snapshot"]
+    poll(
+        lambda: owner.get(f"/snapshots/{snap['id']}").json()["snapshot"]["status"] == "available",
+        what="snapshot available",
+    )
+    admin = api.as_user("admin", project=new_project())
+    for source in ({"source_volid": volume["id"]}, {"snapshot_id": snap["id"]}):
+        made = admin.available_volume(1, **source)
+        assert made["encrypted"] and made["encryption_key_id"] != volume["encryption_key_id"]
+        assert made["os-vol-tenant-attr:tenant_id"] == admin.project
+        own = keys.passphrase(admin.project, made["encryption_key_id"])
+        assert qemu_img.read_luks(root / f"volume-{made['id']}", 4096, 64, own) == original
+        admin.delete(f"/volumes/{made['id']}")
+        admin.wait_gone(made["id"])
+    assert keys.exists(api.project, volume["encryption_key_id"])
