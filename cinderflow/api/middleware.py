@@ -4,7 +4,8 @@
 2. under `/v3`: microversion negotiation and the `OpenStack-API-Version`/`Vary` response headers;
 3. `/v3/<project_id>/<rest>` folded into `/v3/<rest>` (Cinder registers every route twice);
 4. auth (not for the version documents) and the URL-project check;
-5. the last-resort error boundary: an unexpected exception is a 500 fault, never a traceback.
+5. the last-resort error boundary: an unexpected exception is a 500 fault, never a traceback
+   to the client; a client that disconnected mid-request is logged quietly (not an error).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uuid
 from typing import Any
 
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cinderflow.api.context import noauth_context
@@ -75,6 +77,9 @@ class CinderMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except ClientDisconnect:
+            # the client went away mid-request: nobody to answer, nothing went wrong here
+            log.info("client disconnected during %s %s (%s)", scope["method"], path, request_id)
         except Exception:
             log.exception("unhandled error in %s %s (%s)", scope["method"], path, request_id)
             if not started:

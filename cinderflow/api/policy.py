@@ -90,6 +90,8 @@ RULES: dict[str, Rule] = {
     "volume:get_snapshot_metadata": _reader,
     "volume:update_snapshot_metadata": _member,
     "volume:delete_snapshot_metadata": _member,
+    "volume:attachment_get": _reader,
+    "volume:attachment_get_all": _reader,
     "volume:attachment_create": _member,
     "volume:attachment_update": _member,
     "volume:attachment_delete": _member,

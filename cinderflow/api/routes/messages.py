@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from cinderflow.api import microversions as mv
 from cinderflow.api import policy
+from cinderflow.api.context import RequestContext
 from cinderflow.api.errors import BadRequest, NotFound
 from cinderflow.api.params import boolean_param, int_param, sort_param
 from cinderflow.api.routing import ApiRequest, Router
@@ -104,7 +105,7 @@ async def index(req: ApiRequest) -> Response:
                 if name in req.query:
                     stmt = stmt.where(getattr(Message, name) == req.query[name])
             if marker:
-                stmt = stmt.where(_after(session, marker, order))
+                stmt = stmt.where(_after(session, marker, order, None if everyone else req.ctx))
             columns = [getattr(Message, k) for k, _ in order]
             stmt = stmt.order_by(
                 *(
@@ -120,9 +121,13 @@ async def index(req: ApiRequest) -> Response:
     return JSONResponse({"messages": await run_in_threadpool(run)})
 
 
-def _after(session: Session, marker: str, order: list[tuple[str, str]]):
+def _after(
+    session: Session, marker: str, order: list[tuple[str, str]], caller: RequestContext | None
+):
+    """Rows after the marker; a marker the `caller` could not list (another project's
+    message) is as unknown as one that does not exist."""
     row = session.get(Message, marker)
-    if row is None:
+    if row is None or (caller is not None and row.project_id != caller.project_id):
         raise NotFound(f"Marker {marker} could not be found.")
     clauses = []
     for i, (key, direction) in enumerate(order):

@@ -20,6 +20,7 @@ from cinderflow.api.schemas.types import (
     RemoveProjectAccess,
     TypeAccessList,
     TypeCreateBody,
+    TypeUpdate,
     TypeUpdateBody,
     VolumeTypeBody,
     VolumeTypeList,
@@ -208,6 +209,7 @@ async def update_type(req: ApiRequest) -> Response:
             vtype = session.get(VolumeType, ref, with_for_update=True)
             if vtype is None:
                 raise type_not_found(ref)
+            _keep_default_reachable(session, req.services.settings, vtype, change)
             if change.name is not None and change.name != vtype.name:
                 taken = session.exec(select(VolumeType).where(VolumeType.name == change.name))
                 if taken.first():
@@ -223,6 +225,22 @@ async def update_type(req: ApiRequest) -> Response:
             return type_view(req, vtype, _specs_of(session, [vtype])[vtype.id], mode="update")
 
     return JSONResponse({"volume_type": await run_in_threadpool(run)})
+
+
+def _keep_default_reachable(
+    session: Session, settings: Settings, vtype: VolumeType, change: TypeUpdate
+) -> None:
+    """400 for a rename or unpublishing of the default type: the default is found by its
+    configured name and used by every project, so either would break creating without a type
+    (Cinder then fails on each such request)."""
+    if vtype.name != settings.default_volume_type:
+        return
+    renamed = change.name is not None and change.name != vtype.name
+    if renamed or change.is_public is False:
+        raise BadRequest(
+            f"The volume type {vtype.id} is the default volume type "
+            f"({settings.default_volume_type}): it cannot be renamed or made private."
+        )
 
 
 def _rename_type_quotas(session: Session, old: str, new: str) -> None:
