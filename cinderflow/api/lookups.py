@@ -10,6 +10,7 @@ from cinderflow.api.context import RequestContext
 from cinderflow.api.errors import Conflict, NotFound, volume_not_found
 from cinderflow.db import ownership
 from cinderflow.db.models import Snapshot, Volume
+from cinderflow.temporal.outbox import operation_of
 
 
 def snapshot_not_found(snapshot_id: str) -> NotFound:
@@ -40,7 +41,7 @@ def refuse_busy(session: Session, volume: Volume, verb: str) -> None:
     held = ownership.holds_on(session, volume.id)
     if volume.workflow_id is not None or held:
         holder = (
-            f"operation {volume.workflow_id} owns it"
+            f"operation {operation_of(volume.workflow_id)} owns it"
             if volume.workflow_id
             else ownership.hold_reason(held[0])
         )

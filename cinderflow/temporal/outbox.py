@@ -44,6 +44,14 @@ def workflow_id(kind: str, resource_id: str, operation: str) -> str:
     return f"{kind}-{resource_id}-{operation}-{secrets.token_hex(4)}"
 
 
+def operation_of(workflow_id: str) -> str:
+    """The operation a workflow id names (`retype`), for messages to users: the id itself is
+    what it takes to signal or terminate the workflow, so it stays with operators (who find a
+    volume's workflows by its `VolumeId` search attribute)."""
+    parts = workflow_id.rsplit("-", 2)
+    return parts[1] if len(parts) == 3 else "in progress"
+
+
 def new_entry(
     *,
     workflow_id: str,
@@ -148,14 +156,16 @@ class Outbox:
         on), or WorkflowFailureError if it failed.
         """
         if not await self.start(entry):
-            raise TemporalUnavailable(entry.workflow_id)
+            raise TemporalUnavailable(
+                f"the {entry.operation} operation is recorded and will be started"
+            )
         handle = self.client.get_workflow_handle(entry.workflow_id)
         try:
             return await asyncio.wait_for(handle.result(), timeout)
         except RPCError as error:
             raise TemporalUnavailable(
-                f"workflow {entry.workflow_id} was started, but the workflow service went "
-                f"away while we waited for it ({error.message})"
+                f"the {entry.operation} operation was started, but the workflow service "
+                f"went away while we waited for it ({error.message})"
             ) from None
 
     async def sweep(self, grace: timedelta) -> int:

@@ -48,7 +48,7 @@ def _cause(error: BaseException) -> str:
 
 def _rpc(error: RPCError, workflow_id: str) -> Exception:
     if error.status == RPCStatusCode.NOT_FOUND or "already completed" in error.message:
-        return OwnerGone(f"workflow {workflow_id} has ended")
+        return OwnerGone("the operation has ended")
     if error.status == RPCStatusCode.RESOURCE_EXHAUSTED:  # Temporal's in-flight update limit
         return UpdateRefused("too many requests to this operation are in flight; try again")
     return TemporalUnavailable(
@@ -104,7 +104,7 @@ class OwnerClient:
             raise _rpc(rpc, workflow_id) from None
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             raise TemporalUnavailable(
-                f"no worker took the message for workflow {workflow_id} within "
+                f"no worker took the message for the operation within "
                 f"{ACCEPT_WAIT_S:.0f} s (is a worker running?); it may still take effect when "
                 "one does"
             ) from None
@@ -129,4 +129,4 @@ class OwnerClient:
         except RPCError as rpc:
             raise _rpc(rpc, workflow_id) from None
         except TimeoutError:
-            raise TemporalUnavailable(f"workflow {workflow_id} did not answer in time") from None
+            raise TemporalUnavailable("the operation did not answer in time") from None

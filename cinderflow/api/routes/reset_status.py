@@ -30,7 +30,7 @@ from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import OutboxEntry, Snapshot, Volume
 from cinderflow.payloads import OperationOutcome, ResetOutcome, ResetRequest
 from cinderflow.status import ResourceKind
-from cinderflow.temporal.outbox import TemporalUnavailable
+from cinderflow.temporal.outbox import TemporalUnavailable, operation_of
 from cinderflow.temporal.owner import OwnerGone, UpdateRefused
 from cinderflow.workflows.operation import LOST, OperationWorkflow
 
@@ -242,10 +242,11 @@ async def _undeliverable(req: ApiRequest, kind: str, ident: str, owner: str | No
         )
     if pending:
         return ServiceUnavailable(
-            f"Operation {owner} owns {kind} {ident} but has not started yet (the workflow "
-            "service was unreachable); reset again shortly."
+            f"Operation {operation_of(owner)} owns {kind} {ident} but has not started yet "
+            "(the workflow service was unreachable); reset again shortly."
         )
     return Conflict(
-        f"Operation {owner} owns {kind} {ident} but has ended without releasing it; reset it "
-        f"with `cinderflow manage {kind} reset-state {ident} --state <status> --force`."
+        f"Operation {operation_of(owner)} owns {kind} {ident} but has ended without releasing "
+        f"it; reset it with `cinderflow manage {kind} reset-state {ident} --state <status> "
+        "--force`."
     )

@@ -38,6 +38,7 @@ from cinderflow.db import snapshots as snapshot_db
 from cinderflow.db.metadata import SNAPSHOTS, set_metadata
 from cinderflow.db.models import OutboxEntry, Snapshot, VolumeType, utcnow
 from cinderflow.status import ResourceKind, SnapshotStatus, VolumeStatus
+from cinderflow.temporal.outbox import operation_of
 from cinderflow.workflows.delete_snapshot import SnapshotInput
 
 router = Router()
@@ -341,7 +342,7 @@ def deletion_refused(session: Session, snapshot: Snapshot, *, force: bool) -> Ba
     if force and snapshot.workflow_id is not None:
         return BadRequest(
             f"Invalid snapshot: Snapshot {snapshot.id} is busy: status "
-            f"{snapshot.status}, operation {snapshot.workflow_id} is running."
+            f"{snapshot.status}, operation {operation_of(snapshot.workflow_id)} is running."
         )
     status = "" if force else "status must be available or error and"
     return BadRequest(f"Invalid snapshot: Snapshot {status} must not be part of a group.")

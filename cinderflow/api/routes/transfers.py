@@ -33,6 +33,7 @@ from cinderflow.db import transfers as transfer_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import OutboxEntry, Snapshot, Transfer, Volume, VolumeType, utcnow
 from cinderflow.status import ResourceKind, SnapshotStatus, VolumeStatus
+from cinderflow.temporal.outbox import operation_of
 from cinderflow.workflows.accept_transfer import AcceptTransferInput
 
 router = Router()
@@ -257,8 +258,8 @@ async def accept(req: ApiRequest) -> Response:
                 raise transfer_not_found(transfer_id)  # the volume is gone or someone else's
             if volume.workflow_id is not None:
                 raise Conflict(
-                    f"Volume {volume.id} is busy: operation {volume.workflow_id} owns it; "
-                    "retry when it ends."
+                    f"Volume {volume.id} is busy: operation "
+                    f"{operation_of(volume.workflow_id)} owns it; retry when it ends."
                 )
             if volume.status != VolumeStatus.AWAITING_TRANSFER:
                 raise invalid_volume(f"Volume {volume.id} status must be awaiting-transfer")
@@ -345,8 +346,8 @@ async def delete(req: ApiRequest) -> Response:
             volume = session.get(Volume, transfer.volume_id, with_for_update=True)
             if volume is not None and volume.workflow_id is not None:
                 raise Conflict(
-                    f"Volume {volume.id} is busy: operation {volume.workflow_id} owns it; "
-                    "retry when it ends."
+                    f"Volume {volume.id} is busy: operation "
+                    f"{operation_of(volume.workflow_id)} owns it; retry when it ends."
                 )
             if volume is not None and volume.project_id == transfer.source_project_id:
                 compare_and_swap(  # no-op unless it still awaits this transfer

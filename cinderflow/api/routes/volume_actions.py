@@ -36,6 +36,7 @@ from cinderflow.db.models import OutboxEntry, Service, Volume, VolumeType
 from cinderflow.payloads import ExtendCompletion
 from cinderflow.scheduling.backends import extend_plan, reports_since
 from cinderflow.status import VolumeStatus
+from cinderflow.temporal.outbox import operation_of
 from cinderflow.temporal.owner import OwnerGone, UpdateRefused
 from cinderflow.temporal.queues import backend_of
 from cinderflow.workflows.extend_volume import NOT_WAITING, ExtendInput, ExtendVolume
@@ -138,8 +139,8 @@ def _check_extend(session: Session, volume: Volume, new_size: int, online: bool)
     expected = VolumeStatus.IN_USE if online else VolumeStatus.AVAILABLE
     if volume.workflow_id is not None and volume.status == expected:
         raise Conflict(
-            f"Volume {volume.id} is busy: operation {volume.workflow_id} owns it; extend it "
-            "once that has ended."
+            f"Volume {volume.id} is busy: operation {operation_of(volume.workflow_id)} owns it; "
+            "extend it once that has ended."
         )
     held = ownership.holds_on(session, volume.id)
     if held and volume.status == expected:

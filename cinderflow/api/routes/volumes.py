@@ -58,7 +58,7 @@ from cinderflow.status import (
     SnapshotStatus,
     VolumeStatus,
 )
-from cinderflow.temporal.outbox import TemporalUnavailable
+from cinderflow.temporal.outbox import TemporalUnavailable, operation_of
 from cinderflow.temporal.owner import OwnerGone, UpdateRefused
 from cinderflow.workflows.create_volume import CreateVolumeInput
 from cinderflow.workflows.delete_volume import DeleteVolumeInput
@@ -542,7 +542,8 @@ def _delete_refused(session: Session, volume: Volume, force: bool) -> BadRequest
     if force and volume.workflow_id is not None:
         return invalid_volume(
             f"Volume {volume.id} is busy: status {volume.status}, operation "
-            f"{volume.workflow_id} is running. Wait for it to end, or reset the status."
+            f"{operation_of(volume.workflow_id)} is running. Wait for it to end, or reset the "
+            "status."
         )
     return invalid_volume(DELETE_REFUSED)
 
