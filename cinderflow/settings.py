@@ -59,6 +59,9 @@ class Settings(BaseSettings):
 
     auth_strategy: Literal["noauth"] = "noauth"
     admin_users: list[str] = Field(default_factory=lambda: ["admin"])
+    policy_file: Path | None = None
+    """An oslo.policy `policy.yaml` overriding the default rules (Cinder's rule names;
+    `oslopolicy-sample-generator --namespace cinderflow` prints them); unset: the defaults."""
     insecure_noauth_any_address: bool = False
     """Let a `noauth` API listen on an address other than loopback. noauth believes the token
     and roles a caller sends (anyone who reaches the port can be admin), so this is for a

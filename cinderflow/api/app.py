@@ -27,6 +27,7 @@ from cinderflow.api.errors import (
     fault_body,
 )
 from cinderflow.api.middleware import CinderMiddleware
+from cinderflow.api.policy import Policy
 from cinderflow.api.routes import (
     attachments,
     images,
@@ -140,7 +141,9 @@ def create_app(
             Route("/openapi.json", openapi_json),
             *router.starlette_routes(),
         ],
-        middleware=[Middleware(CinderMiddleware, settings=settings)],
+        middleware=[
+            Middleware(CinderMiddleware, settings=settings, policy=Policy(settings.policy_file))
+        ],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,

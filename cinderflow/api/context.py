@@ -2,16 +2,19 @@
 
 `noauth` reads `X-Auth-Token: <user>:<project>` as Cinder's NoAuthMiddleware does (no colon:
 the project is the user). Roles come from `X-Roles` when present; otherwise users listed in
-`admin_users` are admins and everyone else is member and reader.
+`admin_users` are admins and everyone else is member and reader. `is_admin` is the policy's
+`context_is_admin` rule over the caller's credentials, decided once per request.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.datastructures import Headers
 
 from cinderflow.api.errors import Unauthorized
+from cinderflow.api.policy import Policy
 from cinderflow.settings import Settings
 
 ADMIN = "admin"
@@ -26,13 +29,56 @@ class RequestContext:
     project_id: str
     roles: frozenset[str]
     request_id: str
+    policy: Policy = field(compare=False, repr=False)
+    service_roles: frozenset[str] = frozenset()
+    """Roles of a service token sent beside the user's (keystone's X-Service-Roles)."""
+    is_admin: bool = False
 
     @property
-    def is_admin(self) -> bool:
-        return ADMIN in self.roles
+    def credentials(self) -> dict[str, Any]:
+        return credentials(self.user_id, self.project_id, self.roles, self.service_roles)
 
 
-def noauth_context(headers: Headers, settings: Settings, request_id: str) -> RequestContext:
+def credentials(
+    user_id: str, project_id: str, roles: frozenset[str], service_roles: frozenset[str]
+) -> dict[str, Any]:
+    """What oslo.policy checks read (`role:…`, `project_id:…`, `service_roles:…`)."""
+    return {
+        "user_id": user_id,
+        "project_id": project_id,
+        "roles": sorted(roles),
+        "service_roles": sorted(service_roles),
+    }
+
+
+def new_context(
+    policy: Policy,
+    *,
+    user_id: str,
+    project_id: str,
+    roles: frozenset[str],
+    request_id: str,
+    service_roles: frozenset[str] = frozenset(),
+) -> RequestContext:
+    creds = credentials(user_id, project_id, roles, service_roles)
+    return RequestContext(
+        user_id=user_id,
+        project_id=project_id,
+        roles=roles,
+        request_id=request_id,
+        policy=policy,
+        service_roles=service_roles,
+        is_admin=policy.check("context_is_admin", creds, project_id),
+    )
+
+
+def role_set(header: str) -> frozenset[str]:
+    return frozenset(r.strip().lower() for r in header.split(",") if r.strip())
+
+
+def noauth_context(
+    headers: Headers, settings: Settings, policy: Policy, request_id: str
+) -> RequestContext:
     token = headers.get("x-auth-token")
     if not token:
         raise Unauthorized("Authentication required: send X-Auth-Token <user>:<project>.")
@@ -42,11 +88,11 @@ def noauth_context(headers: Headers, settings: Settings, request_id: str) -> Req
     if not project_id:
         raise Unauthorized("The auth token names no project: expected <user>:<project>.")
     if "x-roles" in headers:
-        roles = frozenset(r.strip().lower() for r in headers["x-roles"].split(",") if r.strip())
+        roles = role_set(headers["x-roles"])
     elif user_id in settings.admin_users:
         roles = frozenset({ADMIN, MEMBER, READER})
     else:
         roles = frozenset({MEMBER, READER})
-    return RequestContext(
-        user_id=user_id, project_id=project_id, roles=roles, request_id=request_id
+    return new_context(
+        policy, user_id=user_id, project_id=project_id, roles=roles, request_id=request_id
     )

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cinderflow.api.context import noauth_context
 from cinderflow.api.errors import GENERIC_500, ApiError, BadRequest, fault_body
 from cinderflow.api.microversions import HEADER, LEGACY_HEADER, MIN_VERSION, negotiate
+from cinderflow.api.policy import Policy
 from cinderflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,10 @@ VERSION_DOCUMENTS = frozenset({"/", "/v3", "/v3/"})
 
 
 class CinderMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, policy: Policy) -> None:
         self.app = app
         self.settings = settings
+        self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,7 +94,7 @@ class CinderMiddleware:
             url_project, rest = match.group(1), match.group(2)
             scope["path"] = "/v3" + rest
             scope["raw_path"] = scope["path"].encode()
-        context = noauth_context(Headers(scope=scope), self.settings, request_id)
+        context = noauth_context(Headers(scope=scope), self.settings, self.policy, request_id)
         if url_project is not None and url_project != context.project_id:
             raise BadRequest("Malformed request url")
         state["context"] = context

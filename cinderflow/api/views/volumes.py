@@ -60,7 +60,7 @@ def load(session: Session, volumes: list[Volume]) -> list[VolumeView]:
 
 def attachment_entry(req: ApiRequest, attachment: Attachment) -> dict[str, Any]:
     """An entry of the volume's `attachments` (what `cinder list`/`show` and Nova read)."""
-    sees_hosts = req.ctx.is_admin or SERVICE in req.ctx.roles
+    sees_hosts = req.ctx.is_admin or SERVICE in req.ctx.roles or SERVICE in req.ctx.service_roles
     return {
         "id": attachment.volume_id,
         "attachment_id": attachment.id,
