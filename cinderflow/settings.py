@@ -57,7 +57,23 @@ class Settings(BaseSettings):
     temporal_namespace: str | None = None
     control_task_queue: str = "cinderflow-control"
 
-    auth_strategy: Literal["noauth"] = "noauth"
+    auth_strategy: Literal["noauth", "keystone"] = "noauth"
+    """`noauth` (tests, `cinderflow dev`: the token names user and project, roles from
+    `X-Roles`) or `keystone` (keystonemiddleware's auth_token validates every token)."""
+    keystone_auth_url: str | None = None
+    """Keystone's identity endpoint (`http://keystone:5000/v3`), where tokens are validated."""
+    keystone_username: str = "cinderflow"
+    """The service user auth_token validates tokens as (admin or service role in its
+    project)."""
+    keystone_password: SecretStr | None = None
+    keystone_project_name: str = "service"
+    keystone_user_domain_name: str = "Default"
+    keystone_project_domain_name: str = "Default"
+    keystone_interface: str = "public"
+    """Which catalog endpoint of Keystone auth_token talks to."""
+    keystone_authtoken: dict[str, str] = Field(default_factory=dict)
+    """Further keystonemiddleware auth_token options (`memcached_servers`, `cafile`,
+    `token_cache_time`, `service_token_roles_required`, ...), over the ones above."""
     admin_users: list[str] = Field(default_factory=lambda: ["admin"])
     policy_file: Path | None = None
     """An oslo.policy `policy.yaml` overriding the default rules (Cinder's rule names;

@@ -13,10 +13,8 @@ Both run on 127.0.0.1 in process groups of their own and are stopped by PID.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +24,7 @@ import httpx
 
 from cinderflow.drivers import qemu_img
 from cinderflow.temporal.devserver import free_port
-from tests.helpers import poll
+from tests.services import service_venv, stop_group, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 GLANCE_VENV = Path(os.environ.get("CINDERFLOW_TEST_GLANCE_VENV", REPO / ".venv-glance"))
@@ -35,31 +33,6 @@ BAO_ROOT_TOKEN = "root"
 BAO_MOUNT = "kv1"
 GIB = 1024**3
 MIB = 1024**2
-
-
-def _wait_http(url: str, what: str, proc: subprocess.Popen[bytes]) -> None:
-    """Poll `url` until it answers (below 500); fail at once if the server exits."""
-
-    def answers() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            return httpx.get(url, timeout=2.0).status_code < 500
-        except httpx.HTTPError:
-            return False
-
-    poll(answers, timeout=60.0, what=f"{what} ready at {url}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(15)
 
 
 class OpenBao:
@@ -85,7 +58,7 @@ class OpenBao:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        _wait_http(f"{self.url}/v1/sys/health", "OpenBao", proc=self.proc)
+        wait_http(f"{self.url}/v1/sys/health", "OpenBao", proc=self.proc)
         response = httpx.post(
             f"{self.url}/v1/sys/mounts/{BAO_MOUNT}",
             headers={"X-Vault-Token": BAO_ROOT_TOKEN},
@@ -96,7 +69,7 @@ class OpenBao:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop_group(self.proc)
 
     def settings(self) -> dict[str, Any]:
         """cinderflow's settings for this server (the names issue 12 pins)."""
@@ -123,21 +96,7 @@ class OpenBao:
 
 
 def glance_venv() -> Path:
-    """The venv with Glance and gunicorn, made once (under a lock: parallel sessions wait)."""
-    ready = GLANCE_VENV / ".ready"
-    if ready.exists():
-        return GLANCE_VENV
-    GLANCE_VENV.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{GLANCE_VENV}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not ready.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(GLANCE_VENV)], check=True)
-            subprocess.run(
-                [str(GLANCE_VENV / "bin" / "pip"), "install", "-q", *GLANCE_PACKAGES],
-                check=True,
-            )
-            ready.touch()
-    return GLANCE_VENV
+    return service_venv(GLANCE_VENV, GLANCE_PACKAGES)
 
 
 GLANCE_CONF = """[DEFAULT]
@@ -269,12 +228,12 @@ class Glance:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        _wait_http(f"{self.url}/healthcheck", "Glance", proc=self.proc)
+        wait_http(f"{self.url}/healthcheck", "Glance", proc=self.proc)
         return self
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop_group(self.proc)
 
     def headers(self, project_id: str, roles: str = "admin,member,reader") -> dict[str, str]:
         return {

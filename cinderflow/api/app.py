@@ -26,6 +26,7 @@ from cinderflow.api.errors import (
     ServiceUnavailable,
     fault_body,
 )
+from cinderflow.api.keystone import KeystoneAuth
 from cinderflow.api.middleware import CinderMiddleware
 from cinderflow.api.policy import Policy
 from cinderflow.api.routes import (
@@ -133,6 +134,8 @@ def create_app(
     async def openapi_json(request: Request) -> JSONResponse:
         return JSONResponse(document)
 
+    policy = Policy(settings.policy_file)
+    keystone = KeystoneAuth(settings, policy) if settings.auth_strategy == "keystone" else None
     app = Starlette(
         routes=[
             Route("/", versions.root),
@@ -142,7 +145,7 @@ def create_app(
             *router.starlette_routes(),
         ],
         middleware=[
-            Middleware(CinderMiddleware, settings=settings, policy=Policy(settings.policy_file))
+            Middleware(CinderMiddleware, settings=settings, policy=policy, keystone=keystone)
         ],
         exception_handlers={
             ApiError: _api_error,

@@ -3,7 +3,8 @@
 1. request ids (`x-openstack-request-id`, `x-compute-request-id`);
 2. under `/v3`: microversion negotiation and the `OpenStack-API-Version`/`Vary` response headers;
 3. `/v3/<project_id>/<rest>` folded into `/v3/<rest>` (Cinder registers every route twice);
-4. auth (not for the version documents) and the URL-project check;
+4. auth (not for the version documents): noauth, or keystonemiddleware's auth_token
+   (api/keystone.py); then the URL-project check;
 5. the last-resort error boundary: an unexpected exception is a 500 fault, never a traceback
    to the client; a client that disconnected mid-request is logged quietly (not an error).
 """
@@ -16,12 +17,14 @@ import re
 import uuid
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cinderflow.api.context import noauth_context
 from cinderflow.api.errors import GENERIC_500, ApiError, BadRequest, fault_body
+from cinderflow.api.keystone import KeystoneAuth
 from cinderflow.api.microversions import HEADER, LEGACY_HEADER, MIN_VERSION, negotiate
 from cinderflow.api.policy import Policy
 from cinderflow.settings import Settings
@@ -34,10 +37,14 @@ VERSION_DOCUMENTS = frozenset({"/", "/v3", "/v3/"})
 
 
 class CinderMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings, policy: Policy) -> None:
+    def __init__(
+        self, app: ASGIApp, settings: Settings, policy: Policy, keystone: KeystoneAuth | None
+    ) -> None:
         self.app = app
         self.settings = settings
         self.policy = policy
+        self.keystone = keystone
+        """Set for auth_strategy keystone (made with the app: a bad setting stops start-up)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,7 +68,7 @@ class CinderMiddleware:
                 )
                 version_header = f"volume {state['version']}"
                 if path not in VERSION_DOCUMENTS:
-                    self._authenticate(scope, state, request_id)
+                    await self._authenticate(scope, state, request_id)
             except ApiError as error:
                 extra.append((HEADER.encode(), version_header.encode()))
                 await _send_fault(send, error.code, error.body(), error.headers, extra)
@@ -87,14 +94,20 @@ class CinderMiddleware:
             if not started:
                 await _send_fault(send, 500, fault_body(500, GENERIC_500), {}, extra)
 
-    def _authenticate(self, scope: Scope, state: dict[str, Any], request_id: str) -> None:
+    async def _authenticate(self, scope: Scope, state: dict[str, Any], request_id: str) -> None:
         url_project = None
         match = PROJECT_ID.match(scope["path"])
         if match:
             url_project, rest = match.group(1), match.group(2)
             scope["path"] = "/v3" + rest
             scope["raw_path"] = scope["path"].encode()
-        context = noauth_context(Headers(scope=scope), self.settings, self.policy, request_id)
+        headers = Headers(scope=scope)
+        if self.keystone is not None:  # may call Keystone: off the event loop
+            context = await run_in_threadpool(
+                self.keystone.context, headers, scope["path"], request_id
+            )
+        else:
+            context = noauth_context(headers, self.settings, self.policy, request_id)
         if url_project is not None and url_project != context.project_id:
             raise BadRequest("Malformed request url")
         state["context"] = context
