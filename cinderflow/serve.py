@@ -11,6 +11,7 @@ from collections.abc import Callable
 import uvicorn
 
 from cinderflow.api.app import create_app
+from cinderflow.api.framing import CinderH11Protocol
 from cinderflow.db.engine import Database
 from cinderflow.files import keep_private
 from cinderflow.settings import Settings, refuse_insecure_exposure
@@ -44,6 +45,7 @@ def api_server(settings: Settings, **app_kwargs) -> uvicorn.Server:
         port=settings.api_port,
         log_level="warning",
         lifespan="on",
+        http=CinderH11Protocol,
     )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]

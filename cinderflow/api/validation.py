@@ -49,6 +49,19 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"'{value}' is not a valid boolean value")
 
 
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("must not be null")
+    return value
+
+
+NOT_BLANK = {"pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"}
+"""Schema of a text that must hold more than whitespace (and no NUL), for `json_schema_extra`."""
+
+NotNull = BeforeValidator(_not_null)
+"""For a field that may be left out but, when sent, must not be null (type it
+`T | SkipJsonSchema[None] = None`: the schema then says T, not nullable)."""
+
 PositiveInt = Annotated[int, BeforeValidator(_int_or_digits), Field(ge=1, le=DB_MAX_INT)]
 Boolean = Annotated[bool, BeforeValidator(parse_bool)]
 Name = Annotated[str, Field(max_length=255)]

@@ -3,6 +3,7 @@ a Cinder fault, nothing changed, nothing stuck."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import uuid
@@ -240,3 +241,24 @@ def test_a_busy_answer_carries_no_workflow_id(api: Api, stack: ThreadStack) -> N
 
 def stack_workflow_ids(stack: ThreadStack, volume_id: str) -> list[str]:
     return workflows_of(stack.settings.temporal_address, volume_id)
+
+
+# L7 -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"GARBAGE\r\n\r\n", b"GET /v3 HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"],
+)
+def test_malformed_http_gets_a_cinder_fault(stack: ThreadStack, raw: bytes) -> None:
+    with socket.create_connection((stack.settings.api_host, stack.settings.api_port)) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert b"content-type: application/json" in head.lower()
+    fault = json.loads(body)
+    assert fault["badRequest"]["code"] == 400
+    assert "Malformed request" in fault["badRequest"]["message"]

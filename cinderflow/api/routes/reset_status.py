@@ -11,9 +11,12 @@ a user message. A second reset while one runs is 409; Temporal unreachable is 50
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from temporalio.client import WorkflowFailureError
@@ -24,7 +27,7 @@ from cinderflow.api.errors import BadRequest, Conflict, ServiceUnavailable, inva
 from cinderflow.api.handover import hand_over, operation_policy
 from cinderflow.api.lookups import visible_snapshot, visible_volume
 from cinderflow.api.routing import ApiRequest, Router
-from cinderflow.api.validation import Boolean, StrictModel
+from cinderflow.api.validation import Boolean, NotNull, StrictModel
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import OutboxEntry, Snapshot, Volume
@@ -39,11 +42,32 @@ DELIVERY_ATTEMPTS = 3
 """How often a reset looks for the volume's owner again when the one it found has just ended."""
 
 
+def _one_of(values: tuple[str, ...], refused: Mapping[str, str] = MappingProxyType({})) -> Any:
+    """The values a reset takes (case-insensitively; Cinder's, less those cinderflow refuses
+    as targets), as the schema's enum."""
+    taken = [str(v) for v in values if str(v) not in refused]
+    return Field(default=None, json_schema_extra={"enum": taken})
+
+
 class VolumeReset(StrictModel):
-    status: str | None = None
-    attach_status: str | None = None
-    migration_status: str | None = None
-    force: Boolean | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name]} for name in ("status", "attach_status", "migration_status")
+            ]
+        }
+    )
+
+    status: Annotated[str | SkipJsonSchema[None], NotNull] = _one_of(
+        reset_rules.VOLUME_STATUSES, reset_rules.VOLUME_REFUSED
+    )
+    attach_status: Annotated[str | SkipJsonSchema[None], NotNull] = _one_of(
+        reset_rules.ATTACH_STATUSES
+    )
+    migration_status: Annotated[str | SkipJsonSchema[None], NotNull] = _one_of(
+        reset_rules.MIGRATION_STATUSES
+    )
+    force: Annotated[Boolean | SkipJsonSchema[None], NotNull] = None
     """cinderflow's extension: reset even if the driver fails (its error is reported)."""
 
 
@@ -52,7 +76,15 @@ class VolumeResetBody(StrictModel):
 
 
 class SnapshotReset(StrictModel):
-    status: str
+    status: str = Field(
+        json_schema_extra={
+            "enum": [
+                str(v)
+                for v in reset_rules.SNAPSHOT_STATUSES
+                if v not in reset_rules.SNAPSHOT_REFUSED
+            ]
+        }
+    )
 
 
 class SnapshotResetBody(StrictModel):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -18,7 +19,7 @@ from cinderflow.api import microversions as mv
 from cinderflow.api import policy
 from cinderflow.api.errors import NotFound, invalid_input
 from cinderflow.api.routing import ApiRequest, Router
-from cinderflow.api.validation import StrictModel
+from cinderflow.api.validation import NOT_BLANK, NotNull, StrictModel
 from cinderflow.api.views import timestamp
 from cinderflow.db.models import Service, utcnow
 from cinderflow.scheduling.backends import VOLUME_BINARY
@@ -33,10 +34,23 @@ def _reason(value: str) -> str:
     return value
 
 
+def _needs_host_and_binary(schema: dict[str, Any], model: type) -> None:
+    """The schema says what the handler checks: a host ("Host field is missing." otherwise,
+    in Cinder's words) and a binary (or its old name)."""
+    schema["required"] = sorted({*schema.get("required", []), "host"})
+    schema["anyOf"] = [{"required": ["binary"]}, {"required": ["service"]}]
+
+
 class ServiceRef(StrictModel):
-    host: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    binary: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    service: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    model_config = ConfigDict(json_schema_extra=_needs_host_and_binary)
+
+    host: Annotated[str | SkipJsonSchema[None], NotNull, Field(min_length=1, max_length=255)] = None
+    binary: Annotated[str | SkipJsonSchema[None], NotNull, Field(min_length=1, max_length=255)] = (
+        None
+    )
+    service: Annotated[str | SkipJsonSchema[None], NotNull, Field(min_length=1, max_length=255)] = (
+        None
+    )
     """Deprecated alias of `binary`."""
     cluster: Annotated[str, Field(max_length=255)] | None = None
 
@@ -48,7 +62,11 @@ class ServiceRef(StrictModel):
 
 
 class DisableWithReason(ServiceRef):
-    disabled_reason: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_reason)]
+    disabled_reason: Annotated[
+        str,
+        Field(min_length=1, max_length=255, json_schema_extra=NOT_BLANK),
+        AfterValidator(_reason),
+    ]
 
 
 class ServiceView(BaseModel):

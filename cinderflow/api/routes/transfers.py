@@ -42,10 +42,20 @@ FAMILIES = ("/os-volume-transfer", "/volume-transfers")
 SORT_KEYS = frozenset({"id", "name", "created_at", "volume_id"})
 
 
-class TransferCreate(StrictModel):
+class LegacyTransferCreate(StrictModel):
+    """The legacy family's offer (Cinder's v2 controller): no `no_snapshots`."""
+
     volume_id: str = Field(min_length=1, max_length=36)
     name: str | None = Field(default=None, max_length=255)
-    no_snapshots: Boolean | None = None
+
+
+class TransferCreate(LegacyTransferCreate):
+    no_snapshots: Boolean = False
+    """From 3.55; true or false, never null."""
+
+
+class LegacyTransferCreateBody(StrictModel):
+    transfer: LegacyTransferCreate
 
 
 class TransferCreateBody(StrictModel):
@@ -106,18 +116,15 @@ def visible_transfer(
 
 async def create(req: ApiRequest) -> Response:
     """Offer a volume to another project: 202 with the auth key, shown this once."""
-    assert isinstance(req.body, TransferCreateBody)
+    assert isinstance(req.body, TransferCreateBody | LegacyTransferCreateBody)
     spec = req.body.transfer
-    legacy = req.request.url.path.rstrip("/").endswith("os-volume-transfer")
     given = "no_snapshots" in spec.model_fields_set
-    if given and (legacy or not req.at_least(mv.TRANSFER_WITH_SNAPSHOTS)):
+    if given and not req.at_least(mv.TRANSFER_WITH_SNAPSHOTS):
         raise BadRequest(
             "Invalid input for field/attribute transfer. Value: "
             "Additional properties are not allowed ('no_snapshots' was unexpected)."
         )
-    if given and spec.no_snapshots is None:
-        raise BadRequest("Invalid input for field/attribute no_snapshots. Value: None.")
-    no_snapshots = bool(spec.no_snapshots)
+    no_snapshots = isinstance(spec, TransferCreate) and spec.no_snapshots
     key = transfer_keys.new_key()
 
     def run() -> dict[str, Any]:
@@ -365,7 +372,8 @@ async def delete(req: ApiRequest) -> Response:
 
 
 for family in FAMILIES:
-    router.route("POST", family, status=202, body=TransferCreateBody)(create)
+    offer = TransferCreateBody if family == "/volume-transfers" else LegacyTransferCreateBody
+    router.route("POST", family, status=202, body=offer)(create)
     router.route("GET", family)(index)
     router.route("GET", f"{family}/detail")(index_detail)
     router.route("GET", f"{family}/{{transfer_id}}")(show)

@@ -72,11 +72,12 @@ async def index(req: ApiRequest) -> Response:
     return JSONResponse(await run_in_threadpool(run))
 
 
-@router.route("GET", BASE + "/{key}")
+@router.route("GET", BASE + "/{encryption_id}")
 async def show(req: ApiRequest) -> Response:
-    """One field of the spec, as `{key: value}`."""
+    """One field of the spec, as `{key: value}` (the URL's last segment names the field: one
+    path template with PUT and DELETE, whose segment is the spec's id)."""
     policy.authorize(req.ctx, "volume_extension:volume_type_encryption:get")
-    key = req.path_params["key"]
+    key = req.path_params["encryption_id"]
 
     def run() -> dict[str, Any]:
         with req.services.db.read() as session:

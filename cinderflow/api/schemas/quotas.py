@@ -28,8 +28,17 @@ IGNORED_KEYS = frozenset({"id", "tenant_id"})
 """Sent by clients (cinderclient sends `tenant_id`) and ignored, as Cinder does."""
 
 
+QUOTA_KEY = (
+    r"^(volumes|snapshots|gigabytes)(_.+)?$"
+    r"|^(backups|backup_gigabytes|groups|per_volume_gigabytes|id|tenant_id)$"
+)
+"""The resources a quota set may name (per-type ones must also name an existing type)."""
+
+
 class QuotaSetBody(StrictModel):
-    quota_set: dict[str, QuotaLimit] = Field(min_length=1)
+    quota_set: dict[str, QuotaLimit] = Field(
+        min_length=1, json_schema_extra={"propertyNames": {"pattern": QUOTA_KEY}}
+    )
 
     @field_validator("quota_set", mode="before")
     @classmethod

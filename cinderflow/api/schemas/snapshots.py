@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cinderflow.api.validation import Boolean, Metadata, Name, StrictModel
 
@@ -13,7 +13,14 @@ class SnapshotCreate(StrictModel):
     display_name: Name | None = None
     description: Name | None = None
     display_description: Name | None = None
-    force: Boolean | None = None
+    force: Boolean | None = Field(
+        default=None,
+        json_schema_extra={
+            "enum": [True, None],
+            "description": "before 3.66 true or false; from 3.66 only a true value is taken "
+            "(and ignored)",
+        },
+    )
     metadata: Metadata | None = None
 
 
@@ -22,6 +29,8 @@ class SnapshotCreateBody(StrictModel):
 
 
 class SnapshotUpdate(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
     name: Name | None = None
     display_name: Name | None = None
     description: Name | None = None
@@ -39,7 +48,17 @@ class SnapshotUpdateBody(StrictModel):
 
 
 class ForceDelete(StrictModel):
-    force_delete: dict | None = Field(alias="os-force_delete")
+    force_delete: dict | None = Field(
+        alias="os-force_delete", json_schema_extra={"maxProperties": 0}
+    )
+    """`{}` (or null), as cinderclient sends it; its contents were never read."""
+
+    @field_validator("force_delete")
+    @classmethod
+    def _empty(cls, value: dict | None) -> dict | None:
+        if value:
+            raise ValueError("os-force_delete takes an empty object")
+        return value
 
 
 class SnapshotView(BaseModel):

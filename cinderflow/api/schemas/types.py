@@ -8,12 +8,14 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     RootModel,
     StringConstraints,
 )
+from pydantic.json_schema import SkipJsonSchema
 
-from cinderflow.api.validation import DB_MAX_INT, Boolean, Name, StrictModel
+from cinderflow.api.validation import DB_MAX_INT, NOT_BLANK, Boolean, Name, NotNull, StrictModel
 from cinderflow.encryption import PROVIDERS
 
 SPEC_KEY = r"^[a-zA-Z0-9-_:. /]{1,255}$"
@@ -30,8 +32,17 @@ def _spec_value(value: Any) -> Any:
     return "" if value is None else value
 
 
-TypeName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_type_name)]
-SpecValue = Annotated[str, BeforeValidator(_spec_value), Field(max_length=255)]
+TypeName = Annotated[
+    str,
+    Field(min_length=1, max_length=255, json_schema_extra=NOT_BLANK),
+    AfterValidator(_type_name),
+]
+SpecValue = Annotated[
+    str,
+    BeforeValidator(_spec_value, json_schema_input_type=str | None),
+    Field(max_length=255),
+]
+"""A string; null is taken as "" (as Cinder stores it)."""
 ExtraSpecs = dict[Annotated[str, StringConstraints(pattern=EXTRA_SPEC_KEY)], SpecValue]
 TypeSpecs = dict[Annotated[str, StringConstraints(pattern=SPEC_KEY)], SpecValue]
 
@@ -48,9 +59,19 @@ class TypeCreateBody(StrictModel):
 
 
 class TypeUpdate(StrictModel):
-    name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["name"]},
+                {"required": ["description"], "properties": {"description": {"type": "string"}}},
+                {"required": ["is_public"]},
+            ]
+        }
+    )
+
+    name: Annotated[str | SkipJsonSchema[None], NotNull, Field(min_length=1, max_length=255)] = None
     description: Name | None = None
-    is_public: Boolean | None = None
+    is_public: Annotated[Boolean | SkipJsonSchema[None], NotNull] = None
 
 
 class TypeUpdateBody(StrictModel):
@@ -94,7 +115,11 @@ def _key_size(value: Any) -> Any:
 
 
 KeySize = Annotated[int, BeforeValidator(_key_size), Field(ge=0, le=DB_MAX_INT)]
-Provider = Annotated[str, Field(max_length=255), AfterValidator(_provider)]
+Provider = Annotated[
+    str,
+    Field(max_length=255, json_schema_extra={"enum": sorted(PROVIDERS)}),
+    AfterValidator(_provider),
+]
 ControlLocation = Literal["front-end", "back-end"]
 Cipher = Annotated[str, Field(max_length=255)]
 
