@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from cinderflow.files import keep_private, private_directory
+from cinderflow.files import DATA_FILES, keep_private, private_directory
 from cinderflow.settings import InsecureSettings, Settings, load_settings
 
 log = logging.getLogger("cinderflow.cli")
@@ -22,7 +22,11 @@ def parser() -> argparse.ArgumentParser:
 
     dev = commands.add_parser("dev", help="run the embedded stack (Temporal, worker, API)")
     dev.add_argument("--data-dir", help="default: $XDG_DATA_HOME/cinderflow")
-    dev.add_argument("--host", default="127.0.0.1", help="IP to bind the API and Temporal to")
+    dev.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="IP to bind the API to (Temporal and its UI stay on 127.0.0.1)",
+    )
     dev.add_argument("--port", type=int, default=8776, help="API port")
     dev.add_argument("--temporal-port", type=int, default=7233)
     dev.add_argument("--ui-port", type=int, default=8233, help="Temporal Web UI port")
@@ -156,7 +160,7 @@ def _manage(args: argparse.Namespace) -> int:
 
 def _ensure_data_dir(settings: Settings) -> None:
     if settings.database_url is None:
-        private_directory(settings.data_dir, files=True)
+        private_directory(settings.data_dir, files=DATA_FILES)
 
 
 def main() -> None:

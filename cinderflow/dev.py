@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from cinderflow.db.migrate import upgrade
-from cinderflow.files import private_directory
+from cinderflow.files import DATA_FILES, private_directory
 from cinderflow.serve import configure_logging, serve
 from cinderflow.settings import BackendConfig, Settings, refuse_insecure_exposure
 from cinderflow.temporal.devserver import DevServer
@@ -55,7 +55,7 @@ def run(settings: Settings, temporal_port: int, ui_port: int) -> int:
     configure_logging()
     refuse_insecure_exposure(settings)  # before anything starts
     data_dir = settings.data_dir
-    private_directory(data_dir, files=True)
+    private_directory(data_dir, files=DATA_FILES)
     lock = lock_data_dir(data_dir)
     settings = with_dev_defaults(settings)
     temporal = DevServer(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
@@ -23,16 +24,27 @@ def keep_private() -> None:
     os.umask(PRIVATE_UMASK)
 
 
-def private_directory(path: Path, *, files: bool = False) -> Path:
-    """`path` as a directory only its owner can enter (made if missing, tightened if not);
-    with `files`, the regular files directly in it are made 0600 too (a data directory an
+DATA_FILES = (
+    "cinderflow.sqlite", "cinderflow.sqlite-wal", "cinderflow.sqlite-shm",
+    "temporal.sqlite", "temporal.sqlite-wal", "temporal.sqlite-shm",
+    "temporal.log", "master.key", "host", ".dev.lock",
+)  # fmt: skip
+"""What cinderflow itself writes directly into a data directory."""
+
+
+def private_directory(path: Path, *, tighten: bool = True, files: Sequence[str] = ()) -> Path:
+    """`path` as a directory only its owner can enter: made 0700 if missing; an existing one
+    tightened too unless `tighten` is false (a directory cinderflow shares with others, such
+    as the one a configured master key lives in); the named `files` in it made 0600 (what an
     earlier version wrote under a looser umask)."""
+    existed = path.is_dir()
     path.mkdir(parents=True, exist_ok=True, mode=DIRECTORY_MODE)
-    _tighten(path, DIRECTORY_MODE)
-    if files:
-        for entry in path.iterdir():
-            if entry.is_file() and not entry.is_symlink():
-                _tighten(entry, FILE_MODE)
+    if tighten or not existed:
+        _tighten(path, DIRECTORY_MODE)
+    for name in files:
+        entry = path / name
+        if entry.is_file() and not entry.is_symlink():
+            _tighten(entry, FILE_MODE)
     return path
 
 

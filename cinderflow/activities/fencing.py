@@ -8,6 +8,7 @@ from sqlmodel import Session, SQLModel
 from temporalio.exceptions import ApplicationError
 
 from cinderflow.db import ownership
+from cinderflow.temporal.outbox import operation_of
 
 LOST_OWNERSHIP = "LostOwnership"
 
@@ -15,7 +16,7 @@ LOST_OWNERSHIP = "LostOwnership"
 def lost_ownership(resource_id: str, workflow_id: str) -> ApplicationError:
     """Non-retryable: another party (a reset, the operator) took the row over."""
     return ApplicationError(
-        f"{resource_id} is no longer owned by workflow {workflow_id}",
+        f"{resource_id} is no longer owned by this {operation_of(workflow_id)} operation",
         type=LOST_OWNERSHIP,
         non_retryable=True,
     )

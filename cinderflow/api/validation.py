@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Annotated, Any, TypeVar
 
@@ -74,6 +75,18 @@ MAX_BODY_BYTES = 114688
 """Cinder's `osapi_max_request_body_size` default."""
 
 
+def _not_a_number(name: str) -> Any:
+    """`NaN`, `Infinity`: Python's json takes them, JSON and PostgreSQL do not."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 async def json_body(request: Request) -> Any:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type and not (content_type == "application/json" or content_type.endswith("+json")):
@@ -89,7 +102,7 @@ async def json_body(request: Request) -> Any:
     if not raw.strip():
         raise BadRequest("Malformed request body: the body is empty")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("Malformed request body") from None
     check_document(data)
@@ -119,10 +132,12 @@ def check_text(text: str) -> None:
         ) from None
 
 
+UNESCAPED = r"(?<!\\)(?:\\\\)*"
+"""An escape's backslash is itself unescaped: preceded by an even number of backslashes."""
 LONE_SURROGATE_ESCAPE = re.compile(
-    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-    r"|\\U0000[dD][89a-fA-F][0-9a-fA-F]{2}"
+    UNESCAPED + r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|" + UNESCAPED + r"(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|" + UNESCAPED + r"\\U0000[dD][89a-fA-F][0-9a-fA-F]{2}"
 )
 """A lone surrogate written as a JSON or Python escape (a high half not followed by a low
 one, a low half not after a high one): what a query filter decodes into later."""
@@ -173,6 +188,24 @@ def _bounded(value: dict[str, Any]) -> dict[str, Any]:
 FreeForm = Annotated[dict[str, Any], AfterValidator(_bounded)]
 """A client-shaped object cinderflow stores and passes on (a connector, scheduler hints):
 any keys, bounded in depth and size, so that it always fits a workflow's input."""
+
+CONNECTOR_COLUMNS = ("host", "mountpoint")
+"""Connector keys cinderflow copies into the attachment's columns (VARCHAR 255)."""
+
+
+def _connector(value: dict[str, Any]) -> dict[str, Any]:
+    for key in CONNECTOR_COLUMNS:
+        text = value.get(key)
+        if text is not None and not (isinstance(text, str) and len(text) <= 255):
+            raise ValueError(f"'{key}' must be a string of at most 255 characters")
+    if "mode" in value and value["mode"] not in ("rw", "ro"):
+        raise ValueError("'mode' must be 'rw' or 'ro'")
+    return value
+
+
+Connector = Annotated[FreeForm, AfterValidator(_connector)]
+"""A connector: free-form, but the keys cinderflow stores (`host`, `mountpoint`, `mode`, …)
+typed, so that no value can fail the attach workflow's database write."""
 
 
 def validate(model: type[M], data: Any) -> M:

@@ -24,6 +24,7 @@ from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import Snapshot, Transfer, Volume, VolumeAdminMetadata, utcnow
 from cinderflow.payloads import FinalWrite, TransferAccept
 from cinderflow.status import MigrationStatus, ResourceKind, SnapshotStatus, VolumeStatus
+from cinderflow.temporal.outbox import operation_of
 
 MODELS: dict[ResourceKind, type[SQLModel]] = {
     ResourceKind.VOLUME: Volume,
@@ -79,7 +80,10 @@ def apply(
         if row is None or row.workflow_id != workflow_id:
             if _already_written(row, write, workflow_id):
                 return False  # released by an earlier attempt of this step
-            raise NotOwner(f"{write.resource_id} is no longer owned by workflow {workflow_id}")
+            raise NotOwner(
+                f"{write.resource_id} is no longer owned by this {operation_of(workflow_id)} "
+                "operation"
+            )
     elif row is None:
         raise NotOwner(f"{write.resource} {write.resource_id} does not exist")
     owner: str | None = row.workflow_id

@@ -52,7 +52,7 @@ WITH_ALGORITHM = ("symmetric", "private", "public")
 def load_master_key(path: Path) -> bytes:
     """The 32-byte master key, created on first use; refuse a file others can read."""
     if not path.exists():
-        private_directory(path.parent)
+        private_directory(path.parent, tighten=False)  # maybe ~ or /etc/cinderflow
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(secrets.token_bytes(32))

@@ -11,10 +11,13 @@ stays itself, and all copies share one payload converter.
 from __future__ import annotations
 
 import dataclasses
-from typing import Self
+from collections.abc import Sequence
+from typing import Any, Self
 
+from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import DataConverter, SerializationContext
+from temporalio.exceptions import ApplicationError
 
 
 class SharedPayloadConverter(PydanticPayloadConverter):
@@ -23,6 +26,11 @@ class SharedPayloadConverter(PydanticPayloadConverter):
     (JSON through Pydantic), so every copy can share it."""
 
     _shared: SharedPayloadConverter | None = None
+    inputs: frozenset[type] = frozenset()
+    """Workflow input models (set by the worker wiring): a payload that cannot be decoded
+    into one is a non-retryable ApplicationError, which fails that workflow once with the
+    converter's words. Anything else undecodable (an activity's result) stays a workflow-task
+    failure, retried until a fixed or upgraded worker can read it."""
 
     def __new__(cls) -> SharedPayloadConverter:
         if cls._shared is None:
@@ -36,6 +44,20 @@ class SharedPayloadConverter(PydanticPayloadConverter):
     def with_context(self, context: SerializationContext) -> Self:
         """Never a context-bound copy (the SDK would rebuild and re-point the shared one)."""
         return self
+
+    def from_payloads(
+        self, payloads: Sequence[Payload], type_hints: list[type] | None = None
+    ) -> list[Any]:
+        try:
+            return super().from_payloads(payloads, type_hints)
+        except Exception as error:
+            if type_hints and self.inputs.intersection(type_hints):
+                raise ApplicationError(
+                    f"the operation's input cannot be decoded: {error}",
+                    type="UndecodableInput",
+                    non_retryable=True,
+                ) from error
+            raise
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pydantic import ValidationError
 from sqlalchemy import delete
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.workflow import _Definition
 
 from cinderflow import heartbeat
 from cinderflow.activities.attachments import AttachmentActivities
@@ -41,6 +41,7 @@ from cinderflow.keys.service import KeyService, key_service
 from cinderflow.scheduling.backends import VOLUME_BINARY
 from cinderflow.settings import BackendConfig, Settings
 from cinderflow.temporal import search_attributes
+from cinderflow.temporal.converter import SharedPayloadConverter
 from cinderflow.temporal.outbox import Outbox
 from cinderflow.temporal.queues import backend_queue
 from cinderflow.threads import pool, run_blocking
@@ -80,11 +81,11 @@ def setup_backend(settings: Settings, config: BackendConfig, keys: KeyService) -
     )
 
 
-UNDECODABLE = [ValidationError]
-"""A payload the converter cannot decode into its model (a workflow's input, an activity's
-result) fails the workflow once, with the converter's words, instead of failing its task
-forever: no retry of the same bytes decodes them (the API checks inputs before they are
-sent, api/handover.py check_carried)."""
+SharedPayloadConverter.inputs = frozenset(
+    hint for flow in WORKFLOWS for hint in _Definition.must_from_class(flow).arg_types
+)
+"""An input no worker can decode fails its workflow once (temporal/converter.py); the API
+checks inputs before they are sent (api/handover.py check_carried)."""
 
 WORKFLOW_RUNNER = UnsandboxedWorkflowRunner()
 """Workflows run outside the SDK's sandbox in the workers. The sandbox re-enters its restricted
@@ -137,7 +138,6 @@ class WorkerService:
                     task_queue=settings.control_task_queue,
                     workflows=WORKFLOWS,
                     workflow_runner=WORKFLOW_RUNNER,
-                    workflow_failure_exception_types=UNDECODABLE,
                     activities=[activity for group in groups for activity in group.all()],
                     max_concurrent_activities=settings.db_concurrency,
                     max_concurrent_local_activities=settings.db_concurrency,

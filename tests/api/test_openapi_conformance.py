@@ -16,7 +16,7 @@ SEED = "1"
 EXAMPLES = "10"
 
 
-def test_schemathesis_finds_nothing(own_stack: ThreadStack) -> None:
+def test_schemathesis_finds_nothing(own_stack: ThreadStack, tmp_path: Path) -> None:
     """On a stack of its own: the same seed meets the same state on every run."""
     stack, api = own_stack, own_stack.api()
     api.available_volume(1)  # something for the stateful phase to find
@@ -25,7 +25,7 @@ def test_schemathesis_finds_nothing(own_stack: ThreadStack) -> None:
          "--url", stack.url, "--checks", "all", "--seed", SEED, "--max-examples", EXAMPLES,
          "--workers", "2", "--request-timeout", "30",
          "-H", f"X-Auth-Token: admin:{api.project}", "-H", "OpenStack-API-Version: volume 3.71"],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
     )  # fmt: skip
     summary = run.stdout[run.stdout.find("SUMMARY") :]
     assert run.returncode == 0, run.stdout[-6000:]

@@ -154,13 +154,18 @@ def test_second_dev_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
 
 
 def listening(port: int) -> set[str]:
-    """The local addresses a TCP port listens on (from /proc/net/tcp, IPv4)."""
+    """The local addresses a TCP port listens on (/proc/net/tcp and tcp6; IPv6 ones in hex)."""
     found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        address, hex_port = local.split(":")
-        if state == "0A" and int(hex_port, 16) == port:
-            found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port:
+                continue
+            if table == "tcp":
+                found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+            else:
+                found.add(f"v6:{address}")
     return found
 
 

@@ -26,8 +26,9 @@ def deep(levels: int) -> dict[str, Any]:
 
 def test_an_input_the_converter_cannot_decode_is_refused_before_it_is_sent() -> None:
     check_carried(Carried(value=deep(10)))
-    with pytest.raises(BadRequest, match="cannot be carried"):
-        check_carried(Carried(value=deep(300)))
+    for levels in (220, 300):  # encodes but does not decode (pydantic-core: 200); neither
+        with pytest.raises(BadRequest, match="cannot be carried"):
+            check_carried(Carried(value=deep(levels)))
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,9 @@ def test_query_texts_refused(text: str) -> None:
         check_query_text(text)
 
 
-@pytest.mark.parametrize("text", [r'{"\ud83d\ude00": 1}', r"\u00e9", "plain", "ümlaut 鍵"])
+@pytest.mark.parametrize(
+    "text", [r'{"\ud83d\ude00": 1}', r"\u00e9", "plain", "ümlaut 鍵", r'{"a": "\\ud800"}']
+)
 def test_query_texts_taken(text: str) -> None:
     check_query_text(text)
 

@@ -32,7 +32,7 @@ from cinderflow.api.handover import hand_over, operation_policy
 from cinderflow.api.lookups import visible_volume
 from cinderflow.api.params import boolean_param
 from cinderflow.api.routing import ApiRequest, Router
-from cinderflow.api.validation import FreeForm, StrictModel
+from cinderflow.api.validation import Connector, StrictModel
 from cinderflow.api.views import timestamp
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db.cas import compare_and_swap
@@ -55,7 +55,7 @@ FILTERS = {
 class AttachmentCreate(StrictModel):
     volume_uuid: Uuid
     instance_uuid: Uuid | None = None
-    connector: FreeForm | None = None
+    connector: Connector | None = None
     mode: Literal["rw", "ro"] | None = None
 
     @field_validator("connector", mode="after")
@@ -69,7 +69,7 @@ class AttachmentCreateBody(StrictModel):
 
 
 class AttachmentUpdate(StrictModel):
-    connector: FreeForm = Field(min_length=1)
+    connector: Connector = Field(min_length=1)
 
 
 class AttachmentUpdateBody(StrictModel):

@@ -39,7 +39,7 @@ from cinderflow.api.lookups import refuse_busy, visible_volume
 from cinderflow.api.routes.types import type_view
 from cinderflow.api.routes.volume_actions import ACTIONS, router
 from cinderflow.api.routing import ApiRequest
-from cinderflow.api.validation import Boolean, StrictModel
+from cinderflow.api.validation import Boolean, StrictModel, check_document
 from cinderflow.db import migration_targets
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.models import OutboxEntry, Volume, VolumeType
@@ -102,7 +102,12 @@ async def read_image(
     image_id = image_id_of(image_ref)
     try:
         found = await run_in_threadpool(client.show, image_id)
-        return image_source(found), volume_image_metadata(found)
+        source, metadata = image_source(found), volume_image_metadata(found)
+        try:  # the image service's text goes into rows and an operation's input
+            check_document([metadata, source.model_dump(mode="json")])
+        except BadRequest as refused:
+            raise BadRequest(f"Image {image_ref} cannot be used: {refused.message}") from None
+        return source, metadata
     except ImageNotFound:
         raise NotFound(f"Image {image_ref} could not be found.") from None
     except ImageRefused as refused:
