@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -259,11 +259,22 @@ class MigrationCompletionFields(StrictModel):
     error: Boolean | None = None
 
 
+class SavedVolume(BaseModel):
+    save_volume_id: str
+    """The id the compute keeps using (the source's)."""
+
+
 class MigrationCompletionBody(StrictModel):
     completion: MigrationCompletionFields = Field(alias="os-migrate_volume_completion")
 
 
-@router.action(ACTIONS, "os-migrate_volume_completion", body=MigrationCompletionBody, status=200)
+@router.action(
+    ACTIONS,
+    "os-migrate_volume_completion",
+    body=MigrationCompletionBody,
+    status=200,
+    response=SavedVolume,
+)
 async def migrate_volume_completion(req: ApiRequest) -> Response:
     """The compute swapped (or failed to swap) an attached volume's disk to the migration's
     target: 200 `{"save_volume_id": id}`, the id the compute keeps (the source's)."""

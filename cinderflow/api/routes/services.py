@@ -84,6 +84,17 @@ class ServiceView(BaseModel):
     frozen: bool | None = None
 
 
+class ServiceChange(BaseModel):
+    """What enable/disable answer (Cinder's words: `status`, `disabled`, the reason)."""
+
+    host: str
+    service: str
+    binary: str
+    status: str
+    disabled: bool
+    disabled_reason: str | None = None
+
+
 class ServiceList(BaseModel):
     services: list[ServiceView]
 
@@ -158,19 +169,21 @@ async def _set_disabled(req: ApiRequest, disabled: bool, reason: str | None) -> 
     }
 
 
-@router.route("PUT", "/os-services/enable", body=ServiceRef)
+@router.route("PUT", "/os-services/enable", body=ServiceRef, response=ServiceChange)
 async def enable(req: ApiRequest) -> Response:
     """Let the scheduler use a service again (clears the disabled reason)."""
     return JSONResponse({**await _set_disabled(req, False, None), "disabled_reason": None})
 
 
-@router.route("PUT", "/os-services/disable", body=ServiceRef)
+@router.route("PUT", "/os-services/disable", body=ServiceRef, response=ServiceChange)
 async def disable(req: ApiRequest) -> Response:
     """Keep the scheduler from placing new volumes on a service."""
     return JSONResponse(await _set_disabled(req, True, None))
 
 
-@router.route("PUT", "/os-services/disable-log-reason", body=DisableWithReason)
+@router.route(
+    "PUT", "/os-services/disable-log-reason", body=DisableWithReason, response=ServiceChange
+)
 async def disable_log_reason(req: ApiRequest) -> Response:
     """Disable, saying why."""
     assert isinstance(req.body, DisableWithReason)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +26,7 @@ from cinderflow.api.handover import Read, hand_over, operation_policy
 from cinderflow.api.lookups import visible_volume
 from cinderflow.api.params import boolean_param, int_param, sort_param
 from cinderflow.api.routing import ApiRequest, Router
+from cinderflow.api.schemas.volumes import Link
 from cinderflow.api.validation import Boolean, StrictModel
 from cinderflow.api.views import timestamp
 from cinderflow.db import ownership, paging
@@ -75,6 +76,29 @@ def transfer_not_found(transfer_id: str) -> NotFound:
 
 
 # Views -------------------------------------------------------------------------------------
+
+
+class TransferView(BaseModel):
+    """A transfer as listed (summary) or shown (detail: the rest, by microversion)."""
+
+    id: str
+    volume_id: str
+    name: str | None
+    links: list[Link]
+    created_at: str | None = None
+    no_snapshots: bool | None = Field(default=None, description="from 3.55")
+    source_project_id: str | None = Field(default=None, description="from 3.57")
+    destination_project_id: str | None = Field(default=None, description="from 3.57")
+    accepted: bool | None = Field(default=None, description="from 3.57")
+    auth_key: str | None = Field(default=None, description="in the create response only")
+
+
+class TransferBody(BaseModel):
+    transfer: TransferView
+
+
+class TransferList(BaseModel):
+    transfers: list[TransferView]
 
 
 def summary(req: ApiRequest, transfer: Transfer) -> dict[str, Any]:
@@ -373,9 +397,10 @@ async def delete(req: ApiRequest) -> Response:
 
 for family in FAMILIES:
     offer = TransferCreateBody if family == "/volume-transfers" else LegacyTransferCreateBody
-    router.route("POST", family, status=202, body=offer)(create)
-    router.route("GET", family)(index)
-    router.route("GET", f"{family}/detail")(index_detail)
-    router.route("GET", f"{family}/{{transfer_id}}")(show)
-    router.route("POST", f"{family}/{{transfer_id}}/accept", status=202, body=AcceptBody)(accept)
+    router.route("POST", family, status=202, body=offer, response=TransferBody)(create)
+    router.route("GET", family, response=TransferList)(index)
+    router.route("GET", f"{family}/detail", response=TransferList)(index_detail)
+    router.route("GET", f"{family}/{{transfer_id}}", response=TransferBody)(show)
+    accepted = f"{family}/{{transfer_id}}/accept"
+    router.route("POST", accepted, status=202, body=AcceptBody, response=TransferBody)(accept)
     router.route("DELETE", f"{family}/{{transfer_id}}", status=202)(delete)

@@ -14,7 +14,13 @@ from cinderflow.api import policy
 from cinderflow.api.errors import BadRequest, NotFound
 from cinderflow.api.routes.types import type_not_found
 from cinderflow.api.routing import ApiRequest, Router
-from cinderflow.api.schemas.types import EncryptionBody, EncryptionCreateBody, EncryptionUpdateBody
+from cinderflow.api.schemas.types import (
+    EncryptionBody,
+    EncryptionCreateBody,
+    EncryptionSpec,
+    EncryptionUpdateBody,
+    SpecItem,
+)
 from cinderflow.api.views import timestamp
 from cinderflow.db import types as type_db
 from cinderflow.db.models import Encryption, VolumeType, utcnow
@@ -58,7 +64,7 @@ def _refuse_in_use(session: Session, type_id: str, verb: str) -> None:
         raise BadRequest(f"Cannot {verb} encryption specs. Volume type in use.")
 
 
-@router.route("GET", BASE)
+@router.route("GET", BASE, response=EncryptionSpec)
 async def index(req: ApiRequest) -> Response:
     """The type's encryption spec, or `{}` for an unencrypted type."""
     policy.authorize(req.ctx, "volume_extension:volume_type_encryption:get")
@@ -72,7 +78,7 @@ async def index(req: ApiRequest) -> Response:
     return JSONResponse(await run_in_threadpool(run))
 
 
-@router.route("GET", BASE + "/{encryption_id}")
+@router.route("GET", BASE + "/{encryption_id}", response=SpecItem)
 async def show(req: ApiRequest) -> Response:
     """One field of the spec, as `{key: value}` (the URL's last segment names the field: one
     path template with PUT and DELETE, whose segment is the spec's id)."""

@@ -11,7 +11,7 @@ from cinderflow.api import policy
 from cinderflow.api.errors import BadRequest, NotFound
 from cinderflow.api.routes.types import USER_VISIBLE_EXTRA_SPECS, type_not_found, visible_type
 from cinderflow.api.routing import ApiRequest, Router
-from cinderflow.api.schemas.types import ExtraSpecsBody, OneExtraSpec
+from cinderflow.api.schemas.types import ExtraSpecsBody, OneExtraSpec, SpecItem
 from cinderflow.db import types as type_db
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.models import VolumeType, VolumeTypeExtraSpec
@@ -76,7 +76,7 @@ async def create(req: ApiRequest) -> Response:
     return JSONResponse({"extra_specs": items})
 
 
-@router.route("GET", BASE + "/{key}")
+@router.route("GET", BASE + "/{key}", response=SpecItem)
 async def show(req: ApiRequest) -> Response:
     """One extra spec, as `{key: value}`."""
     policy.authorize(req.ctx, "volume_extension:types_extra_specs:show")
@@ -93,7 +93,7 @@ async def show(req: ApiRequest) -> Response:
     return JSONResponse({key: await run_in_threadpool(run)})
 
 
-@router.route("PUT", BASE + "/{key}", body=OneExtraSpec)
+@router.route("PUT", BASE + "/{key}", body=OneExtraSpec, response=SpecItem)
 async def update(req: ApiRequest) -> Response:
     """Set one extra spec; the body is `{key: value}` for exactly the key in the URL."""
     policy.authorize(req.ctx, "volume_extension:types_extra_specs:update")

@@ -184,3 +184,22 @@ class EncryptionView(BaseModel):
 
 class EncryptionBody(BaseModel):
     encryption: dict[str, Any]
+
+
+class EncryptionSpec(BaseModel):
+    """`GET /types/{id}/encryption`: the row's columns, flat, or `{}` for a plain type."""
+
+    volume_type_id: str | None = None
+    encryption_id: str | None = None
+    provider: str | None = None
+    control_location: str | None = None
+    cipher: str | None = None
+    key_size: int | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    deleted: bool | None = None
+    deleted_at: str | None = None
+
+
+SpecItem = RootModel[dict[str, Any]]
+"""One field of a spec or one extra spec, as `{key: value}`."""
