@@ -32,22 +32,40 @@ class RequestContext:
     policy: Policy = field(compare=False, repr=False)
     service_roles: frozenset[str] = frozenset()
     """Roles of a service token sent beside the user's (keystone's X-Service-Roles)."""
+    is_admin_project: bool = True
+    """Keystone's X-Is-Admin-Project (noauth: true), for rules ported from Cinder."""
     is_admin: bool = False
 
     @property
     def credentials(self) -> dict[str, Any]:
-        return credentials(self.user_id, self.project_id, self.roles, self.service_roles)
+        return credentials(
+            self.user_id,
+            self.project_id,
+            self.roles,
+            self.service_roles,
+            is_admin_project=self.is_admin_project,
+            is_admin=self.is_admin,
+        )
 
 
 def credentials(
-    user_id: str, project_id: str, roles: frozenset[str], service_roles: frozenset[str]
+    user_id: str,
+    project_id: str,
+    roles: frozenset[str],
+    service_roles: frozenset[str],
+    *,
+    is_admin_project: bool,
+    is_admin: bool,
 ) -> dict[str, Any]:
-    """What oslo.policy checks read (`role:…`, `project_id:…`, `service_roles:…`)."""
+    """What oslo.policy checks read (`role:…`, `project_id:…`, `service_roles:…`, and
+    Cinder's `is_admin:True`, `is_admin_project:True`)."""
     return {
         "user_id": user_id,
         "project_id": project_id,
         "roles": sorted(roles),
         "service_roles": sorted(service_roles),
+        "is_admin_project": is_admin_project,
+        "is_admin": is_admin,
     }
 
 
@@ -59,8 +77,11 @@ def new_context(
     roles: frozenset[str],
     request_id: str,
     service_roles: frozenset[str] = frozenset(),
+    is_admin_project: bool = True,
 ) -> RequestContext:
-    creds = credentials(user_id, project_id, roles, service_roles)
+    creds = credentials(
+        user_id, project_id, roles, service_roles, is_admin_project=is_admin_project, is_admin=False
+    )
     return RequestContext(
         user_id=user_id,
         project_id=project_id,
@@ -68,6 +89,7 @@ def new_context(
         request_id=request_id,
         policy=policy,
         service_roles=service_roles,
+        is_admin_project=is_admin_project,
         is_admin=policy.check("context_is_admin", creds, project_id),
     )
 

@@ -14,7 +14,11 @@ from cinderflow.api.errors import fault_body
 
 class CinderH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's own (status, `connection: close`, then close), with a JSON fault."""
+        """uvicorn's own (status, `connection: close`, then close), with a JSON fault; if
+        a response has already begun on this connection, only close it."""
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self.transport.close()
+            return
         body = json.dumps(fault_body(400, f"Malformed request: {msg}")).encode()
         headers = [
             (b"content-type", b"application/json"),

@@ -17,7 +17,7 @@ from keystonemiddleware import auth_token
 from starlette.datastructures import Headers
 
 from cinderflow.api.context import RequestContext, new_context, role_set
-from cinderflow.api.errors import Unauthorized
+from cinderflow.api.errors import ServiceUnavailable, Unauthorized
 from cinderflow.api.policy import Policy
 from cinderflow.settings import Settings
 
@@ -59,10 +59,14 @@ class KeystoneAuth:
         start_response("204 No Content", [])
         return [b""]
 
-    def context(self, headers: Headers, path: str, request_id: str) -> RequestContext:
+    def context(
+        self, headers: Headers, method: str, path: str, query: str, request_id: str
+    ) -> RequestContext:
         """The caller's context from a validated token (blocking: may call Keystone);
-        Unauthorized, with Keystone's `WWW-Authenticate`, when auth_token refuses."""
-        environ = _environ(headers, path)
+        Unauthorized, with Keystone's `WWW-Authenticate`, when auth_token refuses, and
+        ServiceUnavailable when it cannot reach Keystone. The method, path and query are the
+        request's own: application credentials' access rules are checked against them."""
+        environ = _environ(headers, method, path, query)
         self._seen.environ = None
         answer: dict[str, Any] = {}
 
@@ -71,6 +75,10 @@ class KeystoneAuth:
 
         b"".join(self.protocol(environ, start_response))
         passed: Mapping[str, Any] | None = self._seen.environ
+        if passed is None and str(answer.get("status", "")).startswith("5"):
+            raise ServiceUnavailable(
+                "The identity service cannot validate tokens now; retry shortly."
+            )
         if passed is None or passed.get("HTTP_X_IDENTITY_STATUS") != CONFIRMED:
             challenge = answer.get("headers", {}).get("WWW-Authenticate")
             raise Unauthorized(
@@ -92,16 +100,18 @@ class KeystoneAuth:
             roles=role_set(passed.get("HTTP_X_ROLES") or ""),
             request_id=request_id,
             service_roles=service_roles,
+            is_admin_project=passed.get("HTTP_X_IS_ADMIN_PROJECT", "True") == "True",
         )
 
 
-def _environ(headers: Headers, path: str) -> dict[str, Any]:
-    """A minimal WSGI environ carrying the request's headers (auth_token reads only them)."""
+def _environ(headers: Headers, method: str, path: str, query: str) -> dict[str, Any]:
+    """A WSGI environ of the request without its body (auth_token reads the headers, and
+    the method and path for access rules)."""
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": "GET",
+        "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
         "PATH_INFO": path,
-        "QUERY_STRING": "",
+        "QUERY_STRING": query,
         "SERVER_NAME": "cinderflow",
         "SERVER_PORT": "80",
         "SERVER_PROTOCOL": "HTTP/1.1",

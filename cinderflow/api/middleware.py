@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cinderflow.api.context import noauth_context
@@ -96,6 +96,7 @@ class CinderMiddleware:
 
     async def _authenticate(self, scope: Scope, state: dict[str, Any], request_id: str) -> None:
         url_project = None
+        sent = Request(scope)  # as the client sent it, before the project is folded away
         match = PROJECT_ID.match(scope["path"])
         if match:
             url_project, rest = match.group(1), match.group(2)
@@ -104,7 +105,12 @@ class CinderMiddleware:
         headers = Headers(scope=scope)
         if self.keystone is not None:  # may call Keystone: off the event loop
             context = await run_in_threadpool(
-                self.keystone.context, headers, scope["path"], request_id
+                self.keystone.context,
+                headers,
+                sent.method,
+                sent.url.path,
+                sent.url.query,
+                request_id,
             )
         else:
             context = noauth_context(headers, self.settings, self.policy, request_id)

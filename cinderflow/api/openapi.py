@@ -123,9 +123,11 @@ def _add_action(operation: dict[str, Any], endpoint: Endpoint, refs: dict[Any, A
     """Several actions share `POST .../action`: their bodies become a oneOf."""
     content = operation["requestBody"]["content"]["application/json"]
     schema = content["schema"]
-    content["schema"] = {
-        "oneOf": [*schema.get("oneOf", [schema]), refs[(endpoint.body, "validation")]]
-    }
+    branches = schema.get("oneOf", [schema])
+    branch = refs[(endpoint.body, "validation")]
+    if branch in branches:  # the same action again, for another microversion range
+        return
+    content["schema"] = {"oneOf": [*branches, branch]}
     operation["summary"] += f"; {endpoint.action}: {endpoint.summary}"
 
 
@@ -136,7 +138,8 @@ CONSTRAINTS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt":
 
 def _standard(schema: Any) -> Any:
     if isinstance(schema, dict):
-        return {CONSTRAINTS.get(k, k): _standard(v) for k, v in schema.items()}
+        numeric = schema.get("type") in ("integer", "number")
+        return {(CONSTRAINTS.get(k, k) if numeric else k): _standard(v) for k, v in schema.items()}
     if isinstance(schema, list):
         return [_standard(v) for v in schema]
     return schema

@@ -184,3 +184,12 @@ def test_snapshot_reset(api: Api, member: Api) -> None:
     assert snapshot_status(api, snapshot_id) == "error"
     assert reset_snapshot(api, snapshot_id, status="available").status_code == 202
     assert snapshot_status(api, snapshot_id) == "available"
+
+
+def test_null_fields_mean_not_given(api) -> None:
+    """Cinder's schema takes null for each field (`['string', 'null']`): only the given ones
+    are reset."""
+    volume = api.available_volume(1)
+    body = {"os-reset_status": {"status": "error", "attach_status": None, "migration_status": None}}
+    assert api.post(f"/volumes/{volume['id']}/action", body).status_code == 202
+    assert api.wait_status(volume["id"], "error")["status"] == "error"

@@ -130,3 +130,13 @@ def test_backend_state_and_messages(own_stack: ThreadStack) -> None:
     poll(lambda: backend_state() == "up", timeout=2 * interval + 2, what="up again")
     field(cinder("create", "1", "--name", "fine").stdout, "id")
     available(cinder, "fine")
+
+
+def test_type_update_description_only(stack: ThreadStack, cinder: Cinder) -> None:
+    """cinderclient sends `"name": null` beside a new description (and Horizon through it)."""
+    name = f"upd-{uuid.uuid4().hex[:6]}"
+    created = cinder("type-create", name).stdout
+    type_id = rows(created)[0]["ID"]
+    cinder("type-update", "--description", "described", type_id)
+    shown = stack.api().get(f"/types/{type_id}").json()["volume_type"]
+    assert (shown["name"], shown["description"]) == (name, "described")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from cinderflow.temporal.devserver import DevServer
+from cinderflow.temporal.devserver import DevServer, free_port
 from tests.compat.conftest import field, rows
 from tests.conftest import Databases
 from tests.helpers import ThreadStack, poll, stack_settings
@@ -156,4 +156,29 @@ def test_a_service_token_may_complete_an_extend(cloud: tuple[ThreadStack, Keysto
     )  # fmt: skip
     assert with_service.status_code in (400, 409), with_service.text
     assert "Policy" not in with_service.text
+    forged = call(
+        stack, keystone, "POST", f"/volumes/{volume_id}/action", alice, json=body,
+        headers={"X-Service-Roles": "service", "X-Service-Identity-Status": "Confirmed"},
+    )  # fmt: skip
+    assert forged.status_code == 403, forged.text
     assert call(stack, keystone, "DELETE", f"/volumes/{volume_id}", alice).status_code == 202
+
+
+def test_keystone_unreachable_is_503(
+    tmp_path: Path, temporal: DevServer, databases: Databases
+) -> None:
+    """auth_token cannot reach Keystone: a retryable 503 fault, not a 401 that sends clients
+    to re-authenticate."""
+    base = stack_settings(tmp_path, databases.new("sqlite"), temporal.address)
+    closed = f"http://127.0.0.1:{free_port()}/v3"
+    settings = base.model_copy(
+        update={"auth_strategy": "keystone", "keystone_auth_url": closed,
+                "keystone_password": SecretStr("x")}
+    )  # fmt: skip
+    stack = ThreadStack(settings).start()
+    try:
+        answer = httpx.get(f"{stack.url}/v3/volumes", headers={"X-Auth-Token": "some-token"})
+        assert answer.status_code == 503, answer.text
+        assert "serviceUnavailable" in answer.json()
+    finally:
+        stack.stop()

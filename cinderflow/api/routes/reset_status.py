@@ -45,28 +45,24 @@ DELIVERY_ATTEMPTS = 3
 def _one_of(values: tuple[str, ...], refused: Mapping[str, str] = MappingProxyType({})) -> Any:
     """The values a reset takes (case-insensitively; Cinder's, less those cinderflow refuses
     as targets), as the schema's enum."""
-    taken = [str(v) for v in values if str(v) not in refused]
-    return Field(default=None, json_schema_extra={"enum": taken})
+    taken: list[str | None] = [str(v) for v in values if str(v) not in refused]
+    return Field(default=None, json_schema_extra={"enum": [*taken, None]})
 
 
 class VolumeReset(StrictModel):
     model_config = ConfigDict(
         json_schema_extra={
             "anyOf": [
-                {"required": [name]} for name in ("status", "attach_status", "migration_status")
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("status", "attach_status", "migration_status")
             ]
         }
     )
 
-    status: Annotated[str | SkipJsonSchema[None], NotNull] = _one_of(
-        reset_rules.VOLUME_STATUSES, reset_rules.VOLUME_REFUSED
-    )
-    attach_status: Annotated[str | SkipJsonSchema[None], NotNull] = _one_of(
-        reset_rules.ATTACH_STATUSES
-    )
-    migration_status: Annotated[str | SkipJsonSchema[None], NotNull] = _one_of(
-        reset_rules.MIGRATION_STATUSES
-    )
+    status: str | None = _one_of(reset_rules.VOLUME_STATUSES, reset_rules.VOLUME_REFUSED)
+    """null means "not given", as in Cinder's schema (`['string', 'null']`)."""
+    attach_status: str | None = _one_of(reset_rules.ATTACH_STATUSES)
+    migration_status: str | None = _one_of(reset_rules.MIGRATION_STATUSES)
     force: Annotated[Boolean | SkipJsonSchema[None], NotNull] = None
     """cinderflow's extension: reset even if the driver fails (its error is reported)."""
 

@@ -37,7 +37,11 @@ QUOTA_KEY = (
 
 class QuotaSetBody(StrictModel):
     quota_set: dict[str, QuotaLimit] = Field(
-        min_length=1, json_schema_extra={"propertyNames": {"pattern": QUOTA_KEY}}
+        min_length=1,
+        json_schema_extra={
+            "propertyNames": {"pattern": QUOTA_KEY},
+            "properties": {"id": {"type": "string"}, "tenant_id": {"type": "string"}},
+        },
     )
 
     @field_validator("quota_set", mode="before")

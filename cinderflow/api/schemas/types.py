@@ -62,14 +62,15 @@ class TypeUpdate(StrictModel):
     model_config = ConfigDict(
         json_schema_extra={
             "anyOf": [
-                {"required": ["name"]},
+                {"required": ["name"], "properties": {"name": {"type": "string"}}},
                 {"required": ["description"], "properties": {"description": {"type": "string"}}},
                 {"required": ["is_public"]},
             ]
         }
     )
 
-    name: Annotated[str | SkipJsonSchema[None], NotNull, Field(min_length=1, max_length=255)] = None
+    name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    """null is "no change": cinderclient sends `"name": null` with a new description."""
     description: Name | None = None
     is_public: Annotated[Boolean | SkipJsonSchema[None], NotNull] = None
 
