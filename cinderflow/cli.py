@@ -15,25 +15,39 @@ from cinderflow.settings import InsecureSettings, Settings, load_settings
 log = logging.getLogger("cinderflow.cli")
 
 
+class SHOWN(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows each option's default (a newcomer's first question: which port?),
+    except where there is none to show (a setting decides)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="cinderflow", description=__doc__)
+    top = argparse.ArgumentParser(prog="cinderflow", description=__doc__, formatter_class=SHOWN)
     top.add_argument("--config", help="TOML settings file (else $CINDERFLOW_CONFIG)")
     commands = top.add_subparsers(dest="command", required=True)
 
-    dev = commands.add_parser("dev", help="run the embedded stack (Temporal, worker, API)")
-    dev.add_argument("--data-dir", help="default: $XDG_DATA_HOME/cinderflow")
+    dev = commands.add_parser(
+        "dev", help="run the embedded stack (Temporal, worker, API)", formatter_class=SHOWN
+    )
+    dev.add_argument(
+        "--data-dir", help="databases, logs and volumes (default: $XDG_DATA_HOME/cinderflow)"
+    )
     dev.add_argument(
         "--host",
         default="127.0.0.1",
         help="IP to bind the API to (Temporal and its UI stay on 127.0.0.1)",
     )
     dev.add_argument("--port", type=int, default=8776, help="API port")
-    dev.add_argument("--temporal-port", type=int, default=7233)
+    dev.add_argument("--temporal-port", type=int, default=7233, help="Temporal gRPC port")
     dev.add_argument("--ui-port", type=int, default=8233, help="Temporal Web UI port")
 
-    api = commands.add_parser("api", help="serve the REST API")
-    api.add_argument("--host", help="bind address (setting api_host)")
-    api.add_argument("--port", type=int, help="port (setting api_port)")
+    api = commands.add_parser("api", help="serve the REST API", formatter_class=SHOWN)
+    api.add_argument("--host", help="bind address (setting api_host; default 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port (setting api_port; default 8776)")
 
     worker = commands.add_parser("worker", help="run workflows and driver activities")
     worker.add_argument(

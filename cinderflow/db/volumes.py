@@ -133,6 +133,15 @@ def type_names(session: Session, type_ids: Iterable[str]) -> dict[str, str]:
     return dict(rows.all())
 
 
+def encrypted_types(session: Session, type_ids: Iterable[str]) -> set[str]:
+    """Which of these types have an encryption spec (one query)."""
+    ids = set(type_ids)
+    if not ids:
+        return set()
+    rows = session.exec(select(Encryption.volume_type_id).where(Encryption.volume_type_id.in_(ids)))
+    return set(rows.all())
+
+
 def extra_specs(session: Session, volume_type_id: str) -> dict[str, str]:
     rows = session.exec(
         select(VolumeTypeExtraSpec).where(VolumeTypeExtraSpec.volume_type_id == volume_type_id)

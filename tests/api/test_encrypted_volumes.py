@@ -99,3 +99,19 @@ def test_an_admin_clones_another_projects_encrypted_volume(api: Api, stack: Thre
         admin.delete(f"/volumes/{made['id']}")
         admin.wait_gone(made["id"])
     assert keys.exists(api.project, volume["encryption_key_id"])
+
+
+def test_encrypted_is_true_from_the_create_response_on(api: Api) -> None:
+    """Issue 14's newcomer finding: the create response said `encrypted: false` (the key is
+    made by the workflow, after the response)."""
+    vtype = encrypted_type(api)
+    created = api.post("/volumes", {"volume": {"size": 1, "volume_type": vtype["name"]}})
+    assert created.status_code == 202 and created.json()["volume"]["encrypted"] is True
+    volume_id = created.json()["volume"]["id"]
+    listed = api.get("/volumes/detail").json()["volumes"]
+    assert [v["encrypted"] for v in listed if v["id"] == volume_id] == [True]
+    plain = api.post("/volumes", {"volume": {"size": 1}}).json()["volume"]
+    assert plain["encrypted"] is False
+    for ident in (volume_id, plain["id"]):
+        api.wait_status(ident, "available")
+        api.delete(f"/volumes/{ident}")

@@ -83,3 +83,20 @@ def test_worker_with_nothing_to_serve_refuses(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "nothing to serve" in done.stderr
+
+
+def test_help_shows_the_defaults() -> None:
+    """A newcomer's first question is which ports `cinderflow dev` takes."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "cinderflow", "dev", "--help"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    flat = " ".join(shown.split())
+    for default in (
+        "(default: 8776)",
+        "(default: 7233)",
+        "(default: 8233)",
+        "(default: 127.0.0.1)",
+    ):
+        assert default in flat, shown
+    assert "(default: None)" not in flat

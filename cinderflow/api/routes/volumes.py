@@ -272,6 +272,7 @@ def _insert(
             dict(spec.metadata or {}),
             volume_type.name,
             image_metadata=image[1] if image else {},
+            type_encrypted=type_db.encryption_of(session, volume_type.id) is not None,
         )
         return shown, entry
 

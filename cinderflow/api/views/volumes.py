@@ -39,6 +39,9 @@ class VolumeView:
     type_name: str | None
     attachments: list[Attachment] = field(default_factory=list)
     image_metadata: dict[str, str] = field(default_factory=dict)
+    type_encrypted: bool = False
+    """The volume's type has an encryption spec: `encrypted` is true from the create
+    response on, before the workflow has made the key (Cinder makes it in the API)."""
 
 
 def load(session: Session, volumes: list[Volume]) -> list[VolumeView]:
@@ -50,9 +53,15 @@ def load(session: Session, volumes: list[Volume]) -> list[VolumeView]:
     names = volume_db.type_names(session, (v.volume_type_id for v in volumes))
     attached = attachment_db.attached_to(session, ids)
     images = volume_db.image_metadata_of(session, ids)
+    encrypted = volume_db.encrypted_types(session, (v.volume_type_id for v in volumes))
     return [
         VolumeView(
-            v, metadata[v.id], names.get(v.volume_type_id), attached[v.id], images.get(v.id, {})
+            v,
+            metadata[v.id],
+            names.get(v.volume_type_id),
+            attached[v.id],
+            images.get(v.id, {}),
+            type_encrypted=v.volume_type_id in encrypted,
         )
         for v in volumes
     ]
@@ -94,7 +103,7 @@ def detail(req: ApiRequest, view: VolumeView) -> dict[str, Any]:
         "metadata": view.metadata,
         "user_id": v.user_id,
         "bootable": str(v.bootable).lower(),
-        "encrypted": v.encryption_key_id is not None,
+        "encrypted": v.encryption_key_id is not None or view.type_encrypted,
         "replication_status": None,
         "consistencygroup_id": None,
         "multiattach": v.multiattach,
