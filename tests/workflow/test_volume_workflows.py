@@ -84,6 +84,8 @@ def test_driver_failure_makes_the_volume_error(own_stack: ThreadStack) -> None:
 
 def test_no_valid_backend_makes_the_volume_error(own_stack: ThreadStack) -> None:
     api = own_stack.api()
+    # the backend's first report creates its service row (enabled): disable it after that
+    wait_backends_reported(own_stack.settings.db_url)
     db = Database(own_stack.settings.db_url)
     try:
         with db.transaction() as session:
