@@ -14,7 +14,7 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from cinderflow.api.errors import Unauthorized
-from cinderflow.api.policy import Policy
+from cinderflow.api.policy import Policy, credentials
 from cinderflow.settings import Settings
 
 ADMIN = "admin"
@@ -46,27 +46,6 @@ class RequestContext:
             is_admin_project=self.is_admin_project,
             is_admin=self.is_admin,
         )
-
-
-def credentials(
-    user_id: str,
-    project_id: str,
-    roles: frozenset[str],
-    service_roles: frozenset[str],
-    *,
-    is_admin_project: bool,
-    is_admin: bool,
-) -> dict[str, Any]:
-    """What oslo.policy checks read (`role:…`, `project_id:…`, `service_roles:…`, and
-    Cinder's `is_admin:True`, `is_admin_project:True`)."""
-    return {
-        "user_id": user_id,
-        "project_id": project_id,
-        "roles": sorted(roles),
-        "service_roles": sorted(service_roles),
-        "is_admin_project": is_admin_project,
-        "is_admin": is_admin,
-    }
 
 
 def new_context(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +152,27 @@ def list_rules() -> list[oslo_policy.RuleDefault]:
     ]
 
 
+def credentials(
+    user_id: str,
+    project_id: str,
+    roles: Iterable[str],
+    service_roles: Iterable[str],
+    *,
+    is_admin_project: bool,
+    is_admin: bool,
+) -> dict[str, Any]:
+    """What oslo.policy checks read (`role:…`, `project_id:…`, `service_roles:…`, and
+    Cinder's `is_admin:True`, `is_admin_project:True`)."""
+    return {
+        "user_id": user_id,
+        "project_id": project_id,
+        "roles": sorted(roles),
+        "service_roles": sorted(service_roles),
+        "is_admin_project": is_admin_project,
+        "is_admin": is_admin,
+    }
+
+
 class Policy:
     """The process's enforcer: the defaults, overridden by `policy_file` when given. Nothing
     else is read: no search of oslo's config directories (`~/.cinderflow`, `/etc/…`), no
@@ -221,14 +243,14 @@ class Policy:
         project_id: str,
         version: float,
     ) -> bool:
-        creds = {
-            "user_id": user_id,
-            "project_id": user_project,
-            "roles": list(roles),
-            "service_roles": list(service_roles),
-            "is_admin_project": is_admin_project,
-            "is_admin": is_admin,
-        }
+        creds = credentials(
+            user_id,
+            user_project,
+            roles,
+            service_roles,
+            is_admin_project=is_admin_project,
+            is_admin=is_admin,
+        )
         return bool(
             self.enforcer.authorize(rule, {"project_id": project_id}, creds, do_raise=False)
         )
