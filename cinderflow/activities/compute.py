@@ -3,6 +3,8 @@ volume (control queue; HTTP, no database)."""
 
 from __future__ import annotations
 
+import logging
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -10,6 +12,8 @@ from cinderflow.activities.group import ActivityGroup
 from cinderflow.compute import ComputeClient, ComputeError
 from cinderflow.payloads import ComputeEvent, SwapRequest
 from cinderflow.settings import Settings
+
+log = logging.getLogger(__name__)
 
 NO_COMPUTE = "NoComputeConfigured"
 COMPUTE_FAILED = "ComputeEventFailed"
@@ -31,7 +35,17 @@ class ComputeActivities(ActivityGroup):
 
     @activity.defn(name="compute.volume_extended")
     async def volume_extended(self, event: ComputeEvent) -> None:
-        """Send `volume-extended` for each server; refused or unconfigured ends the attempt."""
+        """Send `volume-extended` for each server; refused ends the attempt. Unconfigured ends
+        it too when the compute must complete the extend; after an extend the driver has done,
+        the event only tells the guests, and without a compute there is no one to tell."""
+        if self.client is None and not event.requires_completion:
+            log.info(
+                "no compute endpoint configured; not telling servers %s about the extend of "
+                "volume %s",
+                ", ".join(event.server_uuids),
+                event.volume_id,
+            )
+            return
         client = self._client()
         try:
             await client.volume_extended(

@@ -17,7 +17,7 @@ def test_every_setting_is_documented() -> None:
 
 def test_readme_gives_the_two_commands_ci_runs() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert "pip install -e . && cinderflow dev" in readme
+    assert "pip install -e '.[clients]' && cinderflow dev" in readme
     assert "pip install -e '.[test]' && python -m pytest" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "pip install -q -e '.[test]'" in ci and "\npython -m pytest\n" in ci
