@@ -1,4 +1,5 @@
-"""`cinderflow dev | api | worker | db upgrade | manage volume|snapshot reset-state`."""
+"""`cinderflow dev | api | worker | db upgrade | manage volume|snapshot reset-state |
+ops list|show|watch`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import sys
 from typing import Any
 
+from cinderflow import ops
 from cinderflow.files import DATA_FILES, keep_private, private_directory
 from cinderflow.settings import InsecureSettings, Settings, load_settings
 
@@ -71,6 +73,7 @@ def parser() -> argparse.ArgumentParser:
     volume_reset.add_argument("--attach-status", choices=["attached", "detached"])
     volume_reset.add_argument("--migration-status")
     _reset_state_parser(manage_kinds, "snapshot", "a snapshot operation that owns it")
+    ops.add_parser(commands, SHOWN)
     return top
 
 
@@ -120,6 +123,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "manage":
         return _manage(args)
+
+    if args.command == "ops":
+        return ops.run(args)
 
     from cinderflow.serve import configure_logging, serve
 

@@ -67,6 +67,8 @@ def run(settings: Settings, temporal_port: int, ui_port: int) -> int:
     )
     settings.temporal_address = temporal.address
     settings.temporal_namespace = "default"
+    if settings.temporal_ui_url is None:
+        settings.temporal_ui_url = temporal.ui_url
     temporal.start()
     try:
         upgrade(settings.db_url)

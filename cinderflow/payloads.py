@@ -7,6 +7,7 @@ builds values from the clock: workflow code imports it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -97,6 +98,10 @@ class FinalWrite(BaseModel):
     reason: str | None = None
     """Why it ended so (kept in the workflow's result)."""
     message: UserMessageSpec | None = None
+    outcome: str | None = None
+    """How the operation ended, for its record (db/operation_records.py): `succeeded`,
+    `failed`, `reset` or `cancelled`; None: failed if it leaves a user message, else
+    succeeded."""
 
 
 class ResetRequest(BaseModel):
@@ -114,6 +119,13 @@ class ResetRequest(BaseModel):
     """Reset even if the driver fails (its error is only reported)."""
     request_id: str | None = None
     policy: OperationPolicy = Field(default_factory=OperationPolicy)
+
+
+class CancelRequest(BaseModel):
+    """A user's cancel of an operation (the `cancel` update): who asked, for the record."""
+
+    user_id: str | None = None
+    request_id: str | None = None
 
 
 class ResetOutcome(BaseModel):
@@ -143,6 +155,12 @@ class OperationProgress(BaseModel):
     """A reset in progress: waiting for the critical step, at the backend, or taking over."""
     finishing: bool = False
     """The final write has begun; resets are refused."""
+    stoppable: bool = False
+    """The running step can stop cleanly: the `cancel` update is taken now."""
+    cancelling: bool = False
+    """A cancel was asked for: the operation is stopping and undoing what it made."""
+    updated_at: datetime | None = None
+    """When this changed last (workflow time)."""
 
 
 # Activity payloads ------------------------------------------------------------------------------

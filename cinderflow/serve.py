@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import uvicorn
 
+from cinderflow import metrics
 from cinderflow.api.app import create_app
 from cinderflow.api.framing import CinderH11Protocol
 from cinderflow.db.engine import Database
@@ -71,11 +72,14 @@ async def serve(
     db = Database(settings.db_url)
     tasks: list[asyncio.Task] = []
     server: uvicorn.Server | None = None
+    exporter = None
     try:
         client = await connect(settings, lazy=not worker)
         if worker:
             service = WorkerService(settings, client, db, backend_names, control=control)
             tasks.append(asyncio.create_task(service.run(stop), name="worker"))
+            if not api and settings.metrics_port is not None:
+                exporter = metrics.serve(settings.metrics_host, settings.metrics_port)
         if api:
             server = api_server(settings, db=db, client=client)
             tasks.append(asyncio.create_task(server.serve(), name="api"))
@@ -93,6 +97,8 @@ async def serve(
         stop.set()
         if server is not None:
             server.should_exit = True
+        if exporter is not None:
+            exporter.shutdown()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
             if isinstance(result, Exception):

@@ -101,6 +101,24 @@ class Settings(BaseSettings):
     message_ttl: float = 2592000.0
     """Seconds a user message is kept (Cinder's default: 30 days)."""
 
+    idempotency_key_retention: float = 86400.0
+    """Seconds an `Idempotency-Key` of an operation-starting POST is kept: a repeat within
+    them gets the first response; after them the key is free again."""
+    operation_retention: float = 30 * 86400.0
+    """Seconds the operations API keeps an operation after it ended. Keep it at least the
+    Temporal namespace's retention (the control worker warns at start if it is shorter):
+    the record is what lists it once Temporal has forgotten the workflow."""
+    stuck_operation_threshold: float = 3600.0
+    """An operation running longer than this counts in the `cinderflow_operations_stuck`
+    metric."""
+    temporal_ui_url: str | None = None
+    """The Temporal Web UI's base URL (`http://127.0.0.1:8233`), for admins' links from an
+    operation to its workflow; `cinderflow dev` sets it."""
+    metrics_port: int | None = None
+    """`cinderflow worker`: serve Prometheus metrics on this port (`metrics_host`); the API
+    serves them at `/metrics` on its own port."""
+    metrics_host: str = "127.0.0.1"
+
     stats_interval: float = 10.0
     """Seconds between two `get_volume_stats` reports of a backend worker."""
     service_down_time: float = 60.0

@@ -12,10 +12,10 @@ from concurrent.futures import Executor
 
 from temporalio import activity
 
-from cinderflow import user_messages
+from cinderflow import metrics, user_messages
 from cinderflow.activities import fencing
 from cinderflow.activities.group import ActivityGroup
-from cinderflow.db import final_write
+from cinderflow.db import final_write, operation_records
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Volume
 from cinderflow.payloads import FinalWrite, VolumeMessage
@@ -39,8 +39,11 @@ class OperationActivities(ActivityGroup):
         try:
             with self.db.transaction() as session:
                 final_write.apply(session, write, workflow_id, message_ttl=self.message_ttl)
+                ended = operation_records.ended_in(session)
         except final_write.NotOwner:
             raise fencing.lost_ownership(write.resource_id, workflow_id) from None
+        for record in ended:  # committed: counted once (a retry finds it ended already)
+            metrics.observe_finished(record)
 
     @activity.defn(name="operation.record_message")
     async def record_message(self, request: VolumeMessage) -> None:

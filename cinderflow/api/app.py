@@ -8,15 +8,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from cinderflow import heartbeat
+from cinderflow import heartbeat, metrics
 from cinderflow.api import openapi, versions
 from cinderflow.api.errors import (
     NOT_FOUND,
@@ -28,14 +29,18 @@ from cinderflow.api.errors import (
 )
 from cinderflow.api.keystone import KeystoneAuth
 from cinderflow.api.middleware import CinderMiddleware
+from cinderflow.api.observability import RequestLog
 from cinderflow.api.policy import Policy
 from cinderflow.api.routes import (
     attachments,
+    extensions,
     images,
     messages,
+    operations,
     quotas,
     reset_status,
     retype,
+    scheduler_stats,
     services,
     snapshots,
     transfers,
@@ -80,6 +85,7 @@ def api_router() -> Router:
         type_encryption,
         messages,
         services,
+        scheduler_stats,
         snapshots,
         attachments,
         volume_actions,
@@ -87,6 +93,8 @@ def api_router() -> Router:
         images,
         transfers,
         reset_status,
+        operations,
+        extensions,
     ):
         router.include(module.router)
     return router
@@ -115,6 +123,7 @@ def create_app(
             temporal,
             OwnerClient(temporal),
         )
+        app.state.metrics = metrics.database_registry(database, settings)
         alive = asyncio.create_task(
             heartbeat.beat(
                 database,
@@ -134,6 +143,13 @@ def create_app(
     async def openapi_json(request: Request) -> JSONResponse:
         return JSONResponse(document)
 
+    async def metrics_endpoint(request: Request) -> Response:
+        """Prometheus metrics (no auth, as is usual for a scrape endpoint: counts and
+        states, no project or resource ids)."""
+        gauges = request.app.state.metrics
+        body = await run_in_threadpool(metrics.exposition, gauges)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
     policy = Policy(settings.policy_file)
     keystone = KeystoneAuth(settings, policy) if settings.auth_strategy == "keystone" else None
     app = Starlette(
@@ -142,10 +158,12 @@ def create_app(
             Route("/v3", versions.v3),
             Route("/v3/", versions.v3),
             Route("/openapi.json", openapi_json),
+            Route("/metrics", metrics_endpoint),
             *router.starlette_routes(),
         ],
         middleware=[
-            Middleware(CinderMiddleware, settings=settings, policy=policy, keystone=keystone)
+            Middleware(RequestLog),
+            Middleware(CinderMiddleware, settings=settings, policy=policy, keystone=keystone),
         ],
         exception_handlers={
             ApiError: _api_error,

@@ -8,6 +8,7 @@ the project is the user). Roles come from `X-Roles` when present; otherwise user
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,11 @@ class RequestContext:
             is_admin_project=self.is_admin_project,
             is_admin=self.is_admin,
         )
+
+
+CALLER: ContextVar[RequestContext | None] = ContextVar("cinderflow_caller", default=None)
+"""The request's caller, set once it is authenticated: what an operation's record says about
+who asked (api/handover.py), without threading the context through every helper."""
 
 
 def new_context(

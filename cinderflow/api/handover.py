@@ -2,9 +2,10 @@
 
 In the request's transaction: compare-and-swap the row to its transient status with the
 workflow as owner (or add the new row owned by it), record what the operation reads (holds), and
-add the outbox entry that names the workflow. After commit the API starts it (or the sweeper
-does, temporal/outbox.py). If the compare-and-swap loses, nothing is written and the caller
-re-reads the row to say why, in Cinder's words.
+add the outbox entry that names the workflow, the operation's record (who asked, for the
+operations API) and the request's idempotency key, if it sent one. After commit the API starts
+it (or the sweeper does, temporal/outbox.py). If the compare-and-swap loses, nothing is
+written and the caller re-reads the row to say why, in Cinder's words.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement
 from sqlmodel import Session
 
+from cinderflow.api import idempotency
+from cinderflow.api.context import CALLER
 from cinderflow.api.errors import BadRequest
-from cinderflow.db import ownership
+from cinderflow.db import operation_records, ownership
 from cinderflow.db.models import OutboxEntry
 from cinderflow.payloads import OperationPolicy
 from cinderflow.settings import Settings
@@ -118,5 +121,20 @@ def hand_over(
             operation=operation,
         )
     session.add(entry)
+    caller = CALLER.get()
+    operation_records.add(
+        session,
+        workflow_id=entry.workflow_id,
+        operation=operation,
+        resource_type=spec.resource,
+        resource_id=row.id,
+        volume_id=entry.volume_id,
+        project_id=row.project_id,
+        summary=entry.summary,
+        caller_project_id=caller.project_id if caller else None,
+        user_id=caller.user_id if caller else None,
+        request_id=caller.request_id if caller else getattr(payload, "request_id", None),
+    )
+    idempotency.claim(session)
     session.flush()
     return entry

@@ -22,7 +22,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cinderflow.api.context import noauth_context
+from cinderflow.api.context import CALLER, noauth_context
 from cinderflow.api.errors import GENERIC_500, ApiError, BadRequest, fault_body
 from cinderflow.api.keystone import KeystoneAuth
 from cinderflow.api.microversions import HEADER, LEGACY_HEADER, MIN_VERSION, negotiate
@@ -117,6 +117,7 @@ class CinderMiddleware:
         if url_project is not None and url_project != context.project_id:
             raise BadRequest("Malformed request url")
         state["context"] = context
+        CALLER.set(context)
 
 
 async def _send_fault(

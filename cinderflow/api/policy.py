@@ -107,6 +107,7 @@ ACTIONS: dict[str, str] = {
     "message:delete": MEMBER,
     "volume_extension:services:index": ADMIN,
     "volume_extension:services:update": ADMIN,
+    "scheduler_extension:scheduler_stats:get_pools": ADMIN,
     "volume:get_snapshot": READER,
     "volume:get_all_snapshots": READER,
     "volume:create_snapshot": MEMBER,
@@ -139,6 +140,9 @@ ACTIONS: dict[str, str] = {
     "volume_extension:volume_admin_actions:migrate_volume": ADMIN,
     "volume_extension:volume_admin_actions:reset_status": ADMIN,
     "volume_extension:snapshot_admin_actions:reset_status": ADMIN,
+    "operation:get_all": READER,
+    "operation:get": READER,
+    "operation:cancel": MEMBER,
 }
 """Cinder's rule names (and `volume:attachment_get`/`_get_all`, cinderflow's own, for the
 attachment reads Cinder leaves to project scoping) and their default rules."""

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cinderflow.api import policy
+from cinderflow.api import idempotency, policy
 from cinderflow.api.context import RequestContext
 from cinderflow.api.errors import NOT_FOUND, BadRequest, NotFound
 from cinderflow.api.microversions import MAX_VERSION, MIN_VERSION, APIVersion
@@ -191,10 +191,33 @@ def _dispatcher(endpoints: list[Endpoint]) -> Callable[[Request], Awaitable[Resp
                 if endpoint.body and data is None:
                     data = await json_body(request)
                 body = validate(endpoint.body, data) if endpoint.body else None
+                request.state.route = endpoint.path
+                if method == "POST" and idempotency.HEADER in request.headers:
+                    return await _once(request, endpoint, body, data)
                 return await endpoint.handler(ApiRequest(request, body))
         raise NotFound(NOT_FOUND)
 
     return dispatch
+
+
+async def _once(
+    request: Request, endpoint: Endpoint, body: BaseModel | None, data: Any
+) -> Response:
+    """A POST with an Idempotency-Key: the first response under the key, or this one's."""
+    services = request.app.state.services
+    guard = idempotency.Guard(
+        services.db,
+        request,
+        request.state.context.project_id,
+        services.settings.idempotency_key_retention,
+    )
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return await guard.run(
+        lambda: endpoint.handler(ApiRequest(request, body)),
+        path,
+        str(request.state.version),
+        data,
+    )
 
 
 def _action_name(data: Any, known: set[str]) -> str:

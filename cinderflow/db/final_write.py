@@ -17,7 +17,7 @@ from sqlalchemy import update as sa_update
 from sqlmodel import Session, SQLModel, select
 
 from cinderflow import quota, user_messages
-from cinderflow.db import admin_metadata, migration_targets, ownership
+from cinderflow.db import admin_metadata, migration_targets, operation_records, ownership
 from cinderflow.db import attachments as attachment_db
 from cinderflow.db import transfers as transfer_db
 from cinderflow.db.cas import compare_and_swap
@@ -90,6 +90,7 @@ def apply(
     if owner is not None and not write.part:
         _release_owned_snapshots(session, owner, write)
         ownership.release_holds(session, owner)
+        operation_records.end(session, owner, outcome(write, fenced), write.reason)
     if write.resource == ResourceKind.VOLUME:
         quota.release(session, row.id)
         admin_metadata.remove(session, row.id, write.admin_metadata)
@@ -130,6 +131,16 @@ def apply(
         )
     assert released, "the row is locked and its owner was checked above"
     return True
+
+
+def outcome(write: FinalWrite, fenced: bool) -> str:
+    """How the operation the write ends went, for its record: the operator's (unfenced)
+    write over a running operation is a reset."""
+    if not fenced:
+        return operation_records.RESET
+    if write.outcome:
+        return write.outcome
+    return operation_records.FAILED if write.message else operation_records.SUCCEEDED
 
 
 def _accept_transfer(session: Session, volume_id: str, accept: TransferAccept) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -387,3 +387,51 @@ class Transfer(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime | None = None
     deleted_at: datetime | None = None
+
+
+class OperationRecord(SQLModel, table=True):
+    """An operation as the operations API shows it: written by the hand-over, in the
+    transaction that gives the resource to the workflow, and ended by the final write, in the
+    transaction that ends the operation. Live phase and progress come from the workflow's
+    `progress` query; kept for `operation_retention` seconds after it ended."""
+
+    __tablename__ = "operations"
+    __table_args__ = (Index("ix_operations_project_created", "project_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    """The operation's public id (the workflow id stays with operators and admins)."""
+    workflow_id: str = Field(max_length=255, unique=True)
+    operation: str = Field(max_length=64)
+    resource_type: str = Field(max_length=32)
+    resource_id: str = Field(index=True, max_length=36)
+    volume_id: str | None = Field(default=None, index=True, max_length=36)
+    project_id: str = Field(max_length=255)
+    """The resource's project when the operation was asked for."""
+    caller_project_id: str | None = Field(default=None, max_length=255)
+    """Who asked: their project (a transfer's receiver, an admin), user and request."""
+    user_id: str | None = Field(default=None, max_length=255)
+    request_id: str | None = Field(default=None, max_length=255)
+    summary: str = Field(default="", max_length=1024)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    finished_at: datetime | None = None
+    status: str | None = Field(default=None, max_length=32)
+    """`succeeded`, `failed`, `reset` or `cancelled` once its final write ran; None before."""
+    detail: str | None = Field(default=None, max_length=2048)
+    """Why it ended so (the last error of a failed one)."""
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A client's `Idempotency-Key` of an operation-starting POST, claimed in the transaction
+    of the state change it made; the response is kept for a repeat of the same request."""
+
+    __tablename__ = "idempotency_keys"
+
+    project_id: str = Field(primary_key=True, max_length=255)
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(max_length=64)
+    """SHA-256 of method, path, microversion and body: another request under the key is 409."""
+    status_code: int | None = None
+    """The response's status; None while the first request is still answering."""
+    response: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    content_type: str | None = Field(default=None, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -24,6 +24,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from cinderflow import metrics
 from cinderflow.db.engine import Database
 from cinderflow.db.models import OutboxEntry, utcnow
 from cinderflow.payloads import REQUEST_TIME_PLAN
@@ -115,6 +116,7 @@ class Outbox:
                 # round trip less. Without one the server dispatches it as usual.
                 request_eager_start=True,
             )
+            metrics.OPERATIONS_STARTED.labels(operation=entry.operation).inc()
         except WorkflowAlreadyStartedError:
             pass
         except RPCError as error:

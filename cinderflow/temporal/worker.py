@@ -30,7 +30,7 @@ from cinderflow.activities.operation import OperationActivities
 from cinderflow.activities.scheduler import SchedulerActivities
 from cinderflow.activities.snapshots import SnapshotActivities
 from cinderflow.activities.volumes import VolumeActivities
-from cinderflow.db import services
+from cinderflow.db import idempotency_keys, operation_records, services
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Message, utcnow
 from cinderflow.drivers.base import VolumeDriver
@@ -41,6 +41,7 @@ from cinderflow.keys.service import KeyService, key_service
 from cinderflow.scheduling.backends import VOLUME_BINARY
 from cinderflow.settings import BackendConfig, Settings
 from cinderflow.temporal import search_attributes
+from cinderflow.temporal.client import warn_if_retention_outlives_records
 from cinderflow.temporal.converter import SharedPayloadConverter
 from cinderflow.temporal.outbox import Outbox
 from cinderflow.temporal.queues import backend_queue
@@ -194,7 +195,8 @@ class WorkerService:
             await asyncio.sleep(self.settings.outbox_sweep_interval)
 
     async def _reap_loop(self) -> None:
-        """Delete expired user messages (Cinder's message_reap_interval is a day)."""
+        """Delete expired user messages (Cinder's message_reap_interval is a day), the
+        records of operations past `operation_retention` and idempotency keys past theirs."""
         while True:
             try:
                 await run_blocking(self.db_pool, self._reap)
@@ -205,6 +207,10 @@ class WorkerService:
     def _reap(self) -> None:
         with self.db.transaction() as session:
             session.exec(delete(Message).where(Message.expires_at < utcnow()))
+            operation_records.prune(
+                session, utcnow() - timedelta(seconds=self.settings.operation_retention)
+            )
+            idempotency_keys.prune(session, self.settings.idempotency_key_retention)
 
     async def _image_key_loop(self) -> None:
         """Delete the keys of uploaded images that are gone (keys/image_keys.py)."""
@@ -221,6 +227,7 @@ class WorkerService:
         """Serve until `stop` is set, then shut the workers down gracefully."""
         if self.control:
             await search_attributes.ensure_registered(self.client)
+            await warn_if_retention_outlives_records(self.client, self.settings)
         for backend in self.backends:  # report before polling, so the scheduler sees us
             await self.report_stats(backend)
         loops = [asyncio.create_task(self._stats_loop(b)) for b in self.backends]

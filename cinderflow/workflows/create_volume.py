@@ -153,6 +153,7 @@ class CreateVolume(OperationWorkflow):
                     copy,
                     **common.driver(host, request.policy, "driver copy_image_to_volume"),
                 ),
+                stoppable=True,
                 effect=lambda update: update,
             )
         except ActivityError as error:

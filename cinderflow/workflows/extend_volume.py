@@ -199,7 +199,8 @@ class ExtendVolume(OperationWorkflow):
                     lambda: self.completion is not None,
                     timeout=max(deadline - workflow.now(), timedelta(milliseconds=1)),
                     timeout_summary="extend completion timeout",
-                )
+                ),
+                stoppable=True,
             )
         except TimeoutError:
             if self.completion is None:

@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from cinderflow.activities.driver import COPY_PROGRESS_SIGNAL
     from cinderflow.activities.operation import OperationActivities
     from cinderflow.payloads import (
+        CancelRequest,
         FinalWrite,
         OperationOutcome,
         OperationPolicy,
@@ -63,6 +64,8 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 NOT_RESETTABLE = "NotResettable"
+NOT_CANCELLABLE = "NotCancellable"
+CANCEL_UPDATE = "cancel"
 LOST = "lost-ownership"
 """The outcome's status when the final write found another owner (nothing was written)."""
 MESSAGE_RESOURCE_TYPES = {ResourceKind.VOLUME: "VOLUME", ResourceKind.SNAPSHOT: "VOLUME_SNAPSHOT"}
@@ -114,6 +117,9 @@ class OperationWorkflow:
         """A reset is in progress: the body is kept still (steps cut, none starts) until it
         has been refused or has taken over."""
         self._cancelled = False
+        self._stoppable = 0
+        self._cancelled_by: str | None = None
+        """Stoppable steps running (a user's cancel is taken only then)."""
         self._finishing = False
         self._ended = False
         self.copying = ""
@@ -192,6 +198,38 @@ class OperationWorkflow:
         undo that no step marks, e.g. a compute's answer it must carry through)."""
         return None
 
+    @workflow.update(name=CANCEL_UPDATE)
+    async def cancel(self, request: CancelRequest) -> OperationProgress:
+        """A user's cancel (`POST /operations/{id}/action {"cancel": null}`): the running step
+        is cut, what the operation made is undone, and the resource returns to the status it
+        had before (as a workflow cancel, but refused where it could not stop cleanly)."""
+        if not self._cancelled:
+            self._cancelled_by = request.user_id
+        self._cancelled = True
+        self._show()
+        return self._progress.model_copy()
+
+    @cancel.validator
+    def _cancel_allowed(self, request: CancelRequest) -> None:
+        if self._cancelled and not self._ended:
+            return  # asked again: the same answer
+        if not self.cancellable or self._finishing or self._ended:
+            raise ApplicationError(
+                f"operation {self.operation} can no longer be cancelled: it is finishing",
+                type=NOT_CANCELLABLE,
+            )
+        if self._reset_busy or self._reset is not None:
+            raise ApplicationError(
+                "an administrator's reset of the resource is in progress", type=NOT_CANCELLABLE
+            )
+        if not self._stoppable:
+            phase = self._progress.phase or self.operation
+            raise ApplicationError(
+                f"operation {self.operation} cannot stop cleanly now ({phase}); it can be "
+                "cancelled while it copies data or waits for a compute",
+                type=NOT_CANCELLABLE,
+            )
+
     @workflow.query
     def progress(self) -> OperationProgress:
         """What the operation is doing now, how far, and whether a reset waits."""
@@ -237,13 +275,19 @@ class OperationWorkflow:
         *,
         effect: Callable[[T], dict[str, Any]] | None = None,
         irreversible: bool = False,
+        stoppable: bool = False,
     ) -> T:
         """Run a step a reset or cancel may cut (see the module's docstring). `irreversible`:
         once it has completed nothing can be restored (a volume's backend delete), so the
-        operation can only finish: it closes, and a reset waiting for it is told so."""
+        operation can only finish: it closes, and a reset waiting for it is told so.
+        `stoppable`: the step stops cleanly when cut (a copy, a wait for a compute), so a
+        user's `cancel` is taken while it runs."""
         while True:
             await self._boundary()
             self._running += 1
+            if stoppable:
+                self._stoppable += 1
+                self._show()
             try:
                 task = asyncio.ensure_future(work())
                 cut = asyncio.ensure_future(
@@ -262,6 +306,9 @@ class OperationWorkflow:
                 await self._settled(task)
             finally:
                 self._running -= 1
+                if stoppable:
+                    self._stoppable -= 1
+                    self._show()
             if not _was_cut(task):
                 result = task.result()  # the step's own result, or its own failure
                 if effect is not None:
@@ -342,7 +389,7 @@ class OperationWorkflow:
         """A failed end: close, compensate, then the final write (with its user message)."""
         await self.close()
         await self._compensate()
-        return await self._write(write)
+        return await self._write(write.model_copy(update={"outcome": write.outcome or "failed"}))
 
     async def shielded(self, work: Awaitable[T]) -> T:
         """Run a step to its end even through a workflow cancel (the steps after `close`, a
@@ -432,6 +479,7 @@ class OperationWorkflow:
                 migration_status=request.migration_status,
                 reason=reason,
                 message=self.message(Action.RESET_STATUS, Detail.STOPPED_BY_RESET),
+                outcome="reset",
             )
             outcome = await self._write(self.stopped_write(write))
             lost = outcome.status == LOST
@@ -445,7 +493,9 @@ class OperationWorkflow:
             resource=self.resource,
             resource_id=self._resource_id,
             previous=True,
-            reason=f"{self.operation} cancelled",
+            reason=f"{self.operation} cancelled"
+            + (f" by {self._cancelled_by}" if self._cancelled_by else ""),
+            outcome="cancelled",
         )
         return await self._write(self.stopped_write(write))
 
@@ -530,6 +580,9 @@ class OperationWorkflow:
             setattr(self._progress, key, value)
         self._progress.critical = self._critical[0] if self._critical else None
         self._progress.finishing = self._finishing
+        self._progress.stoppable = self._stoppable > 0 and not self._finishing
+        self._progress.cancelling = self._cancelled and not self._ended
+        self._progress.updated_at = workflow.now()
         lines = [self._progress.phase or f"{self.operation}"]
         if self._progress.percent is not None:
             lines[0] += f" ({self._progress.percent}%)"

@@ -314,7 +314,8 @@ class RetypeVolume(OperationWorkflow):
                     DriverActivities.copy_volume_data,
                     copy,
                     **common.driver(target_host, policy, "driver copy_volume_data"),
-                )
+                ),
+                stoppable=True,
             )
         except ActivityError as error:
             return await self._migration_failed(error)

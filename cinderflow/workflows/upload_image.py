@@ -109,7 +109,8 @@ class UploadVolumeToImage(OperationWorkflow):
                     DriverActivities.copy_volume_to_image,
                     upload,
                     **common.driver(host, request.policy, "driver copy_volume_to_image"),
-                )
+                ),
+                stoppable=True,
             )
             if protected:
                 await self.step(

@@ -4,7 +4,12 @@ by migration (data copy, encryption changes), progress, resets and quota."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -347,3 +352,121 @@ def test_admin_migrate_keeps_the_type_and_moves_the_data(api: Api, two: ThreadSt
     assert_usage_is_recount(two, api.project)
     available_snapshot(api, volume["id"])
     assert_fault(migrate(api, volume["id"], f"{two.settings.host}@{here}"), 400, "snapshots")
+
+
+def test_operations_show_the_copy_rising_and_a_cancel_stops_it(api: Api, two: ThreadStack) -> None:
+    """The operations API shows a migration `running` with rising `progress`; the member's
+    cancel mid-copy ends it `cancelled`: the volume back `available` with its type, no
+    destination file, the destination key deleted, quota equal to a recount."""
+    member = api.as_user("alice")
+    gold, silver = new_type(api, "gold"), new_type(api, "silver", encrypted=True)
+    volume = api.volume(member.available_volume(1, volume_type=gold["name"])["id"])
+    write_guest(two, volume, 0, os.urandom(200 * MIB))
+    digest = guest_digest(two, volume, 200 * MIB)
+    silver_files = backend_files(two, "silver")
+    hold = hold_failpoint(two.settings, COPY_PROGRESS)
+    try:
+        assert retype(member, volume["id"], silver["name"]).status_code == 202
+        seen: list[int] = []
+        for _ in range(3):
+            wait_failpoint(two.settings, COPY_PROGRESS)
+            shown = poll(
+                lambda: (
+                    (
+                        ops := member.get(
+                            "/operations", params={"resource_id": volume["id"], "status": "running"}
+                        ).json()["operations"]
+                    )
+                    and ops[0]["progress"] is not None
+                    and (not seen or ops[0]["progress"] > seen[-1])
+                    and ops[0]
+                ),
+                what="the operation's progress rising",
+            )
+            seen.append(shown["progress"])
+            assert shown["operation"] == "retype" and shown["cancellable"] is True, shown
+            step_failpoint(two.settings, COPY_PROGRESS)
+        assert seen == sorted(set(seen)) and 0 < seen[-1] < 100, seen
+        wait_failpoint(two.settings, COPY_PROGRESS)
+        key_id = poll(lambda: migration_key(two, volume["id"]), what="destination key")
+        cancel = member.post(f"/operations/{shown['id']}/action", {"cancel": None})
+        assert cancel.status_code == 202, cancel.text
+        hold.unlink()  # the held copy sees the cancel and stops
+        ended = member.get(f"/operations/{shown['id']}?wait=60").json()["operation"]
+    finally:
+        hold.unlink(missing_ok=True)
+    assert ended["status"] == "cancelled" and ended["finished_at"], ended
+    wait_retype_ended(two, volume["id"])
+    after = api.volume(volume["id"])
+    assert after["status"] == "available" and after["volume_type"] == gold["name"]
+    assert after["os-vol-mig-status-attr:migstat"] == "error"
+    assert backend_files(two, "silver") == silver_files  # no destination, no partial
+    assert not key_exists(keys_of(two), api.project, key_id)
+    assert guest_digest(two, after, 200 * MIB) == digest
+    assert_usage_is_recount(two, api.project)
+
+
+def test_ops_watch_draws_a_rising_bar_in_a_terminal(
+    api: Api, two: ThreadStack, tmp_path: Path
+) -> None:
+    """`cinderflow ops watch <volume>` under tmux: the captured pane shows the bar's
+    percentage advance as the copy goes on, then the operation's end."""
+    gold, silver = new_type(api, "gold"), new_type(api, "silver")
+    volume = api.volume(api.available_volume(1, volume_type=gold["name"])["id"])
+    write_guest(two, volume, 0, os.urandom(100 * MIB))
+    socket = f"cf-{uuid.uuid4().hex[:8]}"
+    cinderflow = str(Path(sys.executable).parent / "cinderflow")
+    command = (
+        f"{cinderflow} ops --url {two.url} --project {api.project} watch {volume['id']}; sleep 600"
+    )
+    hold = hold_failpoint(two.settings, COPY_PROGRESS)
+
+    def pane() -> str:
+        return subprocess.run(
+            ["tmux", "-L", socket, "capture-pane", "-p", "-t", "watch"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    def percent() -> int | None:
+        found = re.findall(r"(\d+)%", pane())
+        return int(found[-1]) if found else None
+
+    try:
+        assert retype(api, volume["id"], silver["name"]).status_code == 202
+        subprocess.run(
+            [
+                "tmux",
+                "-L",
+                socket,
+                "new-session",
+                "-d",
+                "-s",
+                "watch",
+                "-x",
+                "120",
+                "-y",
+                "12",
+                command,
+            ],
+            check=True,
+            env={**os.environ, "TERM": "xterm-256color"},
+        )
+        seen: list[int] = []
+        for _ in range(3):
+            wait_failpoint(two.settings, COPY_PROGRESS)
+            seen.append(
+                poll(
+                    lambda: (p := percent()) is not None and (not seen or p > seen[-1]) and p,
+                    what="the bar advancing",
+                )
+            )
+            step_failpoint(two.settings, COPY_PROGRESS)
+        hold.unlink()
+        poll(lambda: f"retype {volume['id']}: succeeded" in pane(), what="the end shown")
+    finally:
+        hold.unlink(missing_ok=True)
+        subprocess.run(["tmux", "-L", socket, "kill-server"], check=False)
+    assert seen == sorted(set(seen)), seen
+    settled(api, volume["id"])

@@ -17,8 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from temporalio.client import WorkflowFailureError
 
+from cinderflow.api import idempotency, policy
 from cinderflow.api import microversions as mv
-from cinderflow.api import policy
 from cinderflow.api.context import RequestContext
 from cinderflow.api.errors import (
     ApiError,
@@ -211,6 +211,7 @@ async def create(req: ApiRequest) -> Response:
     def run() -> tuple[str, OutboxEntry | None]:
         with req.services.db.transaction() as session:
             attachment = _reserve(session, req.ctx, spec)
+            idempotency.claim(session)
             entry = None
             if spec.connector:
                 attachment.connector = spec.connector

@@ -19,8 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from cinderflow import quota, transfer_keys
+from cinderflow.api import idempotency, policy
 from cinderflow.api import microversions as mv
-from cinderflow.api import policy
 from cinderflow.api.errors import BadRequest, Conflict, NotFound, OverLimit, invalid_volume
 from cinderflow.api.handover import Read, hand_over, operation_policy
 from cinderflow.api.lookups import visible_volume
@@ -177,6 +177,7 @@ async def create(req: ApiRequest) -> Response:
                 source_project_id=volume.project_id,
             )
             session.add(transfer)
+            idempotency.claim(session)
             session.flush()
             return {**detail(req, transfer), "auth_key": key.auth_key}
 

@@ -1,0 +1,94 @@
+"""Operation records: what the operations API lists (api/routes/operations.py).
+
+A record is written by the hand-over, in the transaction that gives the resource to its
+workflow, so an operation the API answered 202 for is listed even before its workflow runs
+(Temporal down: the outbox starts it later). The final write ends it in its own transaction,
+so "succeeded" is never shown for an operation whose end did not commit, nor "running" for
+one whose end did. Records are pruned `operation_retention` seconds after they ended.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, update
+from sqlmodel import Session, select
+
+from cinderflow.db.models import OperationRecord, utcnow
+
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+RESET = "reset"
+CANCELLED = "cancelled"
+RUNNING = "running"
+STATUSES = (RUNNING, SUCCEEDED, FAILED, RESET, CANCELLED)
+DETAIL_LIMIT = 2048
+ENDED = "cinderflow.ended_operations"
+
+
+def add(
+    session: Session,
+    *,
+    workflow_id: str,
+    operation: str,
+    resource_type: str,
+    resource_id: str,
+    volume_id: str | None,
+    project_id: str,
+    summary: str,
+    caller_project_id: str | None = None,
+    user_id: str | None = None,
+    request_id: str | None = None,
+) -> OperationRecord:
+    record = OperationRecord(
+        id=str(uuid.uuid4()),
+        workflow_id=workflow_id,
+        operation=operation,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        volume_id=volume_id,
+        project_id=project_id,
+        caller_project_id=caller_project_id,
+        user_id=user_id,
+        request_id=request_id,
+        summary=summary[:1024],
+    )
+    session.add(record)
+    return record
+
+
+def end(session: Session, workflow_id: str, status: str, detail: str | None) -> bool:
+    """Record how the operation of `workflow_id` ended; False if it had ended already (a
+    retry of its final write, or no record: an operation from before records)."""
+    result = session.exec(
+        update(OperationRecord)
+        .where(OperationRecord.workflow_id == workflow_id, OperationRecord.status.is_(None))
+        .values(
+            status=status,
+            finished_at=utcnow(),
+            detail=detail[:DETAIL_LIMIT] if detail else None,
+        )
+    )
+    if not result.rowcount:
+        return False
+    ended = session.exec(
+        select(OperationRecord).where(OperationRecord.workflow_id == workflow_id)
+    ).one()
+    session.info.setdefault(ENDED, []).append(ended)
+    return True
+
+
+def ended_in(session: Session) -> list[OperationRecord]:
+    """The records this transaction ended (for the metrics, once it has committed)."""
+    return list(session.info.get(ENDED, ()))
+
+
+def prune(session: Session, cutoff: datetime) -> int:
+    """Remove the records of operations that ended before `cutoff`."""
+    result = session.exec(
+        delete(OperationRecord).where(
+            OperationRecord.finished_at.is_not(None), OperationRecord.finished_at < cutoff
+        )
+    )
+    return result.rowcount or 0
