@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import httpx
 import pytest
@@ -76,3 +77,50 @@ def test_request_and_operation_counts_match(
     assert len(creates) == 3, lines
     assert all(f"project={api.project}" in line and "request_id=req-" in line for line in creates)
     assert any("route=/volumes/{volume_id} code=404" in line for line in lines)
+
+
+def test_stuck_operations_and_reserved_quota_are_gauges(api: Api, stack: ThreadStack) -> None:
+    """An operation running past `stuck_operation_threshold` counts as stuck; quota held by
+    reservations shows by resource (both read from the database at scrape time)."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    from cinderflow.db import operation_records
+    from cinderflow.db.engine import Database
+    from cinderflow.db.models import OperationRecord, Reservation, utcnow
+
+    volume_id = str(uuid.uuid4())
+    db = Database(stack.settings.db_url)
+    before = scrape(stack)
+    try:
+        with db.transaction() as session:
+            record = operation_records.add(
+                session,
+                workflow_id=f"volume-{volume_id}-probe-00000000",
+                operation="probe",
+                resource_type="volume",
+                resource_id=volume_id,
+                volume_id=volume_id,
+                project_id=api.project,
+                summary="a stuck probe",
+            )
+            record.created_at = utcnow() - timedelta(
+                seconds=stack.settings.stuck_operation_threshold + 60
+            )
+            session.add(
+                Reservation(
+                    volume_id=volume_id, project_id=api.project, resource="gigabytes_probe", delta=7
+                )
+            )
+        after = scrape(stack)
+    finally:
+        with db.transaction() as session:
+            session.exec(delete(OperationRecord).where(OperationRecord.resource_id == volume_id))
+            session.exec(delete(Reservation).where(Reservation.volume_id == volume_id))
+        db.dispose()
+    assert value(before, "cinderflow_operations_stuck", operation="probe") == 0
+    assert value(after, "cinderflow_operations_stuck", operation="probe") == 1
+    assert value(after, "cinderflow_operations_running", operation="probe") == 1
+    assert value(after, "cinderflow_quota_reserved", resource="gigabytes_probe") == 7
+    assert value(scrape(stack), "cinderflow_quota_reserved", resource="gigabytes_probe") == 0
