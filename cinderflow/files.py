@@ -27,7 +27,7 @@ def keep_private() -> None:
 DATA_FILES = (
     "cinderflow.sqlite", "cinderflow.sqlite-wal", "cinderflow.sqlite-shm",
     "temporal.sqlite", "temporal.sqlite-wal", "temporal.sqlite-shm",
-    "temporal.log", "master.key", "host", ".dev.lock",
+    "temporal.log", "master.key", "idempotency.secret", "host", ".dev.lock",
 )  # fmt: skip
 """What cinderflow itself writes directly into a data directory."""
 

@@ -11,7 +11,6 @@ is asked and never drifts (`DatabaseCollector`, registered where the API runs).
 from __future__ import annotations
 
 import logging
-from collections import Counter as Tally
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +24,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlmodel import select
 
 from cinderflow.db.engine import Database
@@ -97,10 +96,11 @@ class DatabaseCollector(Collector):
         now = utcnow()
         stuck_before = now - timedelta(seconds=self.settings.stuck_operation_threshold)
         with self.db.read() as session:
+            stuck_since = case((OperationRecord.created_at < stuck_before, 1), else_=0)
             running = session.exec(
-                select(OperationRecord.operation, OperationRecord.created_at).where(
-                    OperationRecord.status.is_(None)
-                )
+                select(OperationRecord.operation, func.count(), func.sum(stuck_since))
+                .where(OperationRecord.status.is_(None))
+                .group_by(OperationRecord.operation)
             ).all()
             services = session.exec(select(Service).where(Service.binary == "cinder-volume")).all()
             reserved = session.exec(
@@ -108,8 +108,8 @@ class DatabaseCollector(Collector):
                     Reservation.resource
                 )
             ).all()
-        counts = Tally(op for op, _ in running)
-        stuck = Tally(op for op, created in running if _aware(created) < stuck_before)
+        counts = {op: count for op, count, _ in running}
+        stuck = {op: int(late or 0) for op, _, late in running}
         family = GaugeMetricFamily(
             "cinderflow_operations_running", "Operations not ended yet.", labels=["operation"]
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,7 +45,10 @@ class OpsClient:
             raise OpsError(f"cannot reach the API at {self.base}: {error}") from None
         if response.status_code != 200:
             raise OpsError(_fault(response))
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise OpsError(f"the API answered {path} with something not JSON") from None
 
     def list(self, **filters: Any) -> list[dict[str, Any]]:
         return self._get("/operations", **{k: v for k, v in filters.items() if v})["operations"]
@@ -65,7 +69,7 @@ def _fault(response: httpx.Response) -> str:
 def _table(operations: list[dict[str, Any]]) -> Table:
     table = Table("id", "operation", "resource", "status", "progress", "phase", "started")
     for op in operations:
-        table.add_row(
+        cells = (
             op["id"],
             op["operation"],
             f"{op['resource_type']} {op['resource_id']}",
@@ -74,6 +78,7 @@ def _table(operations: list[dict[str, Any]]) -> Table:
             (op["phase"] or op.get("error") or "")[:60],
             op["started_at"] or "",
         )
+        table.add_row(*(escape(str(cell)) for cell in cells))  # names are user data
     return table
 
 
@@ -109,13 +114,15 @@ def watch(client: OpsClient, target: str, console: Console) -> int:
             for op_id, task in tasks.items():
                 if op_id in final:
                     continue
-                op = client.show(op_id)
+                op = _patiently(client, op_id)
+                if op is None:
+                    continue  # the API did not answer this time: ask again
                 done = op["status"] in ENDED
                 percent = 100 if op["status"] == "succeeded" else op["progress"]
                 bars.update(
                     task,
                     completed=percent if percent is not None else bars.tasks[task].completed,
-                    status=op["status"] if done else (op["phase"] or op["status"])[:50],
+                    status=escape(op["status"] if done else (op["phase"] or op["status"])[:50]),
                 )
                 if done:
                     final[op_id] = op
@@ -125,8 +132,19 @@ def watch(client: OpsClient, target: str, console: Console) -> int:
         line = f"{op['operation']} {op['resource_id']}: {op['status']}"
         if op.get("error"):
             line += f" ({op['error']})"
-        console.print(line)
+        console.print(escape(line), highlight=False)
     return 0 if all(op["status"] == "succeeded" for op in final.values()) else 1
+
+
+def _patiently(client: OpsClient, operation_id: str) -> dict[str, Any] | None:
+    """One operation, or None after a transient failure (an API restart must not end a
+    watch); a refusal (404, 403) ends it."""
+    try:
+        return client.show(operation_id)
+    except OpsError as error:
+        if str(error).startswith(("404", "403", "401")):
+            raise
+        return None
 
 
 def _watched(client: OpsClient, target: str) -> list[dict[str, Any]]:
@@ -164,7 +182,7 @@ def run(args: Any) -> int:
         if args.ops_command == "show":
             op = client.show(args.operation_id, wait=args.wait)
             for key, value in op.items():
-                console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+                console.print(f"[bold]{key}[/bold]: {escape(str(value))}", highlight=False)
             return 0
         return watch(client, args.target, console)
     except OpsError as error:

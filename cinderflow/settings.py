@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     idempotency_key_retention: float = 86400.0
     """Seconds an `Idempotency-Key` of an operation-starting POST is kept: a repeat within
     them gets the first response; after them the key is free again."""
+    idempotency_secret: SecretStr | None = None
+    """Seals the responses kept for `Idempotency-Key` repeats; every API process of a
+    deployment must have the same. Unset: `<data_dir>/idempotency.secret`, made on first use
+    (one host)."""
     operation_retention: float = 30 * 86400.0
     """Seconds the operations API keeps an operation after it ended. Keep it at least the
     Temporal namespace's retention (the control worker warns at start if it is shorter):

@@ -9,11 +9,11 @@ from typing import Any
 from sqlmodel import Session
 from temporalio import activity
 
-from cinderflow import user_messages
+from cinderflow import metrics, user_messages
 from cinderflow.activities import fencing
 from cinderflow.activities.group import ActivityGroup
 from cinderflow.db import attachments as attachment_db
-from cinderflow.db import ownership
+from cinderflow.db import operation_records, ownership
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Attachment, Volume
@@ -70,6 +70,9 @@ class AttachmentActivities(ActivityGroup):
                 mountpoint=connector.get("mountpoint"),
             )
             attachment_db.settle_volume(session, released.volume_id)
+            operation_records.end(session, workflow_id, operation_records.SUCCEEDED, None)
+            ended = operation_records.ended_in(session)
+        _observe(ended)
 
     @activity.defn(name="attachment.failed")
     async def failed(self, failure: AttachmentFailure) -> None:
@@ -90,6 +93,9 @@ class AttachmentActivities(ActivityGroup):
                 ttl=self.message_ttl,
             )
             attachment_db.settle_volume(session, released.volume_id)
+            operation_records.end(session, workflow_id, operation_records.FAILED, failure.status)
+            ended = operation_records.ended_in(session)
+        _observe(ended)
 
     @staticmethod
     def _release(session: Session, attachment_id: str, workflow_id: str, **values: Any) -> Any:
@@ -114,3 +120,12 @@ class AttachmentActivities(ActivityGroup):
             if not ownership.remove(session, Attachment, attachment_id, workflow_id=workflow_id):
                 raise fencing.lost_ownership(attachment_id, workflow_id)
             attachment_db.settle_volume(session, volume_id)
+            operation_records.end(session, workflow_id, operation_records.SUCCEEDED, None)
+            ended = operation_records.ended_in(session)
+        _observe(ended)
+
+
+def _observe(ended: list) -> None:
+    """The operations these transactions ended, counted once they committed."""
+    for record in ended:
+        metrics.observe_finished(record)

@@ -131,10 +131,10 @@ def hand_over(
         volume_id=entry.volume_id,
         project_id=row.project_id,
         summary=entry.summary,
-        caller_project_id=caller.project_id if caller else None,
+        caller_project_id=caller.project_id if caller and spec.shown_to_caller else None,
         user_id=caller.user_id if caller else None,
         request_id=caller.request_id if caller else getattr(payload, "request_id", None),
     )
-    idempotency.claim(session)
+    idempotency.claim(session, row.id)
     session.flush()
     return entry

@@ -11,11 +11,13 @@ The key is claimed in the transaction of the state change itself (`claim`, calle
 hand-over and by the few operation-starting routes that hand nothing over): of two parallel
 requests with one key, one commits its change with the key, the other's claim fails, its
 whole transaction rolls back, and it answers with the first one's response once that is
-stored. Errors are not kept (nothing changed: a retry is a new attempt).
+stored. An error before the change is not kept (nothing changed: a retry is a new attempt);
+one after it (the change committed, then the request failed) is kept and replayed.
 
 The database keeps the key only as a hash, and the response sealed (AES-GCM) under a key
-derived from the client's key: a transfer's auth key in a stored response is no more readable
-from the database than from its salted hash.
+derived from the client's key and the deployment's `idempotency_secret`: a transfer's auth key
+or an attachment's connection info in a kept response is not readable from a database dump,
+however guessable the client's keys are.
 """
 
 from __future__ import annotations
@@ -24,27 +26,33 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
-from cinderflow.api.errors import BadRequest, Conflict
+from cinderflow.api.errors import GENERIC_500, BadRequest, Conflict, fault_body
 from cinderflow.db.engine import Database
 from cinderflow.db.models import IdempotencyKey, utcnow
+from cinderflow.keys.local import load_master_key
+from cinderflow.settings import Settings
+
+log = logging.getLogger(__name__)
 
 HEADER = "idempotency-key"
 REPLAYED = "Idempotent-Replayed"
@@ -52,6 +60,10 @@ KEY_FORMAT = re.compile(r"^[\x21-\x7e]{1,255}$")
 """Printable ASCII without spaces, as the IETF draft's examples (UUIDs, ULIDs, hashes)."""
 WAIT_FOR_FIRST_S = 60.0
 """How long a repeat waits for the first request under its key to answer."""
+LOST_ANSWER_S = 300.0
+"""A claim this old without its answer lost it (its API process died between commit and
+storing it; no request runs that long: attachments wait `attachment_timeout`)."""
+SECRET_FILE = "idempotency.secret"
 
 
 class KeyTaken(Exception):
@@ -66,18 +78,23 @@ class Claim:
     key_hash: str
     fingerprint: str
     retention: float
+    claim_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     claimed: bool = False
+    """Written in a transaction (which may still roll back: only this claim's own row, found
+    by `claim_id`, is ever completed)."""
 
 
 CLAIM: ContextVar[Claim | None] = ContextVar("cinderflow_idempotency_claim", default=None)
 
 
-def claim(session: Session) -> None:
+def claim(session: Session, resource_id: str | None = None) -> None:
     """Claim the request's key in `session`'s transaction (once per request): KeyTaken if a
-    request under it committed first, which rolls this transaction back."""
+    request under it committed first, which rolls this transaction back. `resource_id`: what
+    the change is about, named to a retry if the first answer is lost."""
     pending = CLAIM.get()
     if pending is None or pending.claimed:
         return
+    session.flush()  # the change's own rows first: their errors are theirs, not the key's
     expired = utcnow() - timedelta(seconds=pending.retention)
     session.exec(
         delete(IdempotencyKey).where(
@@ -93,6 +110,8 @@ def claim(session: Session) -> None:
             project_id=pending.project_id,
             key=pending.key_hash,
             fingerprint=pending.fingerprint,
+            claim_id=pending.claim_id,
+            resource_id=resource_id,
         )
     )
     try:
@@ -110,36 +129,53 @@ def _fingerprint(request: Request, path: str, version: str, data: Any) -> str:
     return digest.hexdigest()
 
 
-def _sealing_key(key: str) -> bytes:
-    return hmac.new(key.encode(), b"cinderflow idempotent response", hashlib.sha256).digest()
+def _sealing_key(secret: bytes, project_id: str, key: str) -> bytes:
+    """The response's key: the client's key under the deployment's secret, so neither a
+    database dump (guessable client keys) nor the client key alone opens it."""
+    message = b"cinderflow idempotent response\0" + project_id.encode() + b"\0" + key.encode()
+    return hmac.new(secret, message, hashlib.sha256).digest()
 
 
-def _seal(key: str, plain: bytes) -> bytes:
+def _seal(sealing_key: bytes, plain: bytes) -> bytes:
     nonce = os.urandom(12)
-    return nonce + AESGCM(_sealing_key(key)).encrypt(nonce, plain, None)
+    return nonce + AESGCM(sealing_key).encrypt(nonce, plain, None)
 
 
-def _open(key: str, sealed: bytes) -> bytes | None:
+def _open(sealing_key: bytes, sealed: bytes) -> bytes | None:
     try:
-        return AESGCM(_sealing_key(key)).decrypt(sealed[:12], sealed[12:], None)
+        return AESGCM(sealing_key).decrypt(sealed[:12], sealed[12:], None)
     except InvalidTag:
         return None
+
+
+def load_secret(settings: Settings) -> bytes:
+    """`idempotency_secret`, else `<data_dir>/idempotency.secret` (32 random bytes, made on
+    first use, mode 0600). Every API process of a deployment needs the same one, or a
+    retry answered by another process cannot be replayed (it is refused, never repeated)."""
+    if settings.idempotency_secret is not None:
+        value = settings.idempotency_secret.get_secret_value().encode()
+        return hashlib.sha256(value).digest()
+    return load_master_key(settings.data_dir / SECRET_FILE)
 
 
 class Guard:
     """Wraps one operation-starting POST of one request (api/routing.py)."""
 
-    def __init__(self, db: Database, request: Request, project_id: str, retention: float) -> None:
+    def __init__(
+        self, db: Database, request: Request, project_id: str, retention: float, secret: bytes
+    ) -> None:
         self.db = db
         self.request = request
         self.project_id = project_id
         self.retention = retention
-        self.key = request.headers[HEADER]
-        if not KEY_FORMAT.match(self.key):
+        key = request.headers[HEADER]
+        if not KEY_FORMAT.match(key):
             raise BadRequest(
                 "Invalid Idempotency-Key: 1 to 255 printable ASCII characters without spaces."
             )
-        self.key_hash = hashlib.sha256(self.key.encode()).hexdigest()
+        self.key_hash = hashlib.sha256(key.encode()).hexdigest()
+        self.sealing_key = _sealing_key(secret, project_id, key)
+        self.claim_id: str | None = None
 
     async def run(
         self, handler: Callable[[], Awaitable[Response]], path: str, version: str, data: Any
@@ -152,25 +188,38 @@ class Guard:
             if replay is not None:
                 return replay
             pending = Claim(self.project_id, self.key_hash, fingerprint, self.retention)
+            self.claim_id = pending.claim_id
             token = CLAIM.set(pending)
             try:
                 response = await handler()
             except KeyTaken:
                 # a parallel request under the key committed first: its answer is ours (or,
-                # if it failed and freed the key, this request runs again)
+                # if it freed the key meanwhile, this request runs again)
                 replay = await self._replay(fingerprint)
                 continue
-            except BaseException:
-                if pending.claimed:  # failed after its change committed under the key
-                    await run_in_threadpool(self._forget)
-                raise
+            except Exception as error:
+                if not pending.claimed:
+                    # Refused before any change. But a parallel request under the key may
+                    # have changed what this one checked (its extend made the size, its
+                    # attachment reserved the volume): then its answer is this one's too.
+                    replay = await self._replay(fingerprint)
+                    if replay is not None:
+                        return replay
+                    raise
+                # failed after its change was claimed (a 503 once the attachment is made):
+                # the retry must get this answer, not make a second one
+                response = await self._fault_of(error)
+                if response is None:
+                    await self._keep(GENERIC_FAULT)
+                    raise
             finally:
                 CLAIM.reset(token)
-            if pending.claimed:
-                if response.status_code < 400:
-                    await run_in_threadpool(self._store, response)
-                else:
-                    await run_in_threadpool(self._forget)
+            if pending.claimed:  # a no-op if the claim's transaction rolled back after all
+                await self._keep(response)
+            elif response.status_code >= 400:
+                replay = await self._replay(fingerprint)  # as above, for a returned refusal
+                if replay is not None:
+                    return replay
             return response
         raise Conflict("Requests with this Idempotency-Key keep failing; use a new key.")
 
@@ -190,14 +239,24 @@ class Guard:
                     f"{int(self.retention)} seconds; use a new key for a new request."
                 )
             if row.status_code is not None and row.response is not None:
-                body = _open(self.key, row.response)
+                body = _open(self.sealing_key, row.response)
                 if body is None:
-                    raise Conflict("This Idempotency-Key was used for another request.")
+                    raise Conflict(
+                        "The first request with this Idempotency-Key was answered by an API "
+                        "process with another idempotency_secret; it cannot be replayed here."
+                    )
                 return Response(
                     body,
                     status_code=row.status_code,
                     media_type=row.content_type,
                     headers={REPLAYED: "true"},
+                )
+            if _aware(row.created_at) < utcnow() - timedelta(seconds=LOST_ANSWER_S):
+                what = f" (it changed {row.resource_id})" if row.resource_id else ""
+                raise Conflict(
+                    "The first request with this Idempotency-Key was accepted, but its answer "
+                    f"was lost with the API process that gave it{what}; show that resource, "
+                    "or list /operations, instead of repeating the request."
                 )
             if time.monotonic() >= deadline:
                 raise Conflict(
@@ -214,25 +273,42 @@ class Guard:
                 return None
             return row
 
+    async def _keep(self, response: Response) -> None:
+        """Store the answer for repeats; a failure to is logged, not the client's (the
+        change is made: its answer goes out; a repeat is then told the answer was lost)."""
+        try:
+            await run_in_threadpool(self._store, response)
+        except Exception:
+            log.warning("could not keep the answer under an Idempotency-Key", exc_info=True)
+
     def _store(self, response: Response) -> None:
         with self.db.transaction() as session:
-            row = session.get(IdempotencyKey, (self.project_id, self.key_hash))
-            if row is None:
-                return
-            row.status_code = response.status_code
-            row.response = _seal(self.key, bytes(response.body))
-            row.content_type = response.media_type or response.headers.get("content-type")
-            session.add(row)
-
-    def _forget(self) -> None:
-        with self.db.transaction() as session:
             session.exec(
-                delete(IdempotencyKey).where(
+                update(IdempotencyKey)
+                .where(
                     IdempotencyKey.project_id == self.project_id,
                     IdempotencyKey.key == self.key_hash,
+                    IdempotencyKey.claim_id == self.claim_id,
                     IdempotencyKey.status_code.is_(None),
                 )
+                .values(
+                    status_code=response.status_code,
+                    response=_seal(self.sealing_key, bytes(response.body)),
+                    content_type=response.media_type or response.headers.get("content-type"),
+                )
             )
+
+    async def _fault_of(self, error: Exception) -> Response | None:
+        """The response the app's exception handlers make of `error` (None: unexpected)."""
+        handlers = getattr(self.request.app, "exception_handlers", {})
+        for kind in type(error).__mro__:
+            handler = handlers.get(kind)
+            if handler is not None:
+                return await handler(self.request, error)
+        return None
+
+
+GENERIC_FAULT = JSONResponse(fault_body(500, GENERIC_500), status_code=500)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -20,6 +20,11 @@ from cinderflow import metrics
 log = logging.getLogger("cinderflow.api.access")
 UNMATCHED = "unmatched"
 OWN_ROUTES = frozenset({"/", "/v3", "/v3/", "/openapi.json", "/metrics"})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Any other token a client sends is `other`: a label per invented method would be a metric
+series per request."""
+NOTHING_SENT = 499
+"""The code logged when no response went out (the client went away first), nginx's."""
 
 
 class RequestLog:
@@ -31,7 +36,7 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        code = 500  # what the client gets if nothing is sent (the server's own error page)
+        code = NOTHING_SENT
 
         async def sending(message: Message) -> None:
             nonlocal code
@@ -46,15 +51,16 @@ class RequestLog:
             seconds = time.perf_counter() - started
             state = scope.get("state", {})
             route = state.get("route") or (path if path in OWN_ROUTES else UNMATCHED)
+            method = scope["method"] if scope["method"] in METHODS else "other"
             if route != "/metrics":
-                metrics.observe_request(route, scope["method"], code, seconds)
+                metrics.observe_request(route, method, code, seconds)
             context = state.get("context")
             log.info(
                 "request_id=%s project=%s user=%s method=%s route=%s code=%d ms=%.1f",
                 state.get("request_id", "-"),
                 getattr(context, "project_id", "-"),
                 getattr(context, "user_id", "-"),
-                scope["method"],
+                method,
                 route,
                 code,
                 seconds * 1000,

@@ -174,6 +174,7 @@ def _methods(endpoints: list[Endpoint]) -> list[str]:
 
 def _dispatcher(endpoints: list[Endpoint]) -> Callable[[Request], Awaitable[Response]]:
     async def dispatch(request: Request) -> Response:
+        request.state.route = endpoints[0].path  # for the request log and metrics
         method = "GET" if request.method == "HEAD" else request.method
         version: APIVersion = request.state.version
         parts = [str(v) for v in request.path_params.values()]
@@ -191,7 +192,6 @@ def _dispatcher(endpoints: list[Endpoint]) -> Callable[[Request], Awaitable[Resp
                 if endpoint.body and data is None:
                     data = await json_body(request)
                 body = validate(endpoint.body, data) if endpoint.body else None
-                request.state.route = endpoint.path
                 if method == "POST" and idempotency.HEADER in request.headers:
                     return await _once(request, endpoint, body, data)
                 return await endpoint.handler(ApiRequest(request, body))
@@ -210,6 +210,7 @@ async def _once(
         request,
         request.state.context.project_id,
         services.settings.idempotency_key_retention,
+        request.app.state.idempotency_secret,
     )
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return await guard.run(

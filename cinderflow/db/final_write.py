@@ -90,7 +90,12 @@ def apply(
     if owner is not None and not write.part:
         _release_owned_snapshots(session, owner, write)
         ownership.release_holds(session, owner)
-        operation_records.end(session, owner, outcome(write, fenced), write.reason)
+        told = (
+            user_messages.user_message(write.message.action, write.message.detail)
+            if write.message
+            else None
+        )
+        operation_records.end(session, owner, outcome(write, fenced), write.reason, told)
     if write.resource == ResourceKind.VOLUME:
         quota.release(session, row.id)
         admin_metadata.remove(session, row.id, write.admin_metadata)

@@ -407,8 +407,9 @@ class OperationRecord(SQLModel, table=True):
     volume_id: str | None = Field(default=None, index=True, max_length=36)
     project_id: str = Field(max_length=255)
     """The resource's project when the operation was asked for."""
-    caller_project_id: str | None = Field(default=None, max_length=255)
-    """Who asked: their project (a transfer's receiver, an admin), user and request."""
+    caller_project_id: str | None = Field(default=None, max_length=255, index=True)
+    """The asking project, where the operation is shown to it too (a transfer's receiver);
+    then who asked: user and request."""
     user_id: str | None = Field(default=None, max_length=255)
     request_id: str | None = Field(default=None, max_length=255)
     summary: str = Field(default="", max_length=1024)
@@ -417,7 +418,9 @@ class OperationRecord(SQLModel, table=True):
     status: str | None = Field(default=None, max_length=32)
     """`succeeded`, `failed`, `reset` or `cancelled` once its final write ran; None before."""
     detail: str | None = Field(default=None, max_length=2048)
-    """Why it ended so (the last error of a failed one)."""
+    """Why it ended so (the last error of a failed one), for admins: it may name hosts."""
+    user_message: str | None = Field(default=None, max_length=255)
+    """The user message its end recorded (Cinder's wording), what members see as its error."""
 
 
 class IdempotencyKey(SQLModel, table=True):
@@ -430,6 +433,10 @@ class IdempotencyKey(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=255)
     fingerprint: str = Field(max_length=64)
     """SHA-256 of method, path, microversion and body: another request under the key is 409."""
+    claim_id: str = Field(max_length=32)
+    """The claiming request's own id: only it stores the response."""
+    resource_id: str | None = Field(default=None, max_length=36)
+    """What the first request changed, named if its answer was lost (its API died)."""
     status_code: int | None = None
     """The response's status; None while the first request is still answering."""
     response: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))

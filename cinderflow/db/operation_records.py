@@ -23,6 +23,18 @@ RESET = "reset"
 CANCELLED = "cancelled"
 RUNNING = "running"
 STATUSES = (RUNNING, SUCCEEDED, FAILED, RESET, CANCELLED)
+CLOSED_WITHOUT_END = {
+    "COMPLETED": (
+        FAILED,
+        "its workflow ended without its final write (the resource had another owner by then)",
+    ),
+    "FAILED": (FAILED, "its workflow failed"),
+    "TIMED_OUT": (FAILED, "its workflow timed out"),
+    "TERMINATED": (FAILED, "its workflow was terminated"),
+    "CANCELED": (CANCELLED, None),
+}
+"""How an operation ended whose workflow closed without ending its record (by Temporal's
+execution status name): only a crash, an operator's terminate or a lost ownership does."""
 DETAIL_LIMIT = 2048
 ENDED = "cinderflow.ended_operations"
 
@@ -58,7 +70,13 @@ def add(
     return record
 
 
-def end(session: Session, workflow_id: str, status: str, detail: str | None) -> bool:
+def end(
+    session: Session,
+    workflow_id: str,
+    status: str,
+    detail: str | None,
+    user_message: str | None = None,
+) -> bool:
     """Record how the operation of `workflow_id` ended; False if it had ended already (a
     retry of its final write, or no record: an operation from before records)."""
     result = session.exec(
@@ -68,6 +86,7 @@ def end(session: Session, workflow_id: str, status: str, detail: str | None) -> 
             status=status,
             finished_at=utcnow(),
             detail=detail[:DETAIL_LIMIT] if detail else None,
+            user_message=user_message[:255] if user_message else None,
         )
     )
     if not result.rowcount:
@@ -82,6 +101,18 @@ def end(session: Session, workflow_id: str, status: str, detail: str | None) -> 
 def ended_in(session: Session) -> list[OperationRecord]:
     """The records this transaction ended (for the metrics, once it has committed)."""
     return list(session.info.get(ENDED, ()))
+
+
+def unended(session: Session, created_before: datetime, limit: int) -> list[OperationRecord]:
+    """Records not ended yet, oldest first (for the sweep that ends orphans)."""
+    return list(
+        session.exec(
+            select(OperationRecord)
+            .where(OperationRecord.status.is_(None), OperationRecord.created_at < created_before)
+            .order_by(OperationRecord.created_at)
+            .limit(limit)
+        )
+    )
 
 
 def prune(session: Session, cutoff: datetime) -> int:

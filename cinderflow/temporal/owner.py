@@ -81,6 +81,8 @@ class OwnerClient:
         self._in_flight.add(key)
         try:
             return await self._update(workflow_id, update, arg, wait=wait, result_type=result_type)
+        except RuntimeError as error:  # a lazy client that cannot connect (Temporal down)
+            raise TemporalUnavailable(f"Temporal cannot be reached ({error})") from None
         finally:
             self._in_flight.discard(key)
 
@@ -130,3 +132,5 @@ class OwnerClient:
             raise _rpc(rpc, workflow_id) from None
         except TimeoutError:
             raise TemporalUnavailable("the operation did not answer in time") from None
+        except RuntimeError as error:  # a lazy client that cannot connect (Temporal down)
+            raise TemporalUnavailable(f"Temporal cannot be reached ({error})") from None

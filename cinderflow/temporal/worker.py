@@ -40,7 +40,7 @@ from cinderflow.keys import image_keys
 from cinderflow.keys.service import KeyService, key_service
 from cinderflow.scheduling.backends import VOLUME_BINARY
 from cinderflow.settings import BackendConfig, Settings
-from cinderflow.temporal import search_attributes
+from cinderflow.temporal import record_sweeper, search_attributes
 from cinderflow.temporal.client import warn_if_retention_outlives_records
 from cinderflow.temporal.converter import SharedPayloadConverter
 from cinderflow.temporal.outbox import Outbox
@@ -56,6 +56,7 @@ HEARTBEAT_THROTTLE = timedelta(seconds=MAX_HEARTBEAT_INTERVAL_S)
 80% of the heartbeat timeout): a cancellation, which arrives with a heartbeat's answer, reaches
 the driver call within seconds, so a reset of an operation in flight is not held up."""
 REAP_INTERVAL_S = 3600
+RECORD_SWEEP_INTERVAL_S = 60
 
 
 @dataclass
@@ -204,6 +205,15 @@ class WorkerService:
                 log.exception("reaping expired messages failed")
             await asyncio.sleep(REAP_INTERVAL_S)
 
+    async def _record_loop(self) -> None:
+        """End the records of operations whose workflow ended without ending them."""
+        while True:
+            await asyncio.sleep(RECORD_SWEEP_INTERVAL_S)
+            try:
+                await record_sweeper.end_orphans(self.client, self.db, self.db_pool)
+            except Exception:
+                log.exception("ending orphaned operation records failed")
+
     def _reap(self) -> None:
         with self.db.transaction() as session:
             session.exec(delete(Message).where(Message.expires_at < utcnow()))
@@ -234,6 +244,7 @@ class WorkerService:
         if self.control:
             loops.append(asyncio.create_task(self._sweep_loop()))
             loops.append(asyncio.create_task(self._reap_loop()))
+            loops.append(asyncio.create_task(self._record_loop()))
             loops.append(asyncio.create_task(self._image_key_loop()))
             loops.append(
                 asyncio.create_task(

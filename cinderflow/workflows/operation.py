@@ -118,8 +118,8 @@ class OperationWorkflow:
         has been refused or has taken over."""
         self._cancelled = False
         self._stoppable = 0
-        self._cancelled_by: str | None = None
         """Stoppable steps running (a user's cancel is taken only then)."""
+        self._cancelled_by: str | None = None
         self._finishing = False
         self._ended = False
         self.copying = ""
@@ -203,17 +203,21 @@ class OperationWorkflow:
         """A user's cancel (`POST /operations/{id}/action {"cancel": null}`): the running step
         is cut, what the operation made is undone, and the resource returns to the status it
         had before (as a workflow cancel, but refused where it could not stop cleanly)."""
-        if not self._cancelled:
+        if not self._cancelled and not self._finishing:  # (the validator saw it stoppable)
             self._cancelled_by = request.user_id
-        self._cancelled = True
-        self._show()
+            self._cancelled = True
+            self._show()
         return self._progress.model_copy()
 
     @cancel.validator
     def _cancel_allowed(self, request: CancelRequest) -> None:
         if self._cancelled and not self._ended:
             return  # asked again: the same answer
-        if not self.cancellable or self._finishing or self._ended:
+        if not self.cancellable:
+            raise ApplicationError(
+                f"operation {self.operation} cannot be cancelled", type=NOT_CANCELLABLE
+            )
+        if self._finishing or self._ended:
             raise ApplicationError(
                 f"operation {self.operation} can no longer be cancelled: it is finishing",
                 type=NOT_CANCELLABLE,
@@ -464,6 +468,7 @@ class OperationWorkflow:
         """Undo what the operation made, then end it as the reset or the cancel says."""
         await workflow.wait_condition(lambda: not self._reset_busy or self._reset is not None)
         self._finishing = True
+        self._show()
         await self._compensate()
         if self._reset is not None:
             request = self._reset

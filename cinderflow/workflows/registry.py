@@ -35,6 +35,9 @@ class Operation:
     resource: ResourceKind
     summary: Callable[[Any, Any], str]
     """The workflow's static summary, from the resource's row and the operation's input."""
+    shown_to_caller: bool = False
+    """The operations API also shows it to the asking project (a transfer's receiver, whose
+    volume it becomes), not only to the resource's own."""
 
     @property
     def workflow_type(self) -> str:
@@ -112,6 +115,7 @@ OPERATIONS: dict[str, Operation] = {
             AcceptTransfer,
             ResourceKind.VOLUME,
             _volume("transfer", _transfer),
+            shown_to_caller=True,
         ),
         Operation(
             "upload_image",

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
+from sqlmodel import select
 
 from cinderflow.db.engine import Database
 from cinderflow.db.models import IdempotencyKey
@@ -47,6 +48,9 @@ def test_an_operation_is_listed_running_then_waited_for_and_hidden_from_other_pr
         assert running["user_id"] == "alice" and running["project_id"] == api.project
         assert running["request_id"] == created.headers["x-openstack-request-id"]
         assert "Creating 1 GiB" in (running["phase"] or ""), running
+        assert "[backend]" in running["phase"] and "@" not in running["phase"]  # hosts: admins
+        admin_phase = api.get(f"/operations/{running['id']}").json()["operation"]["phase"]
+        assert f"{stack.settings.host}@file" in admin_phase
         assert running["finished_at"] is None and running["cancellable"] is False
         assert "workflow_id" not in running  # admins only
         # the driver's create cannot stop cleanly: 409, and the create goes on
@@ -126,6 +130,12 @@ def test_one_idempotency_key_makes_one_volume(any_stack: ThreadStack) -> None:
     db = Database(stack.settings.db_url)
     try:
         with db.transaction() as session:
+            kept = session.exec(
+                select(IdempotencyKey).where(IdempotencyKey.project_id == api.project)
+            ).one()
+            assert kept.key != key and key not in kept.key  # only its hash
+            assert volume_id.encode() not in kept.response  # sealed
+
             session.exec(
                 update(IdempotencyKey)
                 .where(IdempotencyKey.project_id == api.project)
@@ -153,3 +163,67 @@ def test_a_replayed_action_starts_nothing(api: Api) -> None:
     assert second.status_code == 202 and second.headers["idempotent-replayed"] == "true"
     assert [o["operation"] for o in operations_of(api, volume["id"])] == ["extend", "create"]
     assert api.volume(volume["id"])["size"] == 2
+
+
+def test_parallel_retries_of_an_extend_answer_as_the_first(api: Api) -> None:
+    """Ten parallel extends under one key: the first extends; the others are refused by what
+    it changed ("must be greater than current size" or "status must be available") or lose
+    the claim, and each answers with the first one's 202: one extend operation."""
+    volume = api.available_volume(1)
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    action = {"os-extend": {"new_size": 2}}
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(
+            pool.map(
+                lambda _: api.post(f"/volumes/{volume['id']}/action", action, headers=headers),
+                range(10),
+            )
+        )
+    assert [r.status_code for r in responses] == [202] * 10, [r.text for r in responses]
+    api.wait_status(volume["id"], "available")
+    assert [o["operation"] for o in operations_of(api, volume["id"])] == ["extend", "create"]
+
+
+def test_attachments_and_workflows_gone_end_their_records(api: Api, stack: ThreadStack) -> None:
+    """An attach ends its record when it connects; a record whose workflow Temporal does not
+    know (and no outbox entry will start) is ended by the control worker's sweep."""
+    import asyncio
+
+    from cinderflow.db import operation_records
+    from cinderflow.temporal.client import connect
+    from cinderflow.temporal.record_sweeper import end_orphans
+
+    volume = api.available_volume(1)
+    connector = {"host": "ops-host", "initiator": "iqn.2026-12.test:ops"}
+    made = api.post(
+        "/attachments",
+        {"attachment": {"volume_uuid": volume["id"], "connector": connector}},
+        version="3.54",
+    )
+    assert made.status_code == 200, made.text
+    (attach,) = operations_of(api, volume["id"], operation="attach")
+    assert attach["status"] == "succeeded" and attach["resource_type"] == "attachment"
+    ghost = str(uuid.uuid4())
+    db = Database(stack.settings.db_url)
+    try:
+        with db.transaction() as session:
+            operation_records.add(
+                session,
+                workflow_id=f"volume-{ghost}-create-00000000",
+                operation="create",
+                resource_type="volume",
+                resource_id=ghost,
+                volume_id=ghost,
+                project_id=api.project,
+                summary="never started",
+            )
+
+        async def sweep() -> int:
+            client = await connect(stack.settings)
+            return await end_orphans(client, db, None, grace=timedelta(0))
+
+        assert asyncio.run(sweep()) >= 1
+    finally:
+        db.dispose()
+    (gone,) = operations_of(api, ghost)
+    assert gone["status"] == "failed" and "gone" in gone["error"], gone

@@ -211,7 +211,7 @@ async def create(req: ApiRequest) -> Response:
     def run() -> tuple[str, OutboxEntry | None]:
         with req.services.db.transaction() as session:
             attachment = _reserve(session, req.ctx, spec)
-            idempotency.claim(session)
+            idempotency.claim(session, attachment.id)
             entry = None
             if spec.connector:
                 attachment.connector = spec.connector

@@ -18,9 +18,12 @@ operation cannot stop cleanly.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import and_, or_
@@ -29,7 +32,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from temporalio.client import (
     Client,
-    WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
 )
@@ -49,22 +51,21 @@ from cinderflow.temporal.owner import OwnerGone, UpdateRefused
 CANCEL_UPDATE = "cancel"
 """The operation base's update (workflows/operation.py CANCEL_UPDATE)."""
 
+log = logging.getLogger(__name__)
 router = Router()
+HOST = re.compile(r"`[^`\s]+@[^`\s]+`")
+"""`host@backend#pool` in a phase: hosts are shown to admins only (as Cinder's
+os-vol-host-attr)."""
+FAILED_FOR_MEMBERS = "The operation failed; see the resource's user messages."
 FILTERS = frozenset({"resource_id", "operation", "status", "since"})
 CONTROLS = frozenset({"limit", "marker", "all_tenants"})
 DEFAULT_LIMIT = 100
 MAX_WAIT_S = 120
 QUERY_TIMEOUT = timedelta(seconds=2)
+QUERIES_AT_ONCE = 16
+"""Progress queries one page asks at once (a page of running operations is at most
+osapi_max_limit of them)."""
 WAIT_POLL_S = 0.5
-CLOSED = {
-    WorkflowExecutionStatus.COMPLETED: (records.SUCCEEDED, None),
-    WorkflowExecutionStatus.FAILED: (records.FAILED, "its workflow failed"),
-    WorkflowExecutionStatus.TIMED_OUT: (records.FAILED, "its workflow timed out"),
-    WorkflowExecutionStatus.TERMINATED: (records.FAILED, "its workflow was terminated"),
-    WorkflowExecutionStatus.CANCELED: (records.CANCELLED, None),
-}
-"""How an operation whose workflow closed without its final write ended (the attachment
-workflows have none; a crash or an operator's terminate)."""
 
 
 class OperationView(BaseModel):
@@ -130,7 +131,10 @@ async def live(client: Client, workflow_id: str) -> Live:
             rpc_timeout=QUERY_TIMEOUT,
         )
     except WorkflowQueryRejectedError as rejected:  # closed without its final write
-        status, detail = CLOSED.get(rejected.status, (records.FAILED, "its workflow ended"))
+        name = rejected.status.name if rejected.status is not None else ""
+        status, detail = records.CLOSED_WITHOUT_END.get(
+            name, (records.FAILED, "its workflow ended")
+        )
         return Live(status, detail=detail)
     except RPCError as error:
         if error.status == RPCStatusCode.NOT_FOUND:  # recorded, not started yet (outbox)
@@ -138,11 +142,21 @@ async def live(client: Client, workflow_id: str) -> Live:
         return Live()  # no worker answered in time, or Temporal is away: still running
     except (WorkflowQueryFailedError, TimeoutError):
         return Live()
+    except Exception:  # an answer we cannot read: show the record alone, never a 500
+        log.warning("progress query of %s failed", workflow_id, exc_info=True)
+        return Live()
     return Live(progress=progress)
 
 
 def _visible_to(req: ApiRequest, row: OperationRecord) -> bool:
     return req.ctx.is_admin or req.ctx.project_id in (row.project_id, row.caller_project_id)
+
+
+def _target(req: ApiRequest, row: OperationRecord) -> str:
+    """The project the policy checks the caller against: the one it sees the row through."""
+    if req.ctx.project_id in (row.project_id, row.caller_project_id):
+        return req.ctx.project_id
+    return row.project_id
 
 
 def _load(session: Session, req: ApiRequest, operation_id: str) -> OperationRecord:
@@ -157,9 +171,16 @@ def view(req: ApiRequest, row: OperationRecord, state: Live | None) -> dict[str,
     runs; admins also get the workflow id and a link to it in the Temporal UI."""
     progress = state.progress if state else None
     status = row.status or (state.status if state else records.RUNNING)
-    error = row.detail if status in (records.FAILED, records.RESET) else None
+    error = None
+    if row.status in (records.FAILED, records.RESET):
+        # admins get the operation's own account; members Cinder's user message (the
+        # account names backends and driver errors, which Cinder shows admins only)
+        error = row.detail if req.ctx.is_admin else (row.user_message or FAILED_FOR_MEMBERS)
     if row.status is None and state is not None and state.detail:
-        error = state.detail
+        error = state.detail  # closed without its final write: what Temporal says
+    phase = (progress.phase or None) if progress else None
+    if phase and not req.ctx.is_admin:
+        phase = HOST.sub("[backend]", phase)
     body: dict[str, Any] = {
         "id": row.id,
         "operation": row.operation,
@@ -168,7 +189,7 @@ def view(req: ApiRequest, row: OperationRecord, state: Live | None) -> dict[str,
         "volume_id": row.volume_id,
         "project_id": row.project_id,
         "status": status,
-        "phase": (progress.phase or None) if progress else None,
+        "phase": phase,
         "progress": progress.percent if progress else None,
         "started_at": timestamp(row.created_at),
         "updated_at": timestamp(
@@ -189,8 +210,6 @@ def view(req: ApiRequest, row: OperationRecord, state: Live | None) -> dict[str,
         ),
         "links": req.link("operations", row.id),
     }
-    if row.status is not None and row.status != records.SUCCEEDED and not error:
-        body["error"] = row.detail if row.status != records.CANCELLED else None
     if req.ctx.is_admin:
         body["workflow_id"] = row.workflow_id
         ui = req.services.settings.temporal_ui_url
@@ -205,7 +224,13 @@ def view(req: ApiRequest, row: OperationRecord, state: Live | None) -> dict[str,
 async def render(req: ApiRequest, rows: list[OperationRecord]) -> list[dict[str, Any]]:
     client = req.services.temporal
     running = [row for row in rows if row.status is None]
-    states = await asyncio.gather(*(live(client, row.workflow_id) for row in running))
+    gate = asyncio.Semaphore(QUERIES_AT_ONCE)
+
+    async def ask(workflow_id: str) -> Live:
+        async with gate:
+            return await live(client, workflow_id)
+
+    states = await asyncio.gather(*(ask(row.workflow_id) for row in running))
     by_id = dict(zip((row.id for row in running), states, strict=True))
     return [view(req, row, by_id.get(row.id)) for row in rows]
 
@@ -213,9 +238,10 @@ async def render(req: ApiRequest, rows: list[OperationRecord]) -> list[dict[str,
 def _since(raw: str) -> datetime:
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        # stored times are UTC (SQLite keeps them without an offset): compare in UTC
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise BadRequest(f"Invalid since '{raw}': expected an ISO 8601 time.") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 @router.route("GET", "/operations", response=OperationList)
@@ -279,7 +305,7 @@ async def index(req: ApiRequest) -> Response:
     if len(rows) > limit:
         query = {k: v for k, v in req.query.items() if k != "marker"}
         query["marker"] = rows[limit - 1].id
-        tail = "&".join(f"{k}={v}" for k, v in query.items())
+        tail = urlencode(query)
         project = req.ctx.project_id
         body["operations_links"] = [
             {"rel": "next", "href": f"{req.base_url}/v3/{project}/operations?{tail}"}
@@ -302,7 +328,7 @@ async def show(req: ApiRequest) -> Response:
     def load() -> OperationRecord:
         with req.services.db.read() as session:
             row = _load(session, req, operation_id)
-            policy.authorize(req.ctx, "operation:get", row.project_id)
+            policy.authorize(req.ctx, "operation:get", _target(req, row))
             return row
 
     deadline = time.monotonic() + wait
@@ -324,7 +350,7 @@ async def cancel(req: ApiRequest) -> Response:
     def load() -> OperationRecord:
         with req.services.db.read() as session:
             row = _load(session, req, operation_id)
-            policy.authorize(req.ctx, "operation:cancel", row.project_id)
+            policy.authorize(req.ctx, "operation:cancel", _target(req, row))
             return row
 
     row = await run_in_threadpool(load)
@@ -338,7 +364,10 @@ async def cancel(req: ApiRequest) -> Response:
             wait=10.0,
         )
     except OwnerGone:
-        raise Conflict(f"Operation {operation_id} has ended; nothing to cancel.") from None
+        raise Conflict(
+            f"Operation {operation_id} has not started yet or has just ended; show it and "
+            "cancel again while it runs."
+        ) from None
     except UpdateRefused as refused:
         raise Conflict(f"Operation {operation_id} cannot be cancelled: {refused}") from None
     return Response(status_code=202)

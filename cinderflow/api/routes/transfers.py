@@ -177,7 +177,7 @@ async def create(req: ApiRequest) -> Response:
                 source_project_id=volume.project_id,
             )
             session.add(transfer)
-            idempotency.claim(session)
+            idempotency.claim(session, volume.id)
             session.flush()
             return {**detail(req, transfer), "auth_key": key.auth_key}
 

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("status", sa.String(length=32), nullable=True),
         sa.Column("detail", sa.String(length=2048), nullable=True),
+        sa.Column("user_message", sa.String(length=255), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("workflow_id"),
     )
@@ -39,11 +40,14 @@ def upgrade() -> None:
     op.create_index("ix_operations_volume_id", "operations", ["volume_id"])
     op.create_index("ix_operations_created_at", "operations", ["created_at"])
     op.create_index("ix_operations_project_created", "operations", ["project_id", "created_at"])
+    op.create_index("ix_operations_caller_project_id", "operations", ["caller_project_id"])
     op.create_table(
         "idempotency_keys",
         sa.Column("project_id", sa.String(length=255), nullable=False),
         sa.Column("key", sa.String(length=255), nullable=False),
         sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("claim_id", sa.String(length=32), nullable=False),
+        sa.Column("resource_id", sa.String(length=36), nullable=True),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("response", sa.LargeBinary(), nullable=True),
         sa.Column("content_type", sa.String(length=255), nullable=True),
