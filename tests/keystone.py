@@ -35,6 +35,9 @@ provider = fernet
 [fernet_tokens]
 key_repository = {root}/fernet-keys
 
+[fernet_receipts]
+key_repository = {root}/fernet-keys
+
 [credential]
 key_repository = {root}/credential-keys
 

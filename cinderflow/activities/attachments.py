@@ -93,7 +93,10 @@ class AttachmentActivities(ActivityGroup):
                 ttl=self.message_ttl,
             )
             attachment_db.settle_volume(session, released.volume_id)
-            operation_records.end(session, workflow_id, operation_records.FAILED, failure.status)
+            told = user_messages.user_message(failure.message.action, failure.message.detail)
+            operation_records.end(
+                session, workflow_id, operation_records.FAILED, failure.status, told
+            )
             ended = operation_records.ended_in(session)
         _observe(ended)
 

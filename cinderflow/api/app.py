@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from cinderflow import heartbeat, metrics
-from cinderflow.api import idempotency, openapi, versions
+from cinderflow.api import openapi, versions
 from cinderflow.api.errors import (
     NOT_FOUND,
     ApiError,
@@ -124,7 +124,7 @@ def create_app(
             OwnerClient(temporal),
         )
         app.state.metrics = metrics.database_registry(database, settings)
-        app.state.idempotency_secret = await run_in_threadpool(idempotency.load_secret, settings)
+        app.state.idempotency_secret = None  # loaded when a key is first used
         alive = asyncio.create_task(
             heartbeat.beat(
                 database,

@@ -29,12 +29,15 @@ import json
 import logging
 import os
 import re
+import secrets
+import stat
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -46,10 +49,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cinderflow.api.errors import GENERIC_500, BadRequest, Conflict, fault_body
+from cinderflow.api.errors import (
+    GENERIC_500,
+    BadRequest,
+    Conflict,
+    ServiceUnavailable,
+    fault_body,
+)
 from cinderflow.db.engine import Database
 from cinderflow.db.models import IdempotencyKey, utcnow
-from cinderflow.keys.local import load_master_key
+from cinderflow.files import private_directory
 from cinderflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,8 +70,8 @@ KEY_FORMAT = re.compile(r"^[\x21-\x7e]{1,255}$")
 WAIT_FOR_FIRST_S = 60.0
 """How long a repeat waits for the first request under its key to answer."""
 LOST_ANSWER_S = 300.0
-"""A claim this old without its answer lost it (its API process died between commit and
-storing it; no request runs that long: attachments wait `attachment_timeout`)."""
+"""A claim this old (at least twice the longest wait) without its answer lost it: its API
+process died between commit and storing it."""
 SECRET_FILE = "idempotency.secret"
 
 
@@ -79,6 +88,7 @@ class Claim:
     fingerprint: str
     retention: float
     claim_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    resource_id: str | None = None
     claimed: bool = False
     """Written in a transaction (which may still roll back: only this claim's own row, found
     by `claim_id`, is ever completed)."""
@@ -118,6 +128,7 @@ def claim(session: Session, resource_id: str | None = None) -> None:
         session.flush()
     except IntegrityError:  # a parallel request's claim committed meanwhile (PostgreSQL)
         raise KeyTaken from None
+    pending.resource_id = resource_id
     pending.claimed = True
 
 
@@ -155,19 +166,75 @@ def load_secret(settings: Settings) -> bytes:
     if settings.idempotency_secret is not None:
         value = settings.idempotency_secret.get_secret_value().encode()
         return hashlib.sha256(value).digest()
-    return load_master_key(settings.data_dir / SECRET_FILE)
+    if settings.database_url is not None:
+        log.warning(
+            "idempotency_secret is not set: this API process keeps its own in %s; API "
+            "processes on other hosts cannot replay each other's answers (set "
+            "CINDERFLOW_IDEMPOTENCY_SECRET to one value everywhere)",
+            settings.data_dir / SECRET_FILE,
+        )
+    return _secret_file(settings.data_dir / SECRET_FILE)
+
+
+def _secret_file(path: Path) -> bytes:
+    """Read the secret file, making it if missing: written aside and linked into place, so
+    processes starting together agree on one and none reads a half-written file."""
+    for _attempt in range(100):
+        try:
+            secret = path.read_bytes()
+        except FileNotFoundError:
+            private_directory(path.parent, tighten=False)
+            aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+            descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(secrets.token_bytes(32))
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                pass  # another process published its own first: that one it is
+            finally:
+                aside.unlink()
+            continue
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise PermissionError(f"{path} must not be readable by group or others")
+        if len(secret) == 32:
+            return secret
+        time.sleep(0.05)
+    raise ValueError(f"{path} must hold exactly 32 bytes")
+
+
+async def secret_of(state: Any, settings: Settings) -> bytes:
+    """The app's secret, loaded when a key is first used (an API nobody sends keys to needs
+    no writable data directory); 503 if it cannot be had."""
+    secret = getattr(state, "idempotency_secret", None)
+    if secret is None:
+        try:
+            secret = await run_in_threadpool(load_secret, settings)
+        except (OSError, ValueError) as error:
+            log.error("cannot load the idempotency secret: %s", error)
+            raise ServiceUnavailable(
+                "Idempotency-Key cannot be honoured now (the service's secret is unavailable);"
+                " send the request without it or retry later."
+            ) from None
+        state.idempotency_secret = secret
+    return secret
 
 
 class Guard:
     """Wraps one operation-starting POST of one request (api/routing.py)."""
 
     def __init__(
-        self, db: Database, request: Request, project_id: str, retention: float, secret: bytes
+        self, db: Database, request: Request, project_id: str, settings: Settings, secret: bytes
     ) -> None:
         self.db = db
         self.request = request
         self.project_id = project_id
-        self.retention = retention
+        self.retention = settings.idempotency_key_retention
+        longest = max(settings.attachment_timeout, settings.reset_wait_timeout)
+        self.wait_for_first = max(WAIT_FOR_FIRST_S, longest + 15.0)
+        """A repeat waits as long as the first request may take (an attach waits for its
+        backend up to attachment_timeout), and a little more."""
+        self.lost_after = max(LOST_ANSWER_S, 2 * self.wait_for_first)
         key = request.headers[HEADER]
         if not KEY_FORMAT.match(key):
             raise BadRequest(
@@ -210,11 +277,13 @@ class Guard:
                 # the retry must get this answer, not make a second one
                 response = await self._fault_of(error)
                 if response is None:
-                    await self._keep(GENERIC_FAULT)
+                    await self._keep(_naming(GENERIC_FAULT, pending.resource_id))
                     raise
             finally:
                 CLAIM.reset(token)
             if pending.claimed:  # a no-op if the claim's transaction rolled back after all
+                if response.status_code >= 500 and pending.resource_id:
+                    response = _naming(response, pending.resource_id)
                 await self._keep(response)
             elif response.status_code >= 400:
                 replay = await self._replay(fingerprint)  # as above, for a returned refusal
@@ -226,8 +295,8 @@ class Guard:
     async def _replay(self, fingerprint: str) -> Response | None:
         """The first response under the key, waited for while the first request still
         answers (None: the key is free); 409 for another request, or for a first one still
-        answering after WAIT_FOR_FIRST_S."""
-        deadline = time.monotonic() + WAIT_FOR_FIRST_S
+        answering after `wait_for_first`."""
+        deadline = time.monotonic() + self.wait_for_first
         pause = 0.02
         while True:
             row = await run_in_threadpool(self._read)
@@ -251,7 +320,7 @@ class Guard:
                     media_type=row.content_type,
                     headers={REPLAYED: "true"},
                 )
-            if _aware(row.created_at) < utcnow() - timedelta(seconds=LOST_ANSWER_S):
+            if _aware(row.created_at) < utcnow() - timedelta(seconds=self.lost_after):
                 what = f" (it changed {row.resource_id})" if row.resource_id else ""
                 raise Conflict(
                     "The first request with this Idempotency-Key was accepted, but its answer "
@@ -309,6 +378,28 @@ class Guard:
 
 
 GENERIC_FAULT = JSONResponse(fault_body(500, GENERIC_500), status_code=500)
+
+
+def _naming(fault: Response, resource_id: str | None) -> Response:
+    """A server-side fault after the change, naming what the change made: its repeats are
+    this answer, so they must say where to look (the attachment made, then 503)."""
+    if not resource_id:
+        return fault
+    try:
+        body = json.loads(bytes(fault.body))
+        ((kind, inner),) = body.items()
+        inner["message"] = f"{inner['message']} (The request made or changed {resource_id}.)"
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return fault
+    return JSONResponse(
+        {kind: inner},
+        status_code=fault.status_code,
+        headers=dict(
+            (k, v)
+            for k, v in fault.headers.items()
+            if k.lower() not in ("content-length", "content-type")
+        ),
+    )
 
 
 def _aware(moment: datetime) -> datetime:

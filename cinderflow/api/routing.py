@@ -209,8 +209,8 @@ async def _once(
         services.db,
         request,
         request.state.context.project_id,
-        services.settings.idempotency_key_retention,
-        request.app.state.idempotency_secret,
+        services.settings,
+        await idempotency.secret_of(request.app.state, services.settings),
     )
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return await guard.run(

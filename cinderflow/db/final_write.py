@@ -95,7 +95,9 @@ def apply(
             if write.message
             else None
         )
-        operation_records.end(session, owner, outcome(write, fenced), write.reason, told)
+        operation_records.end(
+            session, owner, outcome(write, fenced), write.reason, told, overrule=not fenced
+        )
     if write.resource == ResourceKind.VOLUME:
         quota.release(session, row.id)
         admin_metadata.remove(session, row.id, write.admin_metadata)

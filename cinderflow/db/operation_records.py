@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, update
+from sqlalchemy import and_, delete, or_, update
 from sqlmodel import Session, select
 
 from cinderflow.db.models import OperationRecord, utcnow
@@ -76,12 +76,18 @@ def end(
     status: str,
     detail: str | None,
     user_message: str | None = None,
+    *,
+    overrule: bool = False,
 ) -> bool:
     """Record how the operation of `workflow_id` ended; False if it had ended already (a
-    retry of its final write, or no record: an operation from before records)."""
+    retry of its final write, or no record: an operation from before records). `overrule`:
+    the operator's write, which replaces what the orphan sweep may have recorded meanwhile
+    (it terminated the workflow just before)."""
+    # the operator's reset is what happened, whatever a sweep concluded
+    still = [] if overrule else [OperationRecord.status.is_(None)]
     result = session.exec(
         update(OperationRecord)
-        .where(OperationRecord.workflow_id == workflow_id, OperationRecord.status.is_(None))
+        .where(OperationRecord.workflow_id == workflow_id, *still)
         .values(
             status=status,
             finished_at=utcnow(),
@@ -103,16 +109,27 @@ def ended_in(session: Session) -> list[OperationRecord]:
     return list(session.info.get(ENDED, ()))
 
 
-def unended(session: Session, created_before: datetime, limit: int) -> list[OperationRecord]:
-    """Records not ended yet, oldest first (for the sweep that ends orphans)."""
-    return list(
-        session.exec(
-            select(OperationRecord)
-            .where(OperationRecord.status.is_(None), OperationRecord.created_at < created_before)
-            .order_by(OperationRecord.created_at)
-            .limit(limit)
-        )
+def unended(
+    session: Session,
+    created_before: datetime,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+) -> list[OperationRecord]:
+    """Records not ended yet, oldest first, after `after` (created_at, id): a page of the
+    sweep that ends orphans."""
+    stmt = select(OperationRecord).where(
+        OperationRecord.status.is_(None), OperationRecord.created_at < created_before
     )
+    if after is not None:
+        moment, ident = after
+        stmt = stmt.where(
+            or_(
+                OperationRecord.created_at > moment,
+                and_(OperationRecord.created_at == moment, OperationRecord.id > ident),
+            )
+        )
+    stmt = stmt.order_by(OperationRecord.created_at, OperationRecord.id).limit(limit)
+    return list(session.exec(stmt))
 
 
 def prune(session: Session, cutoff: datetime) -> int:

@@ -82,6 +82,8 @@ class OwnerClient:
         try:
             return await self._update(workflow_id, update, arg, wait=wait, result_type=result_type)
         except RuntimeError as error:  # a lazy client that cannot connect (Temporal down)
+            if isinstance(error, NotImplementedError | RecursionError):
+                raise
             raise TemporalUnavailable(f"Temporal cannot be reached ({error})") from None
         finally:
             self._in_flight.discard(key)
@@ -133,4 +135,6 @@ class OwnerClient:
         except TimeoutError:
             raise TemporalUnavailable("the operation did not answer in time") from None
         except RuntimeError as error:  # a lazy client that cannot connect (Temporal down)
+            if isinstance(error, NotImplementedError | RecursionError):
+                raise
             raise TemporalUnavailable(f"Temporal cannot be reached ({error})") from None

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Executor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from cinderflow import metrics
 from cinderflow.db import operation_records
 from cinderflow.db.engine import Database
 from cinderflow.db.models import OperationRecord, OutboxEntry, utcnow
@@ -33,15 +34,27 @@ async def end_orphans(
     client: Client, db: Database, executor: Executor | None, grace: timedelta = GRACE
 ) -> int:
     """End the records (older than `grace`) whose workflow is closed or gone; how many were
-    ended."""
-    records = await run_blocking(executor, _unended, db, grace)
+    ended. Every unended record is looked at, a page at a time, so a hundred long operations
+    cannot hide an orphan behind them; one that cannot be judged is skipped, not fatal."""
     ended = 0
-    for record in records:
-        verdict = await _verdict(client, db, executor, record)
-        if verdict is not None:
-            status, detail = verdict
-            if await run_blocking(executor, _end, db, record.workflow_id, status, detail):
+    after: tuple[datetime, str] | None = None
+    while True:
+        records = await run_blocking(executor, _unended, db, grace, after)
+        for record in records:
+            try:
+                verdict = await _verdict(client, db, executor, record)
+                if verdict is None:
+                    continue
+                status, detail = verdict
+                finished = await run_blocking(
+                    executor, _end, db, record.workflow_id, status, detail
+                )
+            except Exception:
+                log.warning("cannot judge operation %s", record.workflow_id, exc_info=True)
+                continue
+            for done in finished:
                 ended += 1
+                metrics.observe_finished(done)
                 log.info(
                     "operation %s (%s) ended as %s: %s",
                     record.id,
@@ -49,24 +62,29 @@ async def end_orphans(
                     status,
                     detail,
                 )
-    return ended
+        if len(records) < BATCH:
+            return ended
+        after = (records[-1].created_at, records[-1].id)
 
 
-def _unended(db: Database, grace: timedelta) -> list[OperationRecord]:
+def _unended(
+    db: Database, grace: timedelta, after: tuple[datetime, str] | None
+) -> list[OperationRecord]:
     with db.read() as session:
-        return operation_records.unended(session, utcnow() - grace, BATCH)
+        return operation_records.unended(session, utcnow() - grace, BATCH, after)
 
 
 async def _verdict(
     client: Client, db: Database, executor: Executor | None, record: OperationRecord
 ) -> tuple[str, str | None] | None:
+    # The outbox first: an entry is deleted only once its workflow has started, so "no entry"
+    # read before Temporal's "not found" means it will never start.
+    pending = await run_blocking(executor, _pending_start, db, record.workflow_id)
     try:
         described = await client.get_workflow_handle(record.workflow_id).describe()
     except RPCError as error:
-        if error.status != RPCStatusCode.NOT_FOUND:
-            return None  # Temporal unreachable: ask again next time
-        if await run_blocking(executor, _pending_start, db, record.workflow_id):
-            return None  # the outbox still starts it
+        if error.status != RPCStatusCode.NOT_FOUND or pending:
+            return None  # Temporal unreachable, or the outbox still starts it
         return operation_records.FAILED, "its workflow is gone (never started, or past retention)"
     if described.status is None or described.status in OPEN:
         return None
@@ -80,6 +98,7 @@ def _pending_start(db: Database, workflow_id: str) -> bool:
         return session.get(OutboxEntry, workflow_id) is not None
 
 
-def _end(db: Database, workflow_id: str, status: str, detail: str | None) -> bool:
+def _end(db: Database, workflow_id: str, status: str, detail: str | None) -> list:
     with db.transaction() as session:
-        return operation_records.end(session, workflow_id, status, detail)
+        operation_records.end(session, workflow_id, status, detail)
+        return operation_records.ended_in(session)

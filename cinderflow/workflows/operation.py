@@ -203,7 +203,12 @@ class OperationWorkflow:
         """A user's cancel (`POST /operations/{id}/action {"cancel": null}`): the running step
         is cut, what the operation made is undone, and the resource returns to the status it
         had before (as a workflow cancel, but refused where it could not stop cleanly)."""
-        if not self._cancelled and not self._finishing:  # (the validator saw it stoppable)
+        if self._finishing and not self._cancelled:  # it began to finish since the validator
+            raise ApplicationError(
+                f"operation {self.operation} can no longer be cancelled: it is finishing",
+                type=NOT_CANCELLABLE,
+            )
+        if not self._cancelled:
             self._cancelled_by = request.user_id
             self._cancelled = True
             self._show()

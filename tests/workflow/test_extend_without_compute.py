@@ -10,29 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from pathlib import Path
 
 import pytest
 
 from cinderflow.drivers import qemu_img
 from tests.helpers import Api, ThreadStack, history_steps, poll, temporal_cli, workflows_of
+from tests.workflow.test_extend import attached
 
 GIB = 1 << 30
-CONNECTOR = {"initiator": "iqn.2026-11.test:compute", "host": "compute1", "ip": "127.0.0.1"}
 QUIET = "no compute endpoint configured; not telling servers"
-
-
-def attached(api: Api) -> tuple[str, str]:
-    """An `in-use` volume attached to a new server: (volume id, server id)."""
-    volume_id, server = api.available_volume(1)["id"], str(uuid.uuid4())
-    body = {"volume_uuid": volume_id, "instance_uuid": server, "connector": CONNECTOR}
-    created = api.post("/attachments", {"attachment": body})
-    assert created.status_code == 200, created.text
-    action = f"/attachments/{created.json()['attachment']['id']}/action"
-    assert api.post(action, {"os-complete": None}).status_code == 204
-    assert (api.volume(volume_id) or {})["status"] == "in-use"
-    return volume_id, server
 
 
 def closed(address: str, workflow_id: str) -> bool:

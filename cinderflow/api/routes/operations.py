@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import and_, or_
-from sqlmodel import Session, select
+from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from temporalio.client import (
@@ -53,7 +53,7 @@ CANCEL_UPDATE = "cancel"
 
 log = logging.getLogger(__name__)
 router = Router()
-HOST = re.compile(r"`[^`\s]+@[^`\s]+`")
+HOST = re.compile(r"`[^`\s]+@[^`\s]+`|[^`\s()]+@[^`\s()#]+#[^`\s()]+")
 """`host@backend#pool` in a phase: hosts are shown to admins only (as Cinder's
 os-vol-host-attr)."""
 FAILED_FOR_MEMBERS = "The operation failed; see the resource's user messages."
@@ -62,6 +62,7 @@ CONTROLS = frozenset({"limit", "marker", "all_tenants"})
 DEFAULT_LIMIT = 100
 MAX_WAIT_S = 120
 QUERY_TIMEOUT = timedelta(seconds=2)
+PAGE_DEADLINE_S = 3.0
 QUERIES_AT_ONCE = 16
 """Progress queries one page asks at once (a page of running operations is at most
 osapi_max_limit of them)."""
@@ -159,10 +160,13 @@ def _target(req: ApiRequest, row: OperationRecord) -> str:
     return row.project_id
 
 
-def _load(session: Session, req: ApiRequest, operation_id: str) -> OperationRecord:
-    row = session.get(OperationRecord, operation_id)
+def _authorized(req: ApiRequest, operation_id: str, rule: str) -> OperationRecord:
+    """The operation, if the caller may see it (else 404) and `rule` allows (else 403)."""
+    with req.services.db.read() as session:
+        row = session.get(OperationRecord, operation_id)
     if row is None or not _visible_to(req, row):
         raise NotFound(f"Operation {operation_id} could not be found.")
+    policy.authorize(req.ctx, rule, _target(req, row))
     return row
 
 
@@ -179,8 +183,10 @@ def view(req: ApiRequest, row: OperationRecord, state: Live | None) -> dict[str,
     if row.status is None and state is not None and state.detail:
         error = state.detail  # closed without its final write: what Temporal says
     phase = (progress.phase or None) if progress else None
-    if phase and not req.ctx.is_admin:
-        phase = HOST.sub("[backend]", phase)
+    summary = row.summary
+    if not req.ctx.is_admin:  # `host@backend#pool` in a phase, a migration's summary
+        phase = HOST.sub("[backend]", phase) if phase else phase
+        summary = HOST.sub("[backend]", summary)
     body: dict[str, Any] = {
         "id": row.id,
         "operation": row.operation,
@@ -199,7 +205,7 @@ def view(req: ApiRequest, row: OperationRecord, state: Live | None) -> dict[str,
         ),
         "finished_at": timestamp(row.finished_at),
         "error": error,
-        "summary": row.summary,
+        "summary": summary,
         "request_id": row.request_id,
         "user_id": row.user_id,
         "cancellable": bool(
@@ -230,8 +236,17 @@ async def render(req: ApiRequest, rows: list[OperationRecord]) -> list[dict[str,
         async with gate:
             return await live(client, workflow_id)
 
-    states = await asyncio.gather(*(ask(row.workflow_id) for row in running))
-    by_id = dict(zip((row.id for row in running), states, strict=True))
+    asks = {row.id: asyncio.ensure_future(ask(row.workflow_id)) for row in running}
+    if asks:
+        # one deadline for the page: with no worker answering, a page of a thousand running
+        # operations must not take a thousand query timeouts
+        _, late = await asyncio.wait(asks.values(), timeout=PAGE_DEADLINE_S)
+        for task in late:
+            task.cancel()
+    by_id = {
+        ident: task.result() if task.done() and not task.cancelled() else Live()
+        for ident, task in asks.items()
+    }
     return [view(req, row, by_id.get(row.id)) for row in rows]
 
 
@@ -324,16 +339,9 @@ async def show(req: ApiRequest) -> Response:
     if unknown:
         raise BadRequest(f"Invalid filters {','.join(unknown)} are found in query options.")
     operation_id = req.path_params["operation_id"]
-
-    def load() -> OperationRecord:
-        with req.services.db.read() as session:
-            row = _load(session, req, operation_id)
-            policy.authorize(req.ctx, "operation:get", _target(req, row))
-            return row
-
     deadline = time.monotonic() + wait
     while True:
-        row = await run_in_threadpool(load)
+        row = await run_in_threadpool(_authorized, req, operation_id, "operation:get")
         (shown,) = await render(req, [row])
         if shown["status"] != records.RUNNING or time.monotonic() >= deadline:
             return JSONResponse({"operation": shown})
@@ -346,14 +354,7 @@ async def cancel(req: ApiRequest) -> Response:
     upload, an extend waiting for its compute): what it made is undone, quota released, and
     the resource returns to its previous status. 409 where it cannot stop now."""
     operation_id = req.path_params["operation_id"]
-
-    def load() -> OperationRecord:
-        with req.services.db.read() as session:
-            row = _load(session, req, operation_id)
-            policy.authorize(req.ctx, "operation:cancel", _target(req, row))
-            return row
-
-    row = await run_in_threadpool(load)
+    row = await run_in_threadpool(_authorized, req, operation_id, "operation:cancel")
     if row.status is not None:
         raise Conflict(f"Operation {operation_id} has ended ({row.status}); nothing to cancel.")
     try:

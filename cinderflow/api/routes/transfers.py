@@ -177,7 +177,7 @@ async def create(req: ApiRequest) -> Response:
                 source_project_id=volume.project_id,
             )
             session.add(transfer)
-            idempotency.claim(session, volume.id)
+            idempotency.claim(session, transfer.id)
             session.flush()
             return {**detail(req, transfer), "auth_key": key.auth_key}
 
