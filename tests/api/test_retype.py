@@ -397,6 +397,9 @@ def test_operations_show_the_copy_rising_and_a_cancel_stops_it(api: Api, two: Th
         hold.unlink(missing_ok=True)
     assert ended["status"] == "cancelled" and ended["finished_at"], ended
     wait_retype_ended(two, volume["id"])
+    save_history(
+        two.settings.temporal_address, volume["id"], "retype", "RetypeVolume-cancel-update-mid-copy"
+    )
     after = api.volume(volume["id"])
     assert after["status"] == "available" and after["volume_type"] == gold["name"]
     assert after["os-vol-mig-status-attr:migstat"] == "error"
