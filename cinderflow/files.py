@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,3 +61,34 @@ def _tighten(path: Path, mode: int) -> None:
     with contextlib.suppress(FileNotFoundError, PermissionError):
         if stat.S_IMODE(path.stat().st_mode) & ~mode:
             os.chmod(path, mode)
+
+
+SECRET_BYTES = 32
+
+
+def secret_file(path: Path, what: str = "secret") -> bytes:
+    """The 32 random bytes in `path` (a master key, the idempotency secret), made on first use
+    with mode 0600; a file others can read is refused. A new one is written aside and linked
+    into place, so processes starting together agree on one and none reads it half-written."""
+    for _attempt in range(100):
+        try:
+            secret = path.read_bytes()
+        except FileNotFoundError:
+            private_directory(path.parent, tighten=False)  # maybe ~ or /etc/cinderflow
+            aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(secrets.token_bytes(SECRET_BYTES))
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                pass  # another process published its own first: that one it is
+            finally:
+                aside.unlink()
+            continue
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise PermissionError(f"{what} {path} must not be readable by group or others")
+        if len(secret) == SECRET_BYTES:
+            return secret
+        time.sleep(0.05)  # written by a tool other than this function: let it finish
+    raise ValueError(f"{what} {path} must hold exactly {SECRET_BYTES} bytes")

@@ -11,8 +11,8 @@ is asked and never drifts (`DatabaseCollector`, registered where the API runs).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import (
@@ -28,7 +28,9 @@ from sqlalchemy import case, func
 from sqlmodel import select
 
 from cinderflow.db.engine import Database
-from cinderflow.db.models import OperationRecord, Reservation, Service, utcnow
+from cinderflow.db.models import OperationRecord, Reservation, Service, as_utc, utcnow
+from cinderflow.scheduling.backends import VOLUME_BINARY, reports_since
+from cinderflow.scheduling.filters import unavailable
 from cinderflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,15 +70,14 @@ def observe_request(route: str, method: str, code: int, seconds: float) -> None:
     REQUESTS.labels(route=route, method=method, code=str(code)).observe(seconds)
 
 
-def observe_finished(record: OperationRecord) -> None:
-    """An operation's end, once its final write has committed."""
-    started = (
-        record.created_at if record.created_at.tzinfo else record.created_at.replace(tzinfo=UTC)
-    )
-    seconds = max((utcnow() - started).total_seconds(), 0.0)
-    OPERATIONS_FINISHED.labels(operation=record.operation, status=record.status or "").observe(
-        seconds
-    )
+def observe_finished(ended: Iterable[OperationRecord]) -> None:
+    """Operations a transaction ended (operation_records.ended_in), once it has committed:
+    each is counted once, since a retry of that transaction finds it ended already."""
+    for record in ended:
+        seconds = max((utcnow() - as_utc(record.created_at)).total_seconds(), 0.0)
+        OPERATIONS_FINISHED.labels(operation=record.operation, status=record.status or "").observe(
+            seconds
+        )
 
 
 class DatabaseCollector(Collector):
@@ -102,7 +103,7 @@ class DatabaseCollector(Collector):
                 .where(OperationRecord.status.is_(None))
                 .group_by(OperationRecord.operation)
             ).all()
-            services = session.exec(select(Service).where(Service.binary == "cinder-volume")).all()
+            services = session.exec(select(Service).where(Service.binary == VOLUME_BINARY)).all()
             reserved = session.exec(
                 select(Reservation.resource, func.sum(Reservation.delta)).group_by(
                     Reservation.resource
@@ -124,7 +125,7 @@ class DatabaseCollector(Collector):
         for op in sorted(counts):
             family.add_metric([op], stuck.get(op, 0))
         yield family
-        yield from self._backends(services, now)
+        yield from self._backends(services)
         family = GaugeMetricFamily(
             "cinderflow_quota_reserved",
             "Quota held by operations in flight (reservations), by resource.",
@@ -134,7 +135,7 @@ class DatabaseCollector(Collector):
             family.add_metric([resource], float(total or 0))
         yield family
 
-    def _backends(self, services: list[Service], now: datetime) -> Iterator[GaugeMetricFamily]:
+    def _backends(self, services: list[Service]) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily(
             "cinderflow_backend_up",
             "1 if the backend is enabled, reported within service_down_time and its "
@@ -146,23 +147,16 @@ class DatabaseCollector(Collector):
             "Backend capacity from its last get_volume_stats report.",
             labels=["backend", "kind"],
         )
-        fresh = now - timedelta(seconds=self.settings.service_down_time)
+        cutoff = reports_since(self.settings.service_down_time)
         for service in services:
             stats = service.capabilities or {}
-            reported = service.updated_at and _aware(service.updated_at) >= fresh
-            state = (stats.get("backend_state") or "up") == "up"
-            healthy = not service.disabled and bool(reported) and state
-            up.add_metric([service.host], 1.0 if healthy else 0.0)
+            up.add_metric([service.host], 0.0 if unavailable(service, cutoff) else 1.0)
             for kind in ("total", "free", "allocated", "provisioned"):
                 value = stats.get(f"{kind}_capacity_gb")
                 if isinstance(value, int | float):
                     capacity.add_metric([service.host, kind], float(value))
         yield up
         yield capacity
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def database_registry(db: Database, settings: Settings) -> CollectorRegistry:

@@ -21,7 +21,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-ENDED = {"succeeded", "failed", "reset", "cancelled"}
+from cinderflow.status import OperationStatus
+
+ENDED = set(OperationStatus) - {OperationStatus.RUNNING}
 POLL_S = 0.5
 WAIT_FOR_ONE_S = 30.0
 """How long `watch <volume>` waits for a running operation to appear."""
@@ -118,7 +120,7 @@ def watch(client: OpsClient, target: str, console: Console) -> int:
                 if op is None:
                     continue  # the API did not answer this time: ask again
                 done = op["status"] in ENDED
-                percent = 100 if op["status"] == "succeeded" else op["progress"]
+                percent = 100 if op["status"] == OperationStatus.SUCCEEDED else op["progress"]
                 bars.update(
                     task,
                     completed=percent if percent is not None else bars.tasks[task].completed,
@@ -133,7 +135,7 @@ def watch(client: OpsClient, target: str, console: Console) -> int:
         if op.get("error"):
             line += f" ({op['error']})"
         console.print(escape(line), highlight=False)
-    return 0 if all(op["status"] == "succeeded" for op in final.values()) else 1
+    return 0 if all(op["status"] == OperationStatus.SUCCEEDED for op in final.values()) else 1
 
 
 def _patiently(client: OpsClient, operation_id: str) -> dict[str, Any] | None:
@@ -206,7 +208,7 @@ def add_parser(commands: Any, formatter: Any) -> None:
     verbs = ops.add_subparsers(dest="ops_command", required=True)
     listing = verbs.add_parser("list", help="the project's operations, newest first")
     listing.add_argument("--resource-id", help="only this volume's (snapshot's, ...)")
-    listing.add_argument("--status", choices=["running", *sorted(ENDED)])
+    listing.add_argument("--status", choices=[str(s) for s in OperationStatus])
     listing.add_argument("--operation", help="create, extend, retype, ...")
     listing.add_argument("--all-projects", action="store_true", help="admin: every project's")
     show = verbs.add_parser("show", help="one operation")

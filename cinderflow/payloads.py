@@ -155,8 +155,8 @@ class OperationProgress(BaseModel):
     """A reset in progress: waiting for the critical step, at the backend, or taking over."""
     finishing: bool = False
     """The final write has begun; resets are refused."""
-    stoppable: bool = False
-    """The running step can stop cleanly: the `cancel` update is taken now."""
+    cancellable: bool = False
+    """The `cancel` update is taken now (a step that stops cleanly runs, nothing refuses)."""
     cancelling: bool = False
     """A cancel was asked for: the operation is stopping and undoing what it made."""
     updated_at: datetime | None = None

@@ -81,3 +81,13 @@ class ResourceKind(StrEnum):
     VOLUME = "volume"
     SNAPSHOT = "snapshot"
     ATTACHMENT = "attachment"
+
+
+class OperationStatus(StrEnum):
+    """How an operation stands in the operations API (db/operation_records.py)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RESET = "reset"
+    CANCELLED = "cancelled"

@@ -18,7 +18,7 @@ from cinderflow.db import volumes as volume_db
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Attachment, Volume
 from cinderflow.payloads import AttachmentFailure, Connected, Connection
-from cinderflow.status import AttachStatus
+from cinderflow.status import AttachStatus, OperationStatus
 from cinderflow.threads import run_blocking
 
 
@@ -70,9 +70,9 @@ class AttachmentActivities(ActivityGroup):
                 mountpoint=connector.get("mountpoint"),
             )
             attachment_db.settle_volume(session, released.volume_id)
-            operation_records.end(session, workflow_id, operation_records.SUCCEEDED, None)
+            operation_records.end(session, workflow_id, OperationStatus.SUCCEEDED, None)
             ended = operation_records.ended_in(session)
-        _observe(ended)
+        metrics.observe_finished(ended)
 
     @activity.defn(name="attachment.failed")
     async def failed(self, failure: AttachmentFailure) -> None:
@@ -95,10 +95,10 @@ class AttachmentActivities(ActivityGroup):
             attachment_db.settle_volume(session, released.volume_id)
             told = user_messages.user_message(failure.message.action, failure.message.detail)
             operation_records.end(
-                session, workflow_id, operation_records.FAILED, failure.status, told
+                session, workflow_id, OperationStatus.FAILED, failure.status, told
             )
             ended = operation_records.ended_in(session)
-        _observe(ended)
+        metrics.observe_finished(ended)
 
     @staticmethod
     def _release(session: Session, attachment_id: str, workflow_id: str, **values: Any) -> Any:
@@ -123,12 +123,6 @@ class AttachmentActivities(ActivityGroup):
             if not ownership.remove(session, Attachment, attachment_id, workflow_id=workflow_id):
                 raise fencing.lost_ownership(attachment_id, workflow_id)
             attachment_db.settle_volume(session, volume_id)
-            operation_records.end(session, workflow_id, operation_records.SUCCEEDED, None)
+            operation_records.end(session, workflow_id, OperationStatus.SUCCEEDED, None)
             ended = operation_records.ended_in(session)
-        _observe(ended)
-
-
-def _observe(ended: list) -> None:
-    """The operations these transactions ended, counted once they committed."""
-    for record in ended:
-        metrics.observe_finished(record)
+        metrics.observe_finished(ended)

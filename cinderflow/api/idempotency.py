@@ -29,15 +29,12 @@ import json
 import logging
 import os
 import re
-import secrets
-import stat
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -57,8 +54,8 @@ from cinderflow.api.errors import (
     fault_body,
 )
 from cinderflow.db.engine import Database
-from cinderflow.db.models import IdempotencyKey, utcnow
-from cinderflow.files import private_directory
+from cinderflow.db.models import IdempotencyKey, as_utc, utcnow
+from cinderflow.files import secret_file
 from cinderflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -173,34 +170,7 @@ def load_secret(settings: Settings) -> bytes:
             "CINDERFLOW_IDEMPOTENCY_SECRET to one value everywhere)",
             settings.data_dir / SECRET_FILE,
         )
-    return _secret_file(settings.data_dir / SECRET_FILE)
-
-
-def _secret_file(path: Path) -> bytes:
-    """Read the secret file, making it if missing: written aside and linked into place, so
-    processes starting together agree on one and none reads a half-written file."""
-    for _attempt in range(100):
-        try:
-            secret = path.read_bytes()
-        except FileNotFoundError:
-            private_directory(path.parent, tighten=False)
-            aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-            descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(secrets.token_bytes(32))
-            try:
-                os.link(aside, path)
-            except FileExistsError:
-                pass  # another process published its own first: that one it is
-            finally:
-                aside.unlink()
-            continue
-        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise PermissionError(f"{path} must not be readable by group or others")
-        if len(secret) == 32:
-            return secret
-        time.sleep(0.05)
-    raise ValueError(f"{path} must hold exactly 32 bytes")
+    return secret_file(settings.data_dir / SECRET_FILE, "idempotency secret")
 
 
 async def secret_of(state: Any, settings: Settings) -> bytes:
@@ -320,7 +290,7 @@ class Guard:
                     media_type=row.content_type,
                     headers={REPLAYED: "true"},
                 )
-            if _aware(row.created_at) < utcnow() - timedelta(seconds=self.lost_after):
+            if as_utc(row.created_at) < utcnow() - timedelta(seconds=self.lost_after):
                 what = f" (it changed {row.resource_id})" if row.resource_id else ""
                 raise Conflict(
                     "The first request with this Idempotency-Key was accepted, but its answer "
@@ -338,7 +308,7 @@ class Guard:
         expired = utcnow() - timedelta(seconds=self.retention)
         with self.db.read() as session:
             row = session.get(IdempotencyKey, (self.project_id, self.key_hash))
-            if row is None or _aware(row.created_at) < expired:
+            if row is None or as_utc(row.created_at) < expired:
                 return None
             return row
 
@@ -400,8 +370,3 @@ def _naming(fault: Response, resource_id: str | None) -> Response:
             if k.lower() not in ("content-length", "content-type")
         ),
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes (stored as UTC)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

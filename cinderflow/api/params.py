@@ -7,20 +7,26 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from cinderflow.api.errors import invalid_input
+from cinderflow.api.errors import BadRequest, invalid_input
 from cinderflow.api.routing import ApiRequest
 from cinderflow.api.validation import DB_MAX_INT, check_text, parse_bool
 
 MAX_FILTER_LENGTH = 4096
 
 
-def boolean_param(req: ApiRequest, name: str, default: bool = False) -> bool:
+def boolean_param(
+    req: ApiRequest, name: str, default: bool = False, *, refusal: str | None = None
+) -> bool:
+    """A strict boolean query parameter; `refusal` is the 400's message where Cinder words
+    it otherwise (`{raw}` is the value sent)."""
     raw = req.query.get(name)
     if raw is None:
         return default
     try:
         return parse_bool(raw)
     except ValueError:
+        if refusal is not None:
+            raise BadRequest(refusal.format(raw=raw)) from None
         raise invalid_input(f"Invalid value '{raw}' for boolean parameter {name}.") from None
 
 

@@ -23,7 +23,13 @@ from cinderflow.db import transfers as transfer_db
 from cinderflow.db.cas import compare_and_swap
 from cinderflow.db.models import Snapshot, Transfer, Volume, VolumeAdminMetadata, utcnow
 from cinderflow.payloads import FinalWrite, TransferAccept
-from cinderflow.status import MigrationStatus, ResourceKind, SnapshotStatus, VolumeStatus
+from cinderflow.status import (
+    MigrationStatus,
+    OperationStatus,
+    ResourceKind,
+    SnapshotStatus,
+    VolumeStatus,
+)
 from cinderflow.temporal.outbox import operation_of
 
 MODELS: dict[ResourceKind, type[SQLModel]] = {
@@ -144,10 +150,10 @@ def outcome(write: FinalWrite, fenced: bool) -> str:
     """How the operation the write ends went, for its record: the operator's (unfenced)
     write over a running operation is a reset."""
     if not fenced:
-        return operation_records.RESET
+        return OperationStatus.RESET
     if write.outcome:
         return write.outcome
-    return operation_records.FAILED if write.message else operation_records.SUCCEEDED
+    return OperationStatus.FAILED if write.message else OperationStatus.SUCCEEDED
 
 
 def _accept_transfer(session: Session, volume_id: str, accept: TransferAccept) -> None:

@@ -16,6 +16,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite may hand them back naive: they were
+    stored in UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 class VolumeType(SQLModel, table=True):
     __tablename__ = "volume_types"
 

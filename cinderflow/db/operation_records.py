@@ -16,22 +16,17 @@ from sqlalchemy import and_, delete, or_, update
 from sqlmodel import Session, select
 
 from cinderflow.db.models import OperationRecord, utcnow
+from cinderflow.status import OperationStatus
 
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-RESET = "reset"
-CANCELLED = "cancelled"
-RUNNING = "running"
-STATUSES = (RUNNING, SUCCEEDED, FAILED, RESET, CANCELLED)
 CLOSED_WITHOUT_END = {
     "COMPLETED": (
-        FAILED,
+        OperationStatus.FAILED,
         "its workflow ended without its final write (the resource had another owner by then)",
     ),
-    "FAILED": (FAILED, "its workflow failed"),
-    "TIMED_OUT": (FAILED, "its workflow timed out"),
-    "TERMINATED": (FAILED, "its workflow was terminated"),
-    "CANCELED": (CANCELLED, None),
+    "FAILED": (OperationStatus.FAILED, "its workflow failed"),
+    "TIMED_OUT": (OperationStatus.FAILED, "its workflow timed out"),
+    "TERMINATED": (OperationStatus.FAILED, "its workflow was terminated"),
+    "CANCELED": (OperationStatus.CANCELLED, None),
 }
 """How an operation ended whose workflow closed without ending its record (by Temporal's
 execution status name): only a crash, an operator's terminate or a lost ownership does."""

@@ -14,7 +14,6 @@ an image seen again resets the clock).
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import update as sa_update
@@ -23,7 +22,7 @@ from sqlmodel import select
 from cinderflow.db import admin_metadata
 from cinderflow.db import volumes as volume_db
 from cinderflow.db.engine import Database
-from cinderflow.db.models import UploadedImageKey, utcnow
+from cinderflow.db.models import UploadedImageKey, as_utc, utcnow
 from cinderflow.images import ImageClient, ImageNotFound, ImageRefused, ImageServiceError
 from cinderflow.keys.service import KeyService
 from cinderflow.payloads import ImageIdentity
@@ -61,7 +60,7 @@ def _sweep_one(settings: Settings, db: Database, keys: KeyService, row: Uploaded
     if gone is None:  # not asked: nothing is learnt
         return 0
     now = utcnow()
-    since = _aware(row.missing_since) if gone else None
+    since = as_utc(row.missing_since) if gone and row.missing_since else None
     expired = since is not None and (now - since).total_seconds() >= settings.image_key_grace
     if expired:
         keys.delete(row.project_id, row.key_id)
@@ -77,13 +76,6 @@ def _sweep_one(settings: Settings, db: Database, keys: KeyService, row: Uploaded
     if expired:
         log.info("deleted key %s of image %s (the image is gone)", row.key_id, row.image_id)
     return int(expired)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive (they were stored in UTC)."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 def _image_gone(settings: Settings, row: UploadedImageKey) -> bool | None:

@@ -13,9 +13,7 @@ every encrypted volume.
 
 from __future__ import annotations
 
-import os
 import secrets
-import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ from sqlmodel import select
 
 from cinderflow.db.engine import Database
 from cinderflow.db.models import KeyRecord
-from cinderflow.files import private_directory
+from cinderflow.files import secret_file
 
 TYPES: dict[str, type[managed_object.ManagedObject]] = {
     "symmetric": symmetric_key.SymmetricKey,
@@ -51,18 +49,7 @@ WITH_ALGORITHM = ("symmetric", "private", "public")
 
 def load_master_key(path: Path) -> bytes:
     """The 32-byte master key, created on first use; refuse a file others can read."""
-    if not path.exists():
-        private_directory(path.parent, tighten=False)  # maybe ~ or /etc/cinderflow
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(secrets.token_bytes(32))
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise PermissionError(f"master key {path} must not be readable by group or others")
-    key = path.read_bytes()
-    if len(key) != 32:
-        raise ValueError(f"master key {path} must hold exactly 32 bytes")
-    return key
+    return secret_file(path, "master key")
 
 
 def _project(context: Any) -> str:

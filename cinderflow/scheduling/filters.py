@@ -39,16 +39,25 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def rejection(candidate: Candidate, request: Request, cutoff: datetime) -> str | None:
-    """Why the candidate cannot take the request, or None if it can."""
-    service = candidate.service
-    caps = service.capabilities or {}
+def unavailable(service: Service, cutoff: datetime) -> str | None:
+    """Why the backend takes no volumes at all now (None: it serves): disabled, no report
+    since `cutoff` (backends.reports_since), or its own `backend_state` down."""
     if service.disabled:
         return "disabled"
     if service.updated_at is None or service.updated_at < cutoff:
         return "down (no recent stats)"
-    if caps.get("backend_state", "up") != "up":
+    if (service.capabilities or {}).get("backend_state", "up") != "up":
         return "backend_state is down"
+    return None
+
+
+def rejection(candidate: Candidate, request: Request, cutoff: datetime) -> str | None:
+    """Why the candidate cannot take the request, or None if it can."""
+    service = candidate.service
+    caps = service.capabilities or {}
+    down = unavailable(service, cutoff)
+    if down:
+        return down
     if service.availability_zone != request.availability_zone:
         return f"not in availability zone {request.availability_zone}"
     missing = unmet(caps, request.extra_specs)

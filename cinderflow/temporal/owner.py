@@ -25,6 +25,7 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
+from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
 
 from cinderflow.temporal.outbox import TemporalUnavailable
@@ -38,7 +39,12 @@ class UpdateRefused(Exception):
 
 
 class OwnerGone(Exception):
-    """The workflow has ended: it owns nothing now."""
+    """The workflow has ended (or was never started): it owns nothing now."""
+
+    def __init__(self, message: str, closed_as: str | None = None) -> None:
+        super().__init__(message)
+        self.closed_as = closed_as
+        """How it closed (Temporal's execution status name), where Temporal said so."""
 
 
 def _cause(error: BaseException) -> str:
@@ -121,14 +127,27 @@ class OwnerClient:
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             return None
 
-    async def query(self, workflow_id: str, query: Any, *, result_type: type | None = None) -> Any:
-        """A query's answer (a running or ended workflow)."""
+    async def query(
+        self,
+        workflow_id: str,
+        query: Any,
+        *,
+        result_type: type | None = None,
+        open_only: bool = False,
+        timeout: float = ACCEPT_WAIT_S,
+    ) -> Any:
+        """A query's answer (a running or ended workflow). `open_only`: a closed workflow is
+        not replayed to answer; it is OwnerGone with how it closed."""
         handle = self.client.get_workflow_handle(workflow_id)
+        reject = QueryRejectCondition.NOT_OPEN if open_only else None
         try:
             return await asyncio.wait_for(
-                handle.query(query, result_type=result_type), ACCEPT_WAIT_S
+                handle.query(query, result_type=result_type, reject_condition=reject), timeout
             )
-        except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as failed:
+        except WorkflowQueryRejectedError as rejected:
+            closed_as = rejected.status.name if rejected.status is not None else "CLOSED"
+            raise OwnerGone("the operation has ended", closed_as=closed_as) from None
+        except WorkflowQueryFailedError as failed:
             raise UpdateRefused(str(failed)) from None
         except RPCError as rpc:
             raise _rpc(rpc, workflow_id) from None

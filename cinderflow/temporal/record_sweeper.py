@@ -21,6 +21,7 @@ from cinderflow import metrics
 from cinderflow.db import operation_records
 from cinderflow.db.engine import Database
 from cinderflow.db.models import OperationRecord, OutboxEntry, utcnow
+from cinderflow.status import OperationStatus
 from cinderflow.threads import run_blocking
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,9 @@ async def end_orphans(
             except Exception:
                 log.warning("cannot judge operation %s", record.workflow_id, exc_info=True)
                 continue
-            for done in finished:
+            if finished:  # (empty: its own end came first)
+                metrics.observe_finished(finished)
                 ended += 1
-                metrics.observe_finished(done)
                 log.info(
                     "operation %s (%s) ended as %s: %s",
                     record.id,
@@ -85,11 +86,11 @@ async def _verdict(
     except RPCError as error:
         if error.status != RPCStatusCode.NOT_FOUND or pending:
             return None  # Temporal unreachable, or the outbox still starts it
-        return operation_records.FAILED, "its workflow is gone (never started, or past retention)"
+        return OperationStatus.FAILED, "its workflow is gone (never started, or past retention)"
     if described.status is None or described.status in OPEN:
         return None
     return operation_records.CLOSED_WITHOUT_END.get(
-        described.status.name, (operation_records.FAILED, "its workflow ended")
+        described.status.name, (OperationStatus.FAILED, "its workflow ended")
     )
 
 

@@ -57,7 +57,7 @@ with workflow.unsafe.imports_passed_through():
         UserMessageSpec,
         VolumeMessage,
     )
-    from cinderflow.status import ResourceKind
+    from cinderflow.status import OperationStatus, ResourceKind
     from cinderflow.user_messages import Action, Code, Detail
     from cinderflow.workflows import common
     from cinderflow.workflows.reset_backend import backend_reset
@@ -203,12 +203,10 @@ class OperationWorkflow:
         """A user's cancel (`POST /operations/{id}/action {"cancel": null}`): the running step
         is cut, what the operation made is undone, and the resource returns to the status it
         had before (as a workflow cancel, but refused where it could not stop cleanly)."""
-        if self._finishing and not self._cancelled:  # it began to finish since the validator
-            raise ApplicationError(
-                f"operation {self.operation} can no longer be cancelled: it is finishing",
-                type=NOT_CANCELLABLE,
-            )
         if not self._cancelled:
+            refusal = self._cancel_refusal()  # again: it may have begun to finish meanwhile
+            if refusal:
+                raise ApplicationError(refusal, type=NOT_CANCELLABLE)
             self._cancelled_by = request.user_id
             self._cancelled = True
             self._show()
@@ -218,26 +216,26 @@ class OperationWorkflow:
     def _cancel_allowed(self, request: CancelRequest) -> None:
         if self._cancelled and not self._ended:
             return  # asked again: the same answer
+        refusal = self._cancel_refusal()
+        if refusal:
+            raise ApplicationError(refusal, type=NOT_CANCELLABLE)
+
+    def _cancel_refusal(self) -> str | None:
+        """Why a user's cancel cannot be taken now (None: it can): the one rule the update
+        applies and the progress shows as `cancellable`."""
         if not self.cancellable:
-            raise ApplicationError(
-                f"operation {self.operation} cannot be cancelled", type=NOT_CANCELLABLE
-            )
+            return f"operation {self.operation} cannot be cancelled"
         if self._finishing or self._ended:
-            raise ApplicationError(
-                f"operation {self.operation} can no longer be cancelled: it is finishing",
-                type=NOT_CANCELLABLE,
-            )
+            return f"operation {self.operation} can no longer be cancelled: it is finishing"
         if self._reset_busy or self._reset is not None:
-            raise ApplicationError(
-                "an administrator's reset of the resource is in progress", type=NOT_CANCELLABLE
-            )
+            return "an administrator's reset of the resource is in progress"
         if not self._stoppable:
-            phase = self._progress.phase or self.operation
-            raise ApplicationError(
-                f"operation {self.operation} cannot stop cleanly now ({phase}); it can be "
-                "cancelled while it copies data or waits for a compute",
-                type=NOT_CANCELLABLE,
+            return (
+                f"operation {self.operation} cannot stop cleanly now "
+                f"({self._progress.phase or self.operation}); it can be cancelled while it "
+                "copies data or waits for a compute"
             )
+        return None
 
     @workflow.query
     def progress(self) -> OperationProgress:
@@ -398,7 +396,9 @@ class OperationWorkflow:
         """A failed end: close, compensate, then the final write (with its user message)."""
         await self.close()
         await self._compensate()
-        return await self._write(write.model_copy(update={"outcome": write.outcome or "failed"}))
+        return await self._write(
+            write.model_copy(update={"outcome": write.outcome or OperationStatus.FAILED})
+        )
 
     async def shielded(self, work: Awaitable[T]) -> T:
         """Run a step to its end even through a workflow cancel (the steps after `close`, a
@@ -489,7 +489,7 @@ class OperationWorkflow:
                 migration_status=request.migration_status,
                 reason=reason,
                 message=self.message(Action.RESET_STATUS, Detail.STOPPED_BY_RESET),
-                outcome="reset",
+                outcome=OperationStatus.RESET,
             )
             outcome = await self._write(self.stopped_write(write))
             lost = outcome.status == LOST
@@ -505,7 +505,7 @@ class OperationWorkflow:
             previous=True,
             reason=f"{self.operation} cancelled"
             + (f" by {self._cancelled_by}" if self._cancelled_by else ""),
-            outcome="cancelled",
+            outcome=OperationStatus.CANCELLED,
         )
         return await self._write(self.stopped_write(write))
 
@@ -590,8 +590,8 @@ class OperationWorkflow:
             setattr(self._progress, key, value)
         self._progress.critical = self._critical[0] if self._critical else None
         self._progress.finishing = self._finishing
-        self._progress.stoppable = self._stoppable > 0 and not self._finishing
         self._progress.cancelling = self._cancelled and not self._ended
+        self._progress.cancellable = not self._cancelled and self._cancel_refusal() is None
         self._progress.updated_at = workflow.now()
         lines = [self._progress.phase or f"{self.operation}"]
         if self._progress.percent is not None:

@@ -11,6 +11,7 @@ from sqlmodel import select
 from cinderflow.db import services as service_db
 from cinderflow.db.engine import Database
 from cinderflow.db.models import Service, utcnow
+from cinderflow.drivers.base import REQUIRED_STATS
 from cinderflow.temporal.devserver import DevServer
 from tests.conftest import Databases
 from tests.helpers import (
@@ -23,13 +24,8 @@ from tests.helpers import (
 from tests.retyping import new_type, two_backends
 
 CINDER_KEYS = {
+    *REQUIRED_STATS,  # what every driver reports, and what the scheduler adds
     "pool_name",
-    "volume_backend_name",
-    "vendor_name",
-    "driver_version",
-    "storage_protocol",
-    "total_capacity_gb",
-    "free_capacity_gb",
     "allocated_capacity_gb",
     "provisioned_capacity_gb",
     "reserved_percentage",

@@ -16,7 +16,11 @@ def services(api: Api, version: str = "3.71", **params: str) -> list[dict]:
 
 
 def backend(api: Api) -> dict:
-    (found,) = [s for s in services(api) if s["binary"] == "cinder-volume"]
+    """The stack's one backend service (a stack just started may not have reported yet)."""
+    (found,) = poll(
+        lambda: [s for s in services(api) if s["binary"] == "cinder-volume"],
+        what="the backend's first report",
+    )
     return found
 
 

@@ -18,10 +18,10 @@ operation cannot stop cleanly.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,13 +30,6 @@ from sqlalchemy import and_, or_
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
-from temporalio.client import (
-    Client,
-    WorkflowQueryFailedError,
-    WorkflowQueryRejectedError,
-)
-from temporalio.common import QueryRejectCondition
-from temporalio.service import RPCError, RPCStatusCode
 
 from cinderflow.api import policy
 from cinderflow.api.errors import BadRequest, Conflict, NotFound
@@ -46,12 +39,11 @@ from cinderflow.api.views import timestamp
 from cinderflow.db import operation_records as records
 from cinderflow.db.models import OperationRecord
 from cinderflow.payloads import CancelRequest, OperationProgress
-from cinderflow.temporal.owner import OwnerGone, UpdateRefused
+from cinderflow.status import OperationStatus
+from cinderflow.temporal.outbox import TemporalUnavailable
+from cinderflow.temporal.owner import OwnerClient, OwnerGone, UpdateRefused
+from cinderflow.workflows.operation import CANCEL_UPDATE
 
-CANCEL_UPDATE = "cancel"
-"""The operation base's update (workflows/operation.py CANCEL_UPDATE)."""
-
-log = logging.getLogger(__name__)
 router = Router()
 HOST = re.compile(r"`[^`\s]+@[^`\s]+`|[^`\s()]+@[^`\s()#]+#[^`\s()]+")
 """`host@backend#pool` in a phase: hosts are shown to admins only (as Cinder's
@@ -61,7 +53,7 @@ FILTERS = frozenset({"resource_id", "operation", "status", "since"})
 CONTROLS = frozenset({"limit", "marker", "all_tenants"})
 DEFAULT_LIMIT = 100
 MAX_WAIT_S = 120
-QUERY_TIMEOUT = timedelta(seconds=2)
+QUERY_TIMEOUT_S = 2.0
 PAGE_DEADLINE_S = 3.0
 QUERIES_AT_ONCE = 16
 """Progress queries one page asks at once (a page of running operations is at most
@@ -107,44 +99,33 @@ class CancelBody(BaseModel):
     cancel: None
 
 
+@dataclass
 class Live:
     """What Temporal says of an operation whose record has not ended."""
 
-    def __init__(
-        self,
-        status: str = records.RUNNING,
-        progress: OperationProgress | None = None,
-        detail: str | None = None,
-    ) -> None:
-        self.status = status
-        self.progress = progress
-        self.detail = detail
+    status: str = OperationStatus.RUNNING
+    progress: OperationProgress | None = None
+    detail: str | None = None
 
 
-async def live(client: Client, workflow_id: str) -> Live:
+async def live(owners: OwnerClient, workflow_id: str) -> Live:
     """The running operation's progress (its query, only while the workflow is open)."""
-    handle = client.get_workflow_handle(workflow_id)
     try:
-        progress = await handle.query(
+        progress = await owners.query(
+            workflow_id,
             "progress",
             result_type=OperationProgress,
-            reject_condition=QueryRejectCondition.NOT_OPEN,
-            rpc_timeout=QUERY_TIMEOUT,
+            open_only=True,
+            timeout=QUERY_TIMEOUT_S,
         )
-    except WorkflowQueryRejectedError as rejected:  # closed without its final write
-        name = rejected.status.name if rejected.status is not None else ""
-        status, detail = records.CLOSED_WITHOUT_END.get(
-            name, (records.FAILED, "its workflow ended")
-        )
-        return Live(status, detail=detail)
-    except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:  # recorded, not started yet (outbox)
+    except OwnerGone as gone:
+        if gone.closed_as is None:  # Temporal does not know it: recorded, not started yet
             return Live(progress=OperationProgress(operation="", phase="waiting to start"))
-        return Live()  # no worker answered in time, or Temporal is away: still running
-    except (WorkflowQueryFailedError, TimeoutError):
-        return Live()
-    except Exception:  # an answer we cannot read: show the record alone, never a 500
-        log.warning("progress query of %s failed", workflow_id, exc_info=True)
+        status, detail = records.CLOSED_WITHOUT_END.get(
+            gone.closed_as, (OperationStatus.FAILED, "its workflow ended")
+        )
+        return Live(status, detail=detail)  # closed without ending its record
+    except (UpdateRefused, TemporalUnavailable):  # no worker answered, or Temporal is away
         return Live()
     return Live(progress=progress)
 
@@ -174,9 +155,9 @@ def view(req: ApiRequest, row: OperationRecord, state: Live | None) -> dict[str,
     """An operation as the API shows it: the record, with the workflow's live state while it
     runs; admins also get the workflow id and a link to it in the Temporal UI."""
     progress = state.progress if state else None
-    status = row.status or (state.status if state else records.RUNNING)
+    status = row.status or (state.status if state else OperationStatus.RUNNING)
     error = None
-    if row.status in (records.FAILED, records.RESET):
+    if row.status in (OperationStatus.FAILED, OperationStatus.RESET):
         # admins get the operation's own account; members Cinder's user message (the
         # account names backends and driver errors, which Cinder shows admins only)
         error = row.detail if req.ctx.is_admin else (row.user_message or FAILED_FOR_MEMBERS)
@@ -208,12 +189,8 @@ def view(req: ApiRequest, row: OperationRecord, state: Live | None) -> dict[str,
         "summary": summary,
         "request_id": row.request_id,
         "user_id": row.user_id,
-        "cancellable": bool(
-            status == records.RUNNING
-            and progress
-            and progress.stoppable
-            and not progress.cancelling
-        ),
+        "cancellable": status == OperationStatus.RUNNING
+        and bool(progress and progress.cancellable),
         "links": req.link("operations", row.id),
     }
     if req.ctx.is_admin:
@@ -228,13 +205,13 @@ def view(req: ApiRequest, row: OperationRecord, state: Live | None) -> dict[str,
 
 
 async def render(req: ApiRequest, rows: list[OperationRecord]) -> list[dict[str, Any]]:
-    client = req.services.temporal
+    owners = req.services.owners
     running = [row for row in rows if row.status is None]
     gate = asyncio.Semaphore(QUERIES_AT_ONCE)
 
     async def ask(workflow_id: str) -> Live:
         async with gate:
-            return await live(client, workflow_id)
+            return await live(owners, workflow_id)
 
     asks = {row.id: asyncio.ensure_future(ask(row.workflow_id)) for row in running}
     if asks:
@@ -268,8 +245,8 @@ async def index(req: ApiRequest) -> Response:
     if unknown:
         raise BadRequest(f"Invalid filters {','.join(unknown)} are found in query options.")
     status = req.query.get("status")
-    if status is not None and status not in records.STATUSES:
-        raise BadRequest(f"Invalid status '{status}': one of {', '.join(records.STATUSES)}.")
+    if status is not None and status not in tuple(OperationStatus):
+        raise BadRequest(f"Invalid status '{status}': one of {', '.join(tuple(OperationStatus))}.")
     since = _since(req.query["since"]) if "since" in req.query else None
     everyone = req.ctx.is_admin and boolean_param(req, "all_tenants")
     limit = min(int_param(req, "limit") or DEFAULT_LIMIT, req.services.settings.osapi_max_limit)
@@ -293,7 +270,7 @@ async def index(req: ApiRequest) -> Response:
                 )
             if "operation" in req.query:
                 stmt = stmt.where(OperationRecord.operation == req.query["operation"])
-            if status == records.RUNNING:
+            if status == OperationStatus.RUNNING:
                 stmt = stmt.where(OperationRecord.status.is_(None))
             elif status is not None:
                 stmt = stmt.where(OperationRecord.status == status)
@@ -343,7 +320,7 @@ async def show(req: ApiRequest) -> Response:
     while True:
         row = await run_in_threadpool(_authorized, req, operation_id, "operation:get")
         (shown,) = await render(req, [row])
-        if shown["status"] != records.RUNNING or time.monotonic() >= deadline:
+        if shown["status"] != OperationStatus.RUNNING or time.monotonic() >= deadline:
             return JSONResponse({"operation": shown})
         await asyncio.sleep(min(WAIT_POLL_S, max(deadline - time.monotonic(), 0.0)))
 

@@ -28,13 +28,14 @@ from starlette.responses import JSONResponse, Response
 from cinderflow.api import microversions as mv
 from cinderflow.api import policy
 from cinderflow.api.errors import BadRequest, volume_type_not_found
+from cinderflow.api.params import boolean_param
 from cinderflow.api.routing import ApiRequest, Router
-from cinderflow.api.validation import TRUE_STRINGS, parse_bool
+from cinderflow.api.validation import TRUE_STRINGS
 from cinderflow.api.views import timestamp
 from cinderflow.db import types as type_db
 from cinderflow.db import volumes as volume_db
-from cinderflow.db.models import Service, Volume, utcnow
-from cinderflow.scheduling.backends import VOLUME_BINARY
+from cinderflow.db.models import Service, Volume
+from cinderflow.scheduling.backends import VOLUME_BINARY, reports_since
 from cinderflow.scheduling.capabilities import unmet
 from cinderflow.scheduling.filters import pool_host
 
@@ -80,17 +81,6 @@ class Pool(BaseModel):
 
 class PoolList(BaseModel):
     pools: list[Pool]
-
-
-def _detail(req: ApiRequest) -> bool:
-    """Cinder's `get_bool_param('detail')`: strict, default false."""
-    raw = req.query.get("detail")
-    if raw is None:
-        return False
-    try:
-        return parse_bool(raw)
-    except ValueError:
-        raise BadRequest(f"Value '{raw}' for 'detail' is not a boolean.") from None
 
 
 def _filters(req: ApiRequest) -> dict[str, str]:
@@ -164,15 +154,15 @@ def pools(session: Session, down_after: timedelta, filters: dict[str, str]) -> l
         if volume_type is None:
             raise volume_type_not_found(type_ref)
         extra_specs = volume_db.extra_specs(session, volume_type.id)
-    now = utcnow()
+    cutoff = reports_since(down_after.total_seconds())
     services = session.exec(
-        select(Service).where(Service.binary == VOLUME_BINARY, Service.disabled.is_(False))
+        select(Service).where(
+            Service.binary == VOLUME_BINARY,
+            Service.disabled.is_(False),
+            Service.updated_at >= cutoff,  # up (a backend_state down is listed: Cinder's)
+        )
     ).all()
-    alive = [
-        s
-        for s in services
-        if s.capabilities and s.updated_at is not None and abs(now - s.updated_at) <= down_after
-    ]
+    alive = [s for s in services if s.capabilities]
     allocated = _allocated(session) if alive else {}
     found = []
     for service in alive:
@@ -192,7 +182,9 @@ def pools(session: Session, down_after: timedelta, filters: dict[str, str]) -> l
 async def get_pools(req: ApiRequest) -> Response:
     """The pools of the backends that are up; `detail=true` adds their capabilities."""
     policy.authorize(req.ctx, POLICY)
-    detail = _detail(req)
+    detail = boolean_param(  # Cinder's get_bool_param('detail')
+        req, "detail", refusal="Value '{raw}' for 'detail' is not a boolean."
+    )
     filters = _filters(req)
     down_after = timedelta(seconds=req.services.settings.service_down_time)
 
